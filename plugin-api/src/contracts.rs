@@ -1,0 +1,288 @@
+//! The typed boundaries of a run: `TaskSpec` in, `Result` out, and the frozen
+//! `Event` envelope every record on the log travels in. Pure serde types, no I/O;
+//! the JSON they produce is the Python reference's, field for field.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A JSON object: the shape of payloads, tool args and observations.
+pub type JsonObject = Map<String, Value>;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The model finalised and every validator passed.
+    Success,
+    /// A detector asked for a higher tier than the run may reach, or a budget ran out.
+    Escalate,
+    /// The run cannot succeed (a terminal verdict, a truncated response, ...).
+    Terminal,
+}
+
+/// The limits of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Budget {
+    /// Model turns at most.
+    pub max_steps: u32,
+    /// Tokens (prompt + completion, as the provider reports them) at most.
+    pub max_tokens: u64,
+    /// Wall-clock seconds for the whole run.
+    pub wall_time_s: u64,
+    /// Tool calls in one model response at most (caps a runaway turn).
+    pub max_tool_calls: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_steps: 20,
+            max_tokens: 200_000,
+            wall_time_s: 120,
+            max_tool_calls: 32,
+        }
+    }
+}
+
+/// The typed input to a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Identifies the task on the log; a fresh v4 id when not given.
+    #[serde(default = "Uuid::new_v4")]
+    pub task_id: Uuid,
+    /// What the agent is asked to do.
+    pub query: String,
+    /// What the task is about (a URL, a path), if anything.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The JSON Schema the result value must satisfy (`{}` for none).
+    #[serde(default = "empty_object")]
+    pub output_schema: Value,
+    /// The run's limits.
+    #[serde(default)]
+    pub budget: Budget,
+    /// The highest tool tier the run may climb to.
+    #[serde(default = "default_max_tier")]
+    pub max_tier: u32,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn default_max_tier() -> u32 {
+    2
+}
+
+impl TaskSpec {
+    /// A task with the given query and every other field at its default.
+    pub fn new(query: impl Into<String>) -> Self {
+        TaskSpec {
+            task_id: Uuid::new_v4(),
+            query: query.into(),
+            target: None,
+            output_schema: empty_object(),
+            budget: Budget::default(),
+            max_tier: default_max_tier(),
+        }
+    }
+}
+
+/// The typed output of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Result {
+    /// How the run ended.
+    pub status: Status,
+    /// The extracted value, when there is one.
+    #[serde(default)]
+    pub value: Option<JsonObject>,
+    /// Why the run did not succeed (a detector name, a budget), if it did not.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Why an [`Event`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Every event type lives in the `harness.` or the `data.` namespace.
+    #[error("event type {0:?} must start with 'harness.' or 'data.'")]
+    BadNamespace(String),
+}
+
+/// Checks that an event type is namespaced under `harness.` or `data.`.
+pub fn check_event_type(ty: &str) -> std::result::Result<(), EventError> {
+    if ty.starts_with("harness.") || ty.starts_with("data.") {
+        Ok(())
+    } else {
+        Err(EventError::BadNamespace(ty.to_owned()))
+    }
+}
+
+/// The append-only record envelope.
+///
+/// Fields are private so that an event with a type outside `harness.`/`data.`
+/// cannot exist: [`Event::new`] and deserialization both refuse it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "EventWire")]
+pub struct Event {
+    event_id: Uuid,
+    trace_id: Uuid,
+    task_id: Uuid,
+    parent_id: Option<Uuid>,
+    #[serde(rename = "type")]
+    ty: String,
+    ts: DateTime<Utc>,
+    source: String,
+    payload: JsonObject,
+    schema_version: u32,
+}
+
+#[derive(Deserialize)]
+struct EventWire {
+    #[serde(default = "Uuid::new_v4")]
+    event_id: Uuid,
+    trace_id: Uuid,
+    task_id: Uuid,
+    #[serde(default)]
+    parent_id: Option<Uuid>,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default = "Utc::now")]
+    ts: DateTime<Utc>,
+    source: String,
+    #[serde(default)]
+    payload: JsonObject,
+    #[serde(default = "default_schema_version")]
+    schema_version: u32,
+}
+
+fn default_schema_version() -> u32 {
+    1
+}
+
+impl TryFrom<EventWire> for Event {
+    type Error = EventError;
+
+    fn try_from(w: EventWire) -> std::result::Result<Self, EventError> {
+        check_event_type(&w.ty)?;
+        Ok(Event {
+            event_id: w.event_id,
+            trace_id: w.trace_id,
+            task_id: w.task_id,
+            parent_id: w.parent_id,
+            ty: w.ty,
+            ts: w.ts,
+            source: w.source,
+            payload: w.payload,
+            schema_version: w.schema_version,
+        })
+    }
+}
+
+impl Event {
+    /// Builds an event with a fresh `event_id` and the current time.
+    pub fn new(
+        trace_id: Uuid,
+        task_id: Uuid,
+        parent_id: Option<Uuid>,
+        ty: impl Into<String>,
+        source: impl Into<String>,
+        payload: JsonObject,
+    ) -> std::result::Result<Self, EventError> {
+        let ty = ty.into();
+        check_event_type(&ty)?;
+        Ok(Event {
+            event_id: Uuid::new_v4(),
+            trace_id,
+            task_id,
+            parent_id,
+            ty,
+            ts: Utc::now(),
+            source: source.into(),
+            payload,
+            schema_version: 1,
+        })
+    }
+
+    /// The event's unique id (appends are idempotent on it).
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+    /// The run this event belongs to.
+    pub fn trace_id(&self) -> Uuid {
+        self.trace_id
+    }
+    /// The task this event belongs to.
+    pub fn task_id(&self) -> Uuid {
+        self.task_id
+    }
+    /// The event this one answers, if any.
+    pub fn parent_id(&self) -> Option<Uuid> {
+        self.parent_id
+    }
+    /// The namespaced type, e.g. `harness.tool.invoked`.
+    pub fn event_type(&self) -> &str {
+        &self.ty
+    }
+    /// When the event was built.
+    pub fn ts(&self) -> DateTime<Utc> {
+        self.ts
+    }
+    /// Who emitted the event.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// The event's data. Treat it as read-only once published.
+    pub fn payload(&self) -> &JsonObject {
+        &self.payload
+    }
+    /// The envelope's schema version (1).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_outside_namespaces_is_refused_at_construction() {
+        let id = Uuid::new_v4();
+        let err = Event::new(id, id, None, "tool.invoked", "t", JsonObject::new()).unwrap_err();
+        assert_eq!(err, EventError::BadNamespace("tool.invoked".into()));
+        assert!(Event::new(id, id, None, "data.x", "t", JsonObject::new()).is_ok());
+    }
+
+    #[test]
+    fn event_type_outside_namespaces_is_refused_at_deserialization() {
+        let id = Uuid::new_v4();
+        let good = Event::new(id, id, None, "harness.turn.started", "t", JsonObject::new()).unwrap();
+        let mut json = serde_json::to_value(&good).unwrap();
+        let back: Event = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, good);
+        json["type"] = "audit.x".into();
+        let err = serde_json::from_value::<Event>(json).unwrap_err();
+        assert!(err.to_string().contains("must start with 'harness.' or 'data.'"), "{err}");
+    }
+
+    #[test]
+    fn task_spec_defaults_match_the_reference() {
+        let spec: TaskSpec = serde_json::from_str(r#"{"query": "q"}"#).unwrap();
+        assert_eq!(spec.budget, Budget::default());
+        assert_eq!(spec.budget.max_steps, 20);
+        assert_eq!(spec.max_tier, 2);
+        assert_eq!(spec.output_schema, serde_json::json!({}));
+        assert!(serde_json::from_str::<TaskSpec>(r#"{"target": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn result_status_is_snake_case_on_the_wire() {
+        let r = Result { status: Status::Escalate, value: None, reason: Some("empty".into()) };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["status"], "escalate");
+    }
+}
