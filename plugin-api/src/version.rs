@@ -5,8 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The eight kinds of plugin the registry holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+use serde::{Deserialize, Serialize};
+
+/// The eight kinds of plugin the registry holds. Serialized as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Model providers (`ModelProvider`).
     Providers,

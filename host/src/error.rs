@@ -1,0 +1,232 @@
+//! Every reason a plugin does not enter the registry, as one typed error with a
+//! stable snake_case code. Messages name the file, the plugin, both versions
+//! where relevant, and what to do, in one or two lines.
+
+use std::path::PathBuf;
+
+use zu_plugin_api::version::Kind;
+
+/// Why a library or one plugin in it was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be opened as a shared library.
+    ///
+    /// ## Resolution
+    /// Remove the file from the plugin directory, or rebuild it as a
+    /// `cdylib` for this platform.
+    #[error("{}: not a loadable shared library ({reason}); remove it from the plugin directory or rebuild it as a cdylib", library.display())]
+    NotALibrary {
+        /// The file.
+        library: PathBuf,
+        /// What the dynamic loader said.
+        reason: String,
+    },
+
+    /// A shared library that does not export a Zu root module.
+    ///
+    /// ## Resolution
+    /// Build the library with `zu_plugin_api::export_plugins!`, or move it out
+    /// of the plugin directory.
+    #[error("{}: a shared library without a Zu root module; build it with zu_plugin_api::export_plugins! or move it out of the plugin directory", library.display())]
+    NotAPlugin {
+        /// The file.
+        library: PathBuf,
+    },
+
+    /// The library's root module does not match this host's (another
+    /// abi_stable version, another zu-plugin-api major, or not Zu's module).
+    ///
+    /// ## Resolution
+    /// Rebuild the plugin against the zu-plugin-api this host was built with.
+    #[error("{}: root module is incompatible with this host ({detail}); rebuild the plugin against zu-plugin-api {}", library.display(), zu_plugin_api::ffi::API_VERSION)]
+    AbiMismatch {
+        /// The file.
+        library: PathBuf,
+        /// The one fact that differs.
+        detail: String,
+    },
+
+    /// A declaration names a kind that is not one of the eight.
+    ///
+    /// ## Resolution
+    /// Declare the plugin as one of providers, tools, detectors, validators,
+    /// backends, sinks, policies or triggers.
+    #[error("{}: plugin {name:?} declares unknown kind {kind:?}; expected one of providers, tools, detectors, validators, backends, sinks, policies, triggers", library.display())]
+    UnknownKind {
+        /// The file.
+        library: PathBuf,
+        /// The kind as declared.
+        kind: String,
+        /// The plugin.
+        name: String,
+    },
+
+    /// The declared interface version is not a semantic version.
+    ///
+    /// ## Resolution
+    /// Rebuild the plugin with `export_plugins!`, which records a valid version.
+    #[error("{}: {kind} plugin {name:?} declares interface version {version:?}, which is not a semantic version ({reason}); rebuild it with zu_plugin_api::export_plugins!", library.display())]
+    InvalidVersion {
+        /// The file.
+        library: PathBuf,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// The version as declared.
+        version: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+
+    /// The plugin was built against an interface version of its kind that
+    /// this host does not provide (caret rule).
+    ///
+    /// ## Resolution
+    /// Rebuild the plugin against zu-plugin-api with the host's interface
+    /// version, or run a host that provides the plugin's.
+    #[error("{}: {kind} plugin {name:?} was built for {kind} interface {plugin_version}, but this host provides {host_version}; rebuild the plugin against a zu-plugin-api with {kind} interface {host_version}, or use a Zu host that provides {plugin_version}", library.display())]
+    IncompatibleInterface {
+        /// The file.
+        library: PathBuf,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// What the plugin declares.
+        plugin_version: String,
+        /// What this host provides.
+        host_version: String,
+    },
+
+    /// The plugin's FFI object has a different layout from the host's, even
+    /// though its declared version is compatible. It is never called.
+    ///
+    /// ## Resolution
+    /// Rebuild the plugin against an unmodified zu-plugin-api.
+    #[error("{}: {kind} plugin {name:?} declares a compatible interface but its FFI layout differs ({detail}); rebuild it against an unmodified zu-plugin-api {}", library.display(), zu_plugin_api::ffi::API_VERSION)]
+    LayoutMismatch {
+        /// The file.
+        library: PathBuf,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// The first difference, as "at PATH: WHAT: expected X, found Y".
+        detail: String,
+    },
+
+    /// The plugin's constructor returned an error.
+    ///
+    /// ## Resolution
+    /// Fix the plugin's config (`--config KIND.NAME=JSON`) as the message says.
+    #[error("{origin}: {kind} plugin {name:?} failed to start: {message}; check its config (--config {kind}.{name}=JSON)")]
+    ConstructorFailed {
+        /// The file, or `in-process`.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// What the constructor said.
+        message: String,
+    },
+
+    /// The plugin's constructor panicked (caught inside the plugin).
+    ///
+    /// ## Resolution
+    /// Report it to the plugin's author; the message is the panic's.
+    #[error("{origin}: {kind} plugin {name:?} panicked while starting: {message}; this is a bug in the plugin, report it to its author")]
+    ConstructorPanicked {
+        /// The file, or `in-process`.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+
+    /// Another plugin of the same kind already has this name.
+    ///
+    /// ## Resolution
+    /// Remove one of the two libraries, or rename one plugin.
+    #[error("{origin}: {kind} plugin {name:?} is already provided by {first}; remove one of the two or rename one (no plugin silently shadows another)")]
+    NameTaken {
+        /// The file (or `in-process`) of the refused plugin.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The contested name.
+        name: String,
+        /// Where the plugin that keeps the name came from.
+        first: String,
+    },
+
+    /// The file or its directory may be written by someone other than its owner.
+    ///
+    /// ## Resolution
+    /// `chmod go-w` the file and its directory.
+    #[error("{}: may be written by users other than its owner (mode {mode:o}); run `chmod go-w {}` before loading it", path.display(), path.display())]
+    InsecurePermissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The library was built with `panic = "abort"`: its first panic would end
+    /// the host.
+    ///
+    /// ## Resolution
+    /// Rebuild it without `panic = "abort"` in its Cargo profile.
+    #[error("{}: built with panic = \"abort\", so any panic in it would end the host; rebuild it with the default panic = \"unwind\" (remove panic = \"abort\" from its Cargo profile)", library.display())]
+    AbortsOnPanic {
+        /// The file.
+        library: PathBuf,
+    },
+}
+
+impl LoadError {
+    /// The stable, snake_case code of this error, for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::NotALibrary { .. } => "not_a_library",
+            LoadError::NotAPlugin { .. } => "not_a_plugin",
+            LoadError::AbiMismatch { .. } => "abi_mismatch",
+            LoadError::UnknownKind { .. } => "unknown_kind",
+            LoadError::InvalidVersion { .. } => "invalid_version",
+            LoadError::IncompatibleInterface { .. } => "incompatible_interface",
+            LoadError::LayoutMismatch { .. } => "layout_mismatch",
+            LoadError::ConstructorFailed { .. } => "constructor_failed",
+            LoadError::ConstructorPanicked { .. } => "constructor_panicked",
+            LoadError::NameTaken { .. } => "name_taken",
+            LoadError::InsecurePermissions { .. } => "insecure_permissions",
+            LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
+        }
+    }
+}
+
+/// Bad input to the host itself (not to one plugin).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// A plugin directory that cannot be read.
+    #[error("cannot read plugin directory {}: {source}", path.display())]
+    PluginDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `--config` value that is not `KIND.NAME=JSON`.
+    #[error("invalid plugin config {given:?}: {reason} (expected KIND.NAME=JSON, e.g. 'tools.file_read={{\"root\": \"docs\"}}')")]
+    BadConfig {
+        /// What was given.
+        given: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

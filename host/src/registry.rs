@@ -1,0 +1,263 @@
+//! The one registry the loop reads: plugins of eight kinds by name, whether
+//! they came from a library or were registered in-process, plus a record of
+//! every plugin that was refused. No name is ever silently shadowed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use zu_plugin_api::ports::{
+    Detector, Envelope, EventSink, ModelProvider, Policy, SandboxBackend, Tool, Trigger, Validator,
+};
+use zu_plugin_api::version::Kind;
+
+use crate::error::LoadError;
+
+/// A live plugin instance, typed by kind.
+#[derive(Clone)]
+pub enum PluginObject {
+    /// A model provider.
+    Provider(Arc<dyn ModelProvider>),
+    /// A tool.
+    Tool(Arc<dyn Tool>),
+    /// A detector.
+    Detector(Arc<dyn Detector>),
+    /// A validator.
+    Validator(Arc<dyn Validator>),
+    /// A sandbox backend.
+    Backend(Arc<dyn SandboxBackend>),
+    /// An event sink.
+    Sink(Arc<dyn EventSink>),
+    /// A policy.
+    Policy(Arc<dyn Policy>),
+    /// A trigger.
+    Trigger(Arc<dyn Trigger>),
+}
+
+impl PluginObject {
+    /// The kind this object implements.
+    pub fn kind(&self) -> Kind {
+        match self {
+            PluginObject::Provider(_) => Kind::Providers,
+            PluginObject::Tool(_) => Kind::Tools,
+            PluginObject::Detector(_) => Kind::Detectors,
+            PluginObject::Validator(_) => Kind::Validators,
+            PluginObject::Backend(_) => Kind::Backends,
+            PluginObject::Sink(_) => Kind::Sinks,
+            PluginObject::Policy(_) => Kind::Policies,
+            PluginObject::Trigger(_) => Kind::Triggers,
+        }
+    }
+}
+
+/// What the registry knows about a plugin besides the object itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its registry name.
+    pub name: String,
+    /// The library it came from; `None` for in-process plugins.
+    pub library: Option<PathBuf>,
+    /// The interface version of its kind it was built against.
+    pub interface_version: String,
+    /// Its tool tier.
+    pub tier: u32,
+    /// Its capability tokens.
+    pub capabilities: Vec<String>,
+    /// Its egress hosts (`*` = open).
+    pub egress: Vec<String>,
+}
+
+impl PluginInfo {
+    /// The info of an in-process plugin built against this host's API.
+    pub fn native(kind: Kind, name: &str, envelope: Envelope) -> Self {
+        PluginInfo {
+            kind,
+            name: name.to_owned(),
+            library: None,
+            interface_version: kind.interface_version().to_owned(),
+            tier: envelope.tier,
+            capabilities: envelope.capabilities.iter().map(|c| (*c).to_owned()).collect(),
+            egress: envelope.egress.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    /// Where the plugin came from: its library path, or `in-process`.
+    pub fn origin(&self) -> String {
+        origin_of(self.library.as_deref())
+    }
+}
+
+pub(crate) fn origin_of(library: Option<&std::path::Path>) -> String {
+    library.map_or_else(|| "in-process".to_owned(), |p| p.display().to_string())
+}
+
+/// One registered plugin.
+#[derive(Clone)]
+pub struct Entry {
+    /// Its metadata.
+    pub info: PluginInfo,
+    /// The live instance.
+    pub object: PluginObject,
+}
+
+/// A plugin (or a whole library) that did not enter the registry, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadFailure {
+    /// The file, when the failure came from one.
+    pub library: Option<PathBuf>,
+    /// The plugin's kind as declared, when the failure is about one plugin.
+    pub kind: Option<String>,
+    /// The plugin's name, when the failure is about one plugin.
+    pub name: Option<String>,
+    /// The typed reason.
+    pub error: LoadError,
+}
+
+/// Plugins by kind and name, and the failures met while loading them.
+#[derive(Default)]
+pub struct Registry {
+    items: BTreeMap<Kind, BTreeMap<String, Entry>>,
+    failures: Vec<LoadFailure>,
+}
+
+macro_rules! typed_getters {
+    ($($fn_name:ident => $kind:ident, $variant:ident : $port:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("The `", stringify!($port), "` registered under `name`, if any.")]
+            pub fn $fn_name(&self, name: &str) -> Option<Arc<dyn $port>> {
+                match self.get_object(name, Kind::$kind)? {
+                    PluginObject::$variant(o) => Some(o.clone()),
+                    _ => None,
+                }
+            }
+        )*
+    };
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds a plugin. Refuses, with [`LoadError::NameTaken`], a name its kind
+    /// already holds. The kind is taken from the object.
+    pub fn register(&mut self, info: PluginInfo, object: PluginObject) -> Result<(), LoadError> {
+        debug_assert_eq!(info.kind, object.kind());
+        self.check_name_free(&info)?;
+        tracing::debug!(kind = %info.kind, name = %info.name, origin = %info.origin(), "registered plugin");
+        self.items
+            .entry(info.kind)
+            .or_default()
+            .insert(info.name.clone(), Entry { info, object });
+        Ok(())
+    }
+
+    /// Registers a native Rust plugin (embedding): `registry.register_native(
+    /// MyTool::NAME, MyTool::ENVELOPE, PluginObject::Tool(Arc::new(tool)))`.
+    pub fn register_native(&mut self, name: &str, envelope: Envelope, object: PluginObject) -> Result<(), LoadError> {
+        self.register(PluginInfo::native(object.kind(), name, envelope), object)
+    }
+
+    /// `Err(NameTaken)` if `info`'s kind already holds its name.
+    pub(crate) fn check_name_free(&self, info: &PluginInfo) -> Result<(), LoadError> {
+        match self.items.get(&info.kind).and_then(|m| m.get(&info.name)) {
+            Some(existing) => Err(LoadError::NameTaken {
+                origin: info.origin(),
+                kind: info.kind,
+                name: info.name.clone(),
+                first: existing.info.origin(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a plugin or library that was refused.
+    pub fn record_failure(&mut self, failure: LoadFailure) {
+        tracing::warn!(code = failure.error.code(), "{}", failure.error);
+        self.failures.push(failure);
+    }
+
+    /// Every refusal so far, in the order met.
+    pub fn failures(&self) -> &[LoadFailure] {
+        &self.failures
+    }
+
+    /// The names registered for `kind`, sorted.
+    pub fn names(&self, kind: Kind) -> Vec<String> {
+        self.items.get(&kind).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The entry for `kind`/`name`.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Entry> {
+        self.items.get(&kind)?.get(name)
+    }
+
+    fn get_object(&self, name: &str, kind: Kind) -> Option<&PluginObject> {
+        self.get(kind, name).map(|e| &e.object)
+    }
+
+    /// Every registered plugin, by kind (registry order) then name.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        Kind::ALL
+            .into_iter()
+            .filter_map(|k| self.items.get(&k))
+            .flat_map(|m| m.values())
+    }
+
+    /// Every registered plugin of one kind, by name.
+    pub fn entries_of(&self, kind: Kind) -> impl Iterator<Item = &Entry> {
+        self.items.get(&kind).into_iter().flat_map(|m| m.values())
+    }
+
+    typed_getters! {
+        provider => Providers, Provider: ModelProvider,
+        tool => Tools, Tool: Tool,
+        detector => Detectors, Detector: Detector,
+        validator => Validators, Validator: Validator,
+        backend => Backends, Backend: SandboxBackend,
+        sink => Sinks, Sink: EventSink,
+        policy => Policies, Policy: Policy,
+        trigger => Triggers, Trigger: Trigger,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zu_plugin_api::prelude::*;
+
+    struct Noop;
+    impl Tool for Noop {
+        fn call(&self, _: &dyn RunContext, _: JsonObject) -> Result<JsonObject, PluginError> {
+            Ok(JsonObject::new())
+        }
+    }
+
+    #[test]
+    fn native_registration_is_visible_by_kind_and_name() {
+        let mut reg = Registry::new();
+        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop))).unwrap();
+        assert_eq!(reg.names(Kind::Tools), vec!["noop"]);
+        assert!(reg.tool("noop").is_some());
+        assert!(reg.detector("noop").is_none());
+        assert!(reg.names(Kind::Detectors).is_empty());
+        let info = &reg.get(Kind::Tools, "noop").unwrap().info;
+        assert_eq!(info.interface_version, zu_plugin_api::version::TOOLS);
+        assert_eq!(info.origin(), "in-process");
+    }
+
+    #[test]
+    fn a_second_plugin_with_the_same_name_is_refused_not_shadowing() {
+        let mut reg = Registry::new();
+        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop))).unwrap();
+        let err = reg
+            .register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+            .unwrap_err();
+        assert_eq!(err.code(), "name_taken");
+        assert_eq!(reg.names(Kind::Tools).len(), 1);
+    }
+}
