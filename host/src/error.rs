@@ -221,6 +221,12 @@ pub enum HostError {
         /// Why.
         source: std::io::Error,
     },
+    /// A library path that does not exist.
+    #[error("no plugin library at {}", path.display())]
+    MissingLibrary {
+        /// The path given.
+        path: PathBuf,
+    },
     /// A `--config` value that is not `KIND.NAME=JSON`.
     #[error("invalid plugin config {given:?}: {reason} (expected KIND.NAME=JSON, e.g. 'tools.file_read={{\"root\": \"docs\"}}')")]
     BadConfig {

@@ -177,7 +177,7 @@ impl Registry {
 
     /// Records a plugin or library that was refused.
     pub fn record_failure(&mut self, failure: LoadFailure) {
-        tracing::warn!(code = failure.error.code(), "{}", failure.error);
+        tracing::info!(code = failure.error.code(), "{}", failure.error);
         self.failures.push(failure);
     }
 

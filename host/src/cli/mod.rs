@@ -1,0 +1,3 @@
+//! The subcommands of `zu`, one module each.
+
+pub mod plugins;

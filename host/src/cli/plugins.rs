@@ -1,0 +1,191 @@
+//! `zu plugins` and `zu check`: load libraries into a fresh registry and
+//! report what loaded and what was refused, as a table or as one JSON object.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+use zu_host::{discovery, HostError, Loader, Registry};
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+#[derive(Args)]
+pub struct PluginsArgs {
+    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
+    /// $HOME/.local/share/zu/plugins.
+    #[arg(long = "plugins", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Config for one plugin's constructor, as KIND.NAME=JSON or KIND.NAME=@FILE (repeatable).
+    #[arg(long = "config", value_name = "KIND.NAME=JSON")]
+    configs: Vec<String>,
+    /// Print one JSON object: {"plugins": [...], "failures": [...]}.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 if any plugin or library was refused.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The plugin library to check.
+    #[arg(value_name = "LIB")]
+    library: PathBuf,
+    /// Config for one plugin's constructor, as KIND.NAME=JSON or KIND.NAME=@FILE (repeatable).
+    #[arg(long = "config", value_name = "KIND.NAME=JSON")]
+    configs: Vec<String>,
+    /// Print one JSON object: {"plugins": [...], "failures": [...]}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_plugins(args: PluginsArgs) -> u8 {
+    let dirs = discovery::plugin_dirs(&args.dirs);
+    let loaded = load(&args.configs, |loader, registry| loader.load_dirs(registry, &dirs));
+    finish(loaded, args.json, args.strict)
+}
+
+pub fn run_check(args: CheckArgs) -> u8 {
+    let loaded = load(&args.configs, |loader, registry| {
+        if !args.library.exists() {
+            return Err(HostError::MissingLibrary { path: args.library.clone() });
+        }
+        loader.load_file(registry, &args.library);
+        Ok(())
+    });
+    finish(loaded, args.json, true)
+}
+
+fn load(
+    configs: &[String],
+    f: impl FnOnce(&mut Loader, &mut Registry) -> Result<(), HostError>,
+) -> Result<Registry, HostError> {
+    let mut loader = Loader::new();
+    for c in configs {
+        loader.set_config_arg(c)?;
+    }
+    let mut registry = Registry::new();
+    f(&mut loader, &mut registry)?;
+    Ok(registry)
+}
+
+fn finish(loaded: Result<Registry, HostError>, json: bool, strict: bool) -> u8 {
+    let registry = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zu: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let report = Report::of(&registry);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("a report is plain data"));
+    } else {
+        print!("{}", report.table());
+    }
+    if strict && !report.failures.is_empty() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    plugins: Vec<PluginRow>,
+    failures: Vec<FailureRow>,
+}
+
+#[derive(Serialize)]
+struct PluginRow {
+    kind: String,
+    name: String,
+    library: Option<String>,
+    interface_version: String,
+    tier: u32,
+    capabilities: Vec<String>,
+    egress: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct FailureRow {
+    library: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    error: ErrorRow,
+}
+
+#[derive(Serialize)]
+struct ErrorRow {
+    code: &'static str,
+    message: String,
+}
+
+impl Report {
+    fn of(registry: &Registry) -> Self {
+        let plugins = registry
+            .entries()
+            .map(|e| PluginRow {
+                kind: e.info.kind.to_string(),
+                name: e.info.name.clone(),
+                library: e.info.library.as_ref().map(|p| p.display().to_string()),
+                interface_version: e.info.interface_version.clone(),
+                tier: e.info.tier,
+                capabilities: e.info.capabilities.clone(),
+                egress: e.info.egress.clone(),
+            })
+            .collect();
+        let failures = registry
+            .failures()
+            .iter()
+            .map(|f| FailureRow {
+                library: f.library.as_ref().map(|p| p.display().to_string()),
+                kind: f.kind.clone(),
+                name: f.name.clone(),
+                error: ErrorRow { code: f.error.code(), message: f.error.to_string() },
+            })
+            .collect();
+        Report { plugins, failures }
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(",") };
+        let rows: Vec<[String; 7]> = self
+            .plugins
+            .iter()
+            .map(|p| {
+                [
+                    p.kind.clone(),
+                    p.name.clone(),
+                    p.interface_version.clone(),
+                    p.tier.to_string(),
+                    list(&p.capabilities),
+                    list(&p.egress),
+                    p.library.clone().unwrap_or_else(|| "in-process".into()),
+                ]
+            })
+            .collect();
+        out.push_str(&format!("{} plugin(s) loaded\n", rows.len()));
+        if !rows.is_empty() {
+            let header = ["KIND", "NAME", "INTERFACE", "TIER", "CAPABILITIES", "EGRESS", "LIBRARY"].map(String::from);
+            let mut widths = header.clone().map(|h| h.len());
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.len());
+                }
+            }
+            for r in std::iter::once(&header).chain(&rows) {
+                let cells: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+            }
+        }
+        if !self.failures.is_empty() {
+            out.push_str(&format!("{} refused\n", self.failures.len()));
+            for f in &self.failures {
+                out.push_str(&format!("  [{}] {}\n", f.error.code, f.error.message));
+            }
+        }
+        out
+    }
+}
