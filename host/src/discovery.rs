@@ -34,7 +34,10 @@ pub fn default_dir() -> Option<PathBuf> {
 /// The candidate library files of one directory, sorted by path. Files with
 /// another extension and subdirectories are skipped.
 pub fn candidates(dir: &Path) -> Result<Vec<PathBuf>, HostError> {
-    let read = std::fs::read_dir(dir).map_err(|source| HostError::PluginDir { path: dir.to_owned(), source })?;
+    let read = std::fs::read_dir(dir).map_err(|source| HostError::PluginDir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = read
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension() == Some(OsStr::new(LIBRARY_EXTENSION)))
@@ -60,7 +63,10 @@ pub fn check_permissions(path: &Path) -> Result<(), LoadError> {
     };
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(LoadError::InsecurePermissions { path: path.to_owned(), mode });
+        return Err(LoadError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }

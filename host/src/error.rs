@@ -121,7 +121,9 @@ pub enum LoadError {
     ///
     /// ## Resolution
     /// Fix the plugin's config (`--config KIND.NAME=JSON`) as the message says.
-    #[error("{origin}: {kind} plugin {name:?} failed to start: {message}; check its config (--config {kind}.{name}=JSON)")]
+    #[error(
+        "{origin}: {kind} plugin {name:?} failed to start: {message}; check its config (--config {kind}.{name}=JSON)"
+    )]
     ConstructorFailed {
         /// The file, or `in-process`.
         origin: String,

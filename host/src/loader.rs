@@ -69,7 +69,12 @@ impl Loader {
     pub fn load_dir(&mut self, registry: &mut Registry, dir: &Path) -> Result<(), HostError> {
         let files = discovery::candidates(dir)?;
         if let Err(error) = discovery::check_permissions(dir) {
-            registry.record_failure(LoadFailure { library: Some(dir.to_owned()), kind: None, name: None, error });
+            registry.record_failure(LoadFailure {
+                library: Some(dir.to_owned()),
+                kind: None,
+                name: None,
+                error,
+            });
             return Ok(());
         }
         for file in files {
@@ -102,9 +107,12 @@ impl Loader {
                     }
                 }
             }
-            Err(error) => {
-                registry.record_failure(LoadFailure { library: Some(path.to_owned()), kind: None, name: None, error })
-            }
+            Err(error) => registry.record_failure(LoadFailure {
+                library: Some(path.to_owned()),
+                kind: None,
+                name: None,
+                error,
+            }),
         }
         report.failed = registry.failures().len() - before;
         report
@@ -136,12 +144,13 @@ impl Loader {
                 host_version: kind.interface_version().to_owned(),
             },
         })?;
-        self.check_layout(kind, decl.layout()).map_err(|detail| LoadError::LayoutMismatch {
-            library: library.clone(),
-            kind,
-            name: name.clone(),
-            detail,
-        })?;
+        self.check_layout(kind, decl.layout())
+            .map_err(|detail| LoadError::LayoutMismatch {
+                library: library.clone(),
+                kind,
+                name: name.clone(),
+                detail,
+            })?;
         let info = PluginInfo {
             kind,
             name: name.clone(),
@@ -152,7 +161,11 @@ impl Loader {
             egress: decl.egress(),
         };
         registry.check_name_free(&info)?;
-        let config = self.configs.get(&(kind, name.clone())).cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        let config = self
+            .configs
+            .get(&(kind, name.clone()))
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default()));
         let object = construct(kind, decl, &config).map_err(|e| constructor_error(&info, e))?;
         registry.register(info, object)?;
         Ok((kind, name))
@@ -175,8 +188,18 @@ impl Loader {
 pub(crate) fn constructor_error(info: &PluginInfo, e: PluginError) -> LoadError {
     let (origin, kind, name) = (origin_of(info.library.as_deref()), info.kind, info.name.clone());
     match e {
-        PluginError::Panicked(message) => LoadError::ConstructorPanicked { origin, kind, name, message },
-        other => LoadError::ConstructorFailed { origin, kind, name, message: other.to_string() },
+        PluginError::Panicked(message) => LoadError::ConstructorPanicked {
+            origin,
+            kind,
+            name,
+            message,
+        },
+        other => LoadError::ConstructorFailed {
+            origin,
+            kind,
+            name,
+            message: other.to_string(),
+        },
     }
 }
 
@@ -193,15 +216,30 @@ fn open_root_module(path: &Path, real: &Path) -> Result<OpenedLibrary, LoadError
         discovery::check_permissions(dir)?; // where a symlink really points
     }
     let header = lib_header_from_path(real).map_err(|e| match e {
-        LibraryError::OpenError { err, .. } => LoadError::NotALibrary { library: library.clone(), reason: err.to_string() },
-        LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { library: library.clone() },
-        other => LoadError::AbiMismatch { library: library.clone(), detail: first_line(&other.to_string()) },
+        LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
+            library: library.clone(),
+            reason: err.to_string(),
+        },
+        LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
+            library: library.clone(),
+        },
+        other => LoadError::AbiMismatch {
+            library: library.clone(),
+            detail: first_line(&other.to_string()),
+        },
     })?;
-    let abi_mismatch = |detail: String| LoadError::AbiMismatch { library: library.clone(), detail };
+    let abi_mismatch = |detail: String| LoadError::AbiMismatch {
+        library: library.clone(),
+        detail,
+    };
     match header.layout() {
         Some(layout) => check_layout_compatibility(<ZuRootModule_Ref as StableAbi>::LAYOUT, layout)
             .map_err(|e| abi_mismatch(short_layout_error(&e)))?,
-        None => return Err(abi_mismatch("the library exports no root-module layout to check".into())),
+        None => {
+            return Err(abi_mismatch(
+                "the library exports no root-module layout to check".into(),
+            ))
+        }
     }
     // SAFETY: the root module's layout was checked just above.
     let module = unsafe { header.init_root_module_with_unchecked_layout::<ZuRootModule_Ref>() }
@@ -213,7 +251,9 @@ fn open_root_module(path: &Path, real: &Path) -> Result<OpenedLibrary, LoadError
     let declarations = (module.declarations())()
         .into_result()
         .map_err(|e| abi_mismatch(format!("its declaration list failed: {}", e.message)))?;
-    Ok(OpenedLibrary { declarations: declarations.into_vec() })
+    Ok(OpenedLibrary {
+        declarations: declarations.into_vec(),
+    })
 }
 
 enum VersionCheck {
@@ -303,9 +343,18 @@ fn short_layout_error(errors: &AbiInstabilityErrors) -> String {
         .map(str::trim)
         .unwrap_or("layouts differ")
         .to_owned();
-    let expected = lines.by_ref().skip_while(|l| *l != "Expected:").nth(1).unwrap_or("").to_owned();
+    let expected = lines
+        .by_ref()
+        .skip_while(|l| *l != "Expected:")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
     let found = lines.skip_while(|l| *l != "Found:").nth(1).unwrap_or("").to_owned();
-    let at = if path.is_empty() { "the root".to_owned() } else { path.join(".") };
+    let at = if path.is_empty() {
+        "the root".to_owned()
+    } else {
+        path.join(".")
+    };
     if expected.is_empty() && found.is_empty() {
         format!("at {at}: {what}")
     } else {
@@ -315,10 +364,17 @@ fn short_layout_error(errors: &AbiInstabilityErrors) -> String {
 
 /// Parses `KIND.NAME=JSON`, where JSON may be `@FILE`.
 pub fn parse_config_arg(arg: &str) -> Result<(Kind, String, Value), HostError> {
-    let bad = |reason: String| HostError::BadConfig { given: arg.to_owned(), reason };
+    let bad = |reason: String| HostError::BadConfig {
+        given: arg.to_owned(),
+        reason,
+    };
     let (key, json) = arg.split_once('=').ok_or_else(|| bad("missing '='".into()))?;
-    let (kind, name) = key.split_once('.').ok_or_else(|| bad(format!("{key:?} is not KIND.NAME")))?;
-    let kind: Kind = kind.parse().map_err(|e: zu_plugin_api::version::UnknownKind| bad(e.to_string()))?;
+    let (kind, name) = key
+        .split_once('.')
+        .ok_or_else(|| bad(format!("{key:?} is not KIND.NAME")))?;
+    let kind: Kind = kind
+        .parse()
+        .map_err(|e: zu_plugin_api::version::UnknownKind| bad(e.to_string()))?;
     if name.is_empty() {
         return Err(bad("the plugin name is empty".into()));
     }
@@ -365,7 +421,10 @@ mod tests {
     #[test]
     fn config_args_parse_and_refuse_clearly() {
         let (k, n, v) = parse_config_arg(r#"tools.file_read={"root": "docs"}"#).unwrap();
-        assert_eq!((k, n.as_str(), v["root"].as_str()), (Kind::Tools, "file_read", Some("docs")));
+        assert_eq!(
+            (k, n.as_str(), v["root"].as_str()),
+            (Kind::Tools, "file_read", Some("docs"))
+        );
         for bad in ["tools.x", "toolsx={}", "gadgets.x={}", "tools.={}", "tools.x={nope"] {
             let err = parse_config_arg(bad).unwrap_err();
             assert!(matches!(err, HostError::BadConfig { .. }), "{bad}");

@@ -188,7 +188,10 @@ impl Registry {
 
     /// The names registered for `kind`, sorted.
     pub fn names(&self, kind: Kind) -> Vec<String> {
-        self.items.get(&kind).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.items
+            .get(&kind)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The entry for `kind`/`name`.
@@ -240,7 +243,8 @@ mod tests {
     #[test]
     fn native_registration_is_visible_by_kind_and_name() {
         let mut reg = Registry::new();
-        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop))).unwrap();
+        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+            .unwrap();
         assert_eq!(reg.names(Kind::Tools), vec!["noop"]);
         assert!(reg.tool("noop").is_some());
         assert!(reg.detector("noop").is_none());
@@ -253,7 +257,8 @@ mod tests {
     #[test]
     fn a_second_plugin_with_the_same_name_is_refused_not_shadowing() {
         let mut reg = Registry::new();
-        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop))).unwrap();
+        reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+            .unwrap();
         let err = reg
             .register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
             .unwrap_err();

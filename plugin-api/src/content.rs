@@ -117,7 +117,10 @@ impl Action {
     pub fn text(text: impl Into<String>) -> Self {
         let mut payload = JsonObject::new();
         payload.insert("text".into(), text.into().into());
-        Action { kind: ActionKind::Text, payload }
+        Action {
+            kind: ActionKind::Text,
+            payload,
+        }
     }
 
     /// A tool call, shaped like [`crate::ports::ToolCall`].
@@ -125,12 +128,18 @@ impl Action {
         let mut payload = JsonObject::new();
         payload.insert("name".into(), name.into().into());
         payload.insert("args".into(), args.into());
-        Action { kind: ActionKind::ToolCall, payload }
+        Action {
+            kind: ActionKind::ToolCall,
+            payload,
+        }
     }
 
     /// A control command with free-form data.
     pub fn command(payload: JsonObject) -> Self {
-        Action { kind: ActionKind::Command, payload }
+        Action {
+            kind: ActionKind::Command,
+            payload,
+        }
     }
 }
 
@@ -156,7 +165,10 @@ mod tests {
         let obs = Observation {
             content: vec![
                 ContentPart::Text { text: "a".into() },
-                ContentPart::Image { data: vec![0, 159, 255], mime: "image/png".into() },
+                ContentPart::Image {
+                    data: vec![0, 159, 255],
+                    mime: "image/png".into(),
+                },
             ],
         };
         let json = serde_json::to_value(&obs).unwrap();

@@ -266,7 +266,10 @@ mod tests {
         assert_eq!(back, good);
         json["type"] = "audit.x".into();
         let err = serde_json::from_value::<Event>(json).unwrap_err();
-        assert!(err.to_string().contains("must start with 'harness.' or 'data.'"), "{err}");
+        assert!(
+            err.to_string().contains("must start with 'harness.' or 'data.'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -281,7 +284,11 @@ mod tests {
 
     #[test]
     fn result_status_is_snake_case_on_the_wire() {
-        let r = Result { status: Status::Escalate, value: None, reason: Some("empty".into()) };
+        let r = Result {
+            status: Status::Escalate,
+            value: None,
+            reason: Some("empty".into()),
+        };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["status"], "escalate");
     }

@@ -24,8 +24,7 @@ pub enum FilterField {
 }
 
 /// The keys a filter may use, in the order error messages list them.
-pub const ALLOWED_EVENT_FILTERS: [&str; 6] =
-    ["event_id", "trace_id", "task_id", "parent_id", "type", "source"];
+pub const ALLOWED_EVENT_FILTERS: [&str; 6] = ["event_id", "trace_id", "task_id", "parent_id", "type", "source"];
 
 impl FilterField {
     /// The field's key in a JSON filter and its column name.
@@ -172,7 +171,9 @@ mod tests {
         let obj: JsonObject = serde_json::from_str(r#"{"kind": "x"}"#).unwrap();
         let err = EventFilter::from_json(&obj).unwrap_err();
         assert_eq!(err, FilterError::UnknownKey { key: "kind".into() });
-        assert!(err.to_string().contains("event_id, trace_id, task_id, parent_id, type, source"));
+        assert!(err
+            .to_string()
+            .contains("event_id, trace_id, task_id, parent_id, type, source"));
     }
 
     #[test]
@@ -190,6 +191,9 @@ mod tests {
     #[test]
     fn non_string_value_is_refused() {
         let obj: JsonObject = serde_json::from_str(r#"{"type": 3}"#).unwrap();
-        assert!(matches!(EventFilter::from_json(&obj), Err(FilterError::BadValue { .. })));
+        assert!(matches!(
+            EventFilter::from_json(&obj),
+            Err(FilterError::BadValue { .. })
+        ));
     }
 }

@@ -57,8 +57,7 @@ pub mod prelude {
     pub use crate::ports::{
         Capabilities, Detector, Envelope, EventSink, Finish, ModelProvider, ModelRequest, ModelResponse, Plugin,
         PluginError, Policy, RunContext, SandboxBackend, Scope, Severity, Tool, ToolCall, ToolSpec, Trigger,
-        TriggerEvent, Validator, Verdict, CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SANDBOX, CAP_SUBPROCESS,
-        EGRESS_OPEN,
+        TriggerEvent, Validator, Verdict, CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SANDBOX, CAP_SUBPROCESS, EGRESS_OPEN,
     };
     pub use serde_json::{json, Value};
 }
@@ -87,17 +86,34 @@ macro_rules! export_plugins {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __declare {
-    (providers, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::ProviderObject, $p>() };
-    (tools, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::ToolObject, $p>() };
-    (detectors, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::DetectorObject, $p>() };
-    (validators, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::ValidatorObject, $p>() };
-    (backends, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::BackendObject, $p>() };
-    (sinks, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::SinkObject, $p>() };
-    (policies, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::PolicyObject, $p>() };
-    (triggers, $p:ty) => { $crate::ffi::Declaration::of::<$crate::ffi::TriggerObject, $p>() };
+    (providers, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::ProviderObject, $p>()
+    };
+    (tools, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::ToolObject, $p>()
+    };
+    (detectors, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::DetectorObject, $p>()
+    };
+    (validators, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::ValidatorObject, $p>()
+    };
+    (backends, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::BackendObject, $p>()
+    };
+    (sinks, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::SinkObject, $p>()
+    };
+    (policies, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::PolicyObject, $p>()
+    };
+    (triggers, $p:ty) => {
+        $crate::ffi::Declaration::of::<$crate::ffi::TriggerObject, $p>()
+    };
     ($other:ident, $p:ty) => {
         ::std::compile_error!(::std::concat!(
-            "unknown plugin kind `", ::std::stringify!($other),
+            "unknown plugin kind `",
+            ::std::stringify!($other),
             "`: use providers, tools, detectors, validators, backends, sinks, policies or triggers"
         ))
     };
@@ -111,7 +127,8 @@ macro_rules! __declare {
 macro_rules! __export_declarations {
     ($declarations:expr) => {
         const _: () = {
-            extern "C" fn __zu_declarations() -> $crate::ffi::FfiResult<$crate::ffi::abi_stable::std_types::RVec<$crate::ffi::Declaration>> {
+            extern "C" fn __zu_declarations(
+            ) -> $crate::ffi::FfiResult<$crate::ffi::abi_stable::std_types::RVec<$crate::ffi::Declaration>> {
                 $crate::ffi::collect_declarations(|| $declarations)
             }
 

@@ -249,12 +249,7 @@ pub trait RunContext {
     fn event_count(&self) -> u64;
     /// Events of the log matching `filter`, after sequence number `after_seq`
     /// (1-based; 0 = from the start), at most `limit`.
-    fn query(
-        &self,
-        filter: &EventFilter,
-        limit: Option<u64>,
-        after_seq: u64,
-    ) -> Result<Vec<StoredEvent>, PluginError>;
+    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError>;
 }
 
 /// A tool the model may call.
@@ -314,12 +309,7 @@ pub trait EventSink: Send + Sync {
     /// Stores one event; appending the same `event_id` again is a no-op.
     fn append(&self, event: &Event) -> Result<(), PluginError>;
     /// Events matching `filter` after `after_seq`, at most `limit`.
-    fn query(
-        &self,
-        filter: &EventFilter,
-        limit: Option<u64>,
-        after_seq: u64,
-    ) -> Result<Vec<StoredEvent>, PluginError>;
+    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError>;
     /// How many events match `filter`.
     fn count(&self, filter: &EventFilter) -> Result<u64, PluginError>;
     /// Releases the sink's resources; later calls may fail.

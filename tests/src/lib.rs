@@ -1,1 +1,127 @@
+//! Test support: builds the `zu` binary, the real plugins and the fixture
+//! libraries of `fixtures/` with their own cargo invocations (so a skewed or
+//! `panic = "abort"` fixture never leaks its settings into the main build),
+//! once per test process, and lays them out in temporary plugin directories.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// Where every library the tests load is built.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target").join("zu-test-plugins")
+}
+
+/// The built artifacts.
+pub struct Artifacts {
+    /// The `zu` binary.
+    pub zu: PathBuf,
+    debug: PathBuf,
+    abort: PathBuf,
+}
+
+impl Artifacts {
+    /// The shared library of a crate (by crate name with `_`) in the dev profile.
+    pub fn lib(&self, crate_name: &str) -> PathBuf {
+        self.debug.join(lib_file(crate_name))
+    }
+
+    /// The `aborting` fixture, built with `panic = "abort"`.
+    pub fn aborting(&self) -> PathBuf {
+        self.abort.join(lib_file("fixture_aborting"))
+    }
+
+    /// The fixture library `fixture_<name>`.
+    pub fn fixture(&self, name: &str) -> PathBuf {
+        self.lib(&format!("fixture_{name}"))
+    }
+}
+
+/// `lib<name>.so` / `lib<name>.dylib` / `<name>.dll`.
+pub fn lib_file(crate_name: &str) -> String {
+    format!(
+        "{}{crate_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+fn cargo(args: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir())
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo {} failed", args.join(" "));
+}
+
+/// Builds everything once per process and returns where it is.
+pub fn artifacts() -> &'static Artifacts {
+    static BUILT: OnceLock<Artifacts> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        eprintln!(
+            "zu-tests: building the host, the plugins and the fixture libraries into {}",
+            target_dir().display()
+        );
+        cargo(&[
+            "build",
+            "-p",
+            "zu-host",
+            "-p",
+            "zu-plugin-scripted",
+            "-p",
+            "zu-plugin-checks",
+        ]);
+        let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
+        let fixtures = fixtures.to_str().expect("a UTF-8 path");
+        // Three invocations: the skewed fixture enables a feature of
+        // zu-plugin-api that must not unify into the others, and the aborting
+        // one needs its own profile.
+        cargo(&[
+            "build",
+            "--manifest-path",
+            fixtures,
+            "--workspace",
+            "--exclude",
+            "fixture-skewed",
+            "--exclude",
+            "fixture-aborting",
+        ]);
+        cargo(&["build", "--manifest-path", fixtures, "-p", "fixture-skewed"]);
+        cargo(&[
+            "build",
+            "--manifest-path",
+            fixtures,
+            "-p",
+            "fixture-aborting",
+            "--profile",
+            "abort",
+        ]);
+        let debug = target_dir().join("debug");
+        Artifacts {
+            zu: debug.join(format!("zu{}", std::env::consts::EXE_SUFFIX)),
+            abort: target_dir().join("abort"),
+            debug,
+        }
+    })
+}
+
+/// A fresh plugin directory holding copies of `libs` (under their own names).
+pub fn plugin_dir(libs: &[PathBuf]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for lib in libs {
+        let name = lib.file_name().expect("a file name");
+        std::fs::copy(lib, dir.path().join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
+    }
+    dir
+}

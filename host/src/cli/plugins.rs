@@ -48,7 +48,9 @@ pub fn run_plugins(args: PluginsArgs) -> u8 {
 pub fn run_check(args: CheckArgs) -> u8 {
     let loaded = load(&args.configs, |loader, registry| {
         if !args.library.exists() {
-            return Err(HostError::MissingLibrary { path: args.library.clone() });
+            return Err(HostError::MissingLibrary {
+                path: args.library.clone(),
+            });
         }
         loader.load_file(registry, &args.library);
         Ok(())
@@ -79,7 +81,10 @@ fn finish(loaded: Result<Registry, HostError>, json: bool, strict: bool) -> u8 {
     };
     let report = Report::of(&registry);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("a report is plain data"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report is plain data")
+        );
     } else {
         print!("{}", report.table());
     }
@@ -142,7 +147,10 @@ impl Report {
                 library: f.library.as_ref().map(|p| p.display().to_string()),
                 kind: f.kind.clone(),
                 name: f.name.clone(),
-                error: ErrorRow { code: f.error.code(), message: f.error.to_string() },
+                error: ErrorRow {
+                    code: f.error.code(),
+                    message: f.error.to_string(),
+                },
             })
             .collect();
         Report { plugins, failures }

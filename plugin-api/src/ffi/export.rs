@@ -49,7 +49,11 @@ struct PluginContext<'a> {
 
 impl<'a> PluginContext<'a> {
     fn new(host: HostContext<'a>) -> Self {
-        PluginContext { host, spec: OnceCell::new(), observation: OnceCell::new() }
+        PluginContext {
+            host,
+            spec: OnceCell::new(),
+            observation: OnceCell::new(),
+        }
     }
 }
 
@@ -86,7 +90,9 @@ impl RunContext for PluginContext<'_> {
 }
 
 fn json_out<T: serde::Serialize>(value: &T) -> RString {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned()).into()
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".to_owned())
+        .into()
 }
 
 fn verdict_out(v: Option<Verdict>) -> Result<ROption<RString>, PluginError> {
@@ -126,7 +132,11 @@ impl<T: ModelProvider> ProviderFfi for Guard<T> {
         json_out(&super::catch(|| Ok(self.get().capabilities())).unwrap_or_default())
     }
     fn ffi_model(&self) -> ROption<RString> {
-        super::catch(|| Ok(self.get().model())).ok().flatten().map(RString::from).into()
+        super::catch(|| Ok(self.get().model()))
+            .ok()
+            .flatten()
+            .map(RString::from)
+            .into()
     }
     fn ffi_complete(&self, request_json: RStr<'_>) -> FfiResult<RString> {
         guarded(|| {
@@ -186,7 +196,9 @@ impl<T: EventSink> SinkFfi for Guard<T> {
     }
     fn ffi_query(&self, filter_json: RStr<'_>, limit: ROption<u64>, after_seq: u64) -> FfiResult<RString> {
         guarded(|| {
-            let events = self.get().query(&filter_in(filter_json)?, limit.into_option(), after_seq)?;
+            let events = self
+                .get()
+                .query(&filter_in(filter_json)?, limit.into_option(), after_seq)?;
             Ok(to_json(&events)?.into())
         })
     }
@@ -203,7 +215,11 @@ impl<T: Policy> PolicyFfi for Guard<T> {
         json_out(&super::catch(|| Ok(self.get().capabilities())).unwrap_or_default())
     }
     fn ffi_model(&self) -> ROption<RString> {
-        super::catch(|| Ok(self.get().model())).ok().flatten().map(RString::from).into()
+        super::catch(|| Ok(self.get().model()))
+            .ok()
+            .flatten()
+            .map(RString::from)
+            .into()
     }
     fn ffi_act(&self, observation_json: RStr<'_>, tools_json: RStr<'_>) -> FfiResult<RString> {
         guarded(|| {

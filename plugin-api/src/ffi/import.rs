@@ -35,7 +35,9 @@ fn quiet<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 
 impl HostContextFfi for ContextBridge<'_> {
     fn ffi_spec(&self) -> RString {
-        quiet(RString::new(), || serde_json::to_string(self.0.spec()).unwrap_or_default().into())
+        quiet(RString::new(), || {
+            serde_json::to_string(self.0.spec()).unwrap_or_default().into()
+        })
     }
     fn ffi_observation(&self) -> ROption<RString> {
         quiet(ROption::RNone, || {
@@ -88,7 +90,10 @@ impl Tool for ToolObject {
     }
     fn call(&self, ctx: &dyn RunContext, args: JsonObject) -> Result<JsonObject, PluginError> {
         let args = to_json(&args)?;
-        reply(with_ctx(ctx, |c| self.ffi_call(c, args.as_str().into())), "tool observation")
+        reply(
+            with_ctx(ctx, |c| self.ffi_call(c, args.as_str().into())),
+            "tool observation",
+        )
     }
 }
 
@@ -131,7 +136,10 @@ impl SandboxBackend for BackendObject {
     }
     fn exec(&self, sandbox: &Value, call: &ToolCall) -> Result<JsonObject, PluginError> {
         let (sandbox, call) = (to_json(sandbox)?, to_json(call)?);
-        reply(self.ffi_exec(sandbox.as_str().into(), call.as_str().into()), "sandbox observation")
+        reply(
+            self.ffi_exec(sandbox.as_str().into(), call.as_str().into()),
+            "sandbox observation",
+        )
     }
     fn destroy(&self, sandbox: &Value) -> Result<(), PluginError> {
         Ok(self.ffi_destroy(to_json(sandbox)?.as_str().into()).into_result()?)
@@ -144,10 +152,15 @@ impl EventSink for SinkObject {
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         let filter = to_json(&filter.to_json())?;
-        reply(self.ffi_query(filter.as_str().into(), limit.into(), after_seq), "event list")
+        reply(
+            self.ffi_query(filter.as_str().into(), limit.into(), after_seq),
+            "event list",
+        )
     }
     fn count(&self, filter: &EventFilter) -> Result<u64, PluginError> {
-        Ok(self.ffi_count(to_json(&filter.to_json())?.as_str().into()).into_result()?)
+        Ok(self
+            .ffi_count(to_json(&filter.to_json())?.as_str().into())
+            .into_result()?)
     }
     fn close(&self) -> Result<(), PluginError> {
         Ok(self.ffi_close().into_result()?)
@@ -163,7 +176,10 @@ impl Policy for PolicyObject {
     }
     fn act(&self, observation: &Observation, tools: &[ToolSpec]) -> Result<Action, PluginError> {
         let (observation, tools) = (to_json(observation)?, to_json(tools)?);
-        reply(self.ffi_act(observation.as_str().into(), tools.as_str().into()), "action")
+        reply(
+            self.ffi_act(observation.as_str().into(), tools.as_str().into()),
+            "action",
+        )
     }
 }
 

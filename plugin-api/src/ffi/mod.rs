@@ -66,7 +66,10 @@ impl From<PluginError> for FfiError {
             PluginError::InvalidInput(m) => (FfiErrorKind::InvalidInput, m),
             PluginError::Panicked(m) => (FfiErrorKind::Panicked, m),
         };
-        FfiError { kind, message: message.into() }
+        FfiError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -157,11 +160,12 @@ impl Declaration {
 
     /// Like [`Declaration::of`] with an explicit kind name and version. Exists
     /// for the host's test fixtures (a kind the host does not know).
-    pub fn with_kind_and_version<O: FfiKind, T: Exports<O>>(
-        kind: &'static str,
-        version: &'static str,
-    ) -> Self {
-        let Envelope { tier, capabilities, egress } = T::ENVELOPE;
+    pub fn with_kind_and_version<O: FfiKind, T: Exports<O>>(kind: &'static str, version: &'static str) -> Self {
+        let Envelope {
+            tier,
+            capabilities,
+            egress,
+        } = T::ENVELOPE;
         Declaration {
             kind: kind.into(),
             name: T::NAME.into(),
@@ -251,8 +255,21 @@ impl RootModule for ZuRootModule_Ref {
 /// The crate version that plugins built against this copy of the API report.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Builds the root module; called by the code `export_plugins!` generates.
+/// Builds the root module; called by the code `export_plugins!` generates,
+/// inside the plugin. Also installs a one-line panic hook in the plugin's copy
+/// of std: its panics are caught and reported to the host as errors, so a
+/// backtrace on stderr would only be noise.
 pub fn root_module(unwinds: bool, declarations: extern "C" fn() -> FfiResult<RVec<Declaration>>) -> ZuRootModule_Ref {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "zu plugin panicked{at}: {} (caught; the host receives it as an error)",
+            panic_message(info.payload())
+        );
+    }));
     ZuRootModule {
         unwinds,
         api_version: API_VERSION.into(),

@@ -66,7 +66,9 @@ impl Detector for ErrorDetector {
 
     fn inspect(&self, ctx: &dyn RunContext) -> Result<Option<Verdict>, PluginError> {
         let status = match ctx.observation() {
-            Some(Value::Object(obs)) => obs.get("status").and_then(|s| s.as_i64().or_else(|| s.as_u64().map(|u| u as i64))),
+            Some(Value::Object(obs)) => obs
+                .get("status")
+                .and_then(|s| s.as_i64().or_else(|| s.as_u64().map(|u| u as i64))),
             _ => None,
         };
         Ok(status
@@ -110,12 +112,19 @@ mod tests {
         assert_eq!(fired(json!({"text": "", "content": null})), Some(Severity::Escalate));
         assert_eq!(fired(json!({"html": "", "text": "hello"})), None);
         assert_eq!(fired(json!({"matches": []})), None, "not a page fetch");
-        assert_eq!(fired(json!({"content": 0})), Some(Severity::Escalate), "str(0 or '') is blank");
+        assert_eq!(
+            fired(json!({"content": 0})),
+            Some(Severity::Escalate),
+            "str(0 or '') is blank"
+        );
         assert_eq!(fired(json!({"content": 5})), None);
         assert_eq!(fired(json!("just a string")), None);
         assert!(d.inspect(&Ctx(TaskSpec::new("q"), None)).unwrap().is_none());
         let v = d.inspect(&on(json!({"html": ""}))).unwrap().unwrap();
-        assert_eq!((v.detector.as_str(), v.detail.as_deref()), ("empty", Some("empty observation")));
+        assert_eq!(
+            (v.detector.as_str(), v.detail.as_deref()),
+            ("empty", Some("empty observation"))
+        );
     }
 
     #[test]
@@ -124,8 +133,14 @@ mod tests {
         let v = d.inspect(&on(json!({"status": 404}))).unwrap().unwrap();
         assert_eq!((v.severity, v.detail.as_deref()), (Severity::Retry, Some("http 404")));
         assert!(d.inspect(&on(json!({"status": 200}))).unwrap().is_none());
-        assert!(d.inspect(&on(json!({"status": "500"}))).unwrap().is_none(), "only integers");
-        assert!(d.inspect(&on(json!({"status": 404.0}))).unwrap().is_none(), "only integers");
+        assert!(
+            d.inspect(&on(json!({"status": "500"}))).unwrap().is_none(),
+            "only integers"
+        );
+        assert!(
+            d.inspect(&on(json!({"status": 404.0}))).unwrap().is_none(),
+            "only integers"
+        );
         assert!(d.inspect(&on(json!({"ok": true}))).unwrap().is_none());
     }
 }

@@ -44,7 +44,11 @@ pub struct Scripted {
 impl Scripted {
     /// A provider answering with `responses`, in order.
     pub fn from_responses(responses: Vec<ModelResponse>) -> Self {
-        Scripted { responses, next: AtomicUsize::new(0), model: None }
+        Scripted {
+            responses,
+            next: AtomicUsize::new(0),
+            model: None,
+        }
     }
 
     /// How many responses have been served.
@@ -63,11 +67,23 @@ impl Plugin for Scripted {
             .responses
             .into_iter()
             .map(|r| {
-                let finish = r.finish.unwrap_or(if r.tool_calls.is_empty() { Finish::Stop } else { Finish::ToolCalls });
-                ModelResponse { text: r.text, tool_calls: r.tool_calls, finish, usage: r.usage }
+                let finish = r.finish.unwrap_or(if r.tool_calls.is_empty() {
+                    Finish::Stop
+                } else {
+                    Finish::ToolCalls
+                });
+                ModelResponse {
+                    text: r.text,
+                    tool_calls: r.tool_calls,
+                    finish,
+                    usage: r.usage,
+                }
             })
             .collect();
-        Ok(Scripted { model: config.model, ..Scripted::from_responses(responses) })
+        Ok(Scripted {
+            model: config.model,
+            ..Scripted::from_responses(responses)
+        })
     }
 }
 

@@ -1,0 +1,39 @@
+//! End-to-end tests: real plugin libraries in temporary directories, loaded by
+//! the host library and by the `zu` binary. One test binary, one module per area.
+
+mod author;
+mod boundary;
+mod cli;
+mod loading;
+
+use std::path::Path;
+
+use zu_host::{LoadFailure, Loader, Registry};
+
+/// Loads one directory into a fresh registry.
+pub fn load(dir: &Path) -> Registry {
+    let mut registry = Registry::new();
+    Loader::new()
+        .load_dir(&mut registry, dir)
+        .expect("the directory is readable");
+    registry
+}
+
+/// The single failure recorded for a library file name, by code.
+pub fn failures_of<'a>(registry: &'a Registry, file: &str) -> Vec<&'a LoadFailure> {
+    registry
+        .failures()
+        .iter()
+        .filter(|f| {
+            f.library
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == file)
+        })
+        .collect()
+}
+
+/// Codes of all failures, in order.
+pub fn codes(registry: &Registry) -> Vec<&'static str> {
+    registry.failures().iter().map(|f| f.error.code()).collect()
+}
