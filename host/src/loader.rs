@@ -38,7 +38,7 @@ pub struct LibraryReport {
 }
 
 impl Loader {
-    /// A loader with no plugin configs (every plugin gets `{}`).
+    /// A loader with no plugin configs (every plugin gets `null`).
     pub fn new() -> Self {
         Loader::default()
     }

@@ -40,6 +40,7 @@
 
 pub mod content;
 pub mod contracts;
+pub mod events;
 pub mod filter;
 pub mod ports;
 pub mod version;

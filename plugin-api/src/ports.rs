@@ -87,7 +87,10 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     /// The capability envelope; least privilege unless overridden.
     const ENVELOPE: Envelope = Envelope::NONE;
-    /// Builds an instance from its JSON config (`{}` when none is given).
+    /// Builds an instance from its JSON config. The config is `null` when the
+    /// host was given none for this plugin (e.g. `zu plugins` listing it), so a
+    /// plugin that needs config should accept `null` as "not configured yet"
+    /// and fail on first use, and refuse a config object that lacks a field.
     fn new(config: Value) -> Result<Self, PluginError>;
 }
 

@@ -218,7 +218,7 @@ impl Declaration {
 extern "C" fn construct<O: FfiKind, T: Exports<O>>(config_json: RStr<'_>) -> FfiResult<RBox<ErasedObject>> {
     guarded(|| {
         let config: serde_json::Value = if config_json.trim().is_empty() {
-            serde_json::Value::Object(Default::default())
+            serde_json::Value::Null
         } else {
             from_json(config_json.as_str(), "plugin config")?
         };

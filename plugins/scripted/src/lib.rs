@@ -61,6 +61,7 @@ impl Plugin for Scripted {
     const NAME: &'static str = "scripted";
 
     fn new(config: Value) -> Result<Self, PluginError> {
+        let config = if config.is_null() { json!({}) } else { config };
         let config: Config = serde_json::from_value(config)
             .map_err(|e| PluginError::invalid(format!("scripted provider config: {e}")))?;
         let responses = config
@@ -140,8 +141,10 @@ mod tests {
     }
 
     #[test]
-    fn empty_config_is_an_empty_script() {
-        let p = Scripted::new(json!({})).unwrap();
-        assert!(p.complete(&ModelRequest::default()).is_err());
+    fn no_config_or_empty_config_is_an_empty_script() {
+        for config in [json!({}), Value::Null] {
+            let p = Scripted::new(config).unwrap();
+            assert!(p.complete(&ModelRequest::default()).is_err());
+        }
     }
 }
