@@ -14,12 +14,19 @@
 //! # Ok::<(), zu_host::HostError>(())
 //! ```
 
+pub mod bus;
 pub mod discovery;
 pub mod error;
 pub mod loader;
+pub mod memory_sink;
+pub mod projections;
 pub mod registry;
+pub mod view;
 
+pub use bus::{BusError, EventBus, LoggedEvent, Subscriber, SubscriberFailure};
 pub use error::{HostError, LoadError};
 pub use loader::Loader;
+pub use memory_sink::MemorySink;
+pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
 pub use zu_plugin_api as api;

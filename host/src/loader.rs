@@ -48,13 +48,6 @@ impl Loader {
         self.configs.insert((kind, name.to_owned()), config);
     }
 
-    /// Parses and sets a `KIND.NAME=JSON` config (JSON may be `@FILE`).
-    pub fn set_config_arg(&mut self, arg: &str) -> Result<(), HostError> {
-        let (kind, name, value) = parse_config_arg(arg)?;
-        self.set_config(kind, &name, value);
-        Ok(())
-    }
-
     /// Scans every directory in order (each one's files sorted) and loads
     /// every candidate library.
     pub fn load_dirs(&mut self, registry: &mut Registry, dirs: &[PathBuf]) -> Result<(), HostError> {
@@ -362,6 +355,15 @@ fn short_layout_error(errors: &AbiInstabilityErrors) -> String {
     }
 }
 
+/// A JSON value given inline or as `@FILE`.
+pub fn json_arg(raw: &str) -> Result<Value, String> {
+    let text = match raw.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,
+        None => raw.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))
+}
+
 /// Parses `KIND.NAME=JSON`, where JSON may be `@FILE`.
 pub fn parse_config_arg(arg: &str) -> Result<(Kind, String, Value), HostError> {
     let bad = |reason: String| HostError::BadConfig {
@@ -378,12 +380,7 @@ pub fn parse_config_arg(arg: &str) -> Result<(Kind, String, Value), HostError> {
     if name.is_empty() {
         return Err(bad("the plugin name is empty".into()));
     }
-    let text = match json.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read {file}: {e}")))?,
-        None => json.to_owned(),
-    };
-    let value: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    Ok((kind, name.to_owned(), value))
+    Ok((kind, name.to_owned(), json_arg(json).map_err(bad)?))
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ enum Command {
     Plugins(cli::plugins::PluginsArgs),
     /// Check one plugin library the way the host loads it: what a plugin author runs after each build.
     Check(cli::plugins::CheckArgs),
+    /// Read the event log of a durable sink: filtered, scoped by default, as a table or JSON lines.
+    Events(cli::events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Plugins(args) => cli::plugins::run_plugins(args),
         Command::Check(args) => cli::plugins::run_check(args),
+        Command::Events(args) => cli::events::run(args),
     };
     ExitCode::from(code)
 }

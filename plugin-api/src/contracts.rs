@@ -2,7 +2,7 @@
 //! `Event` envelope every record on the log travels in. Pure serde types, no I/O;
 //! the JSON they produce is the Python reference's, field for field.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -134,10 +134,17 @@ pub struct Event {
     parent_id: Option<Uuid>,
     #[serde(rename = "type")]
     ty: String,
+    #[serde(serialize_with = "ts_micros")]
     ts: DateTime<Utc>,
     source: String,
     payload: JsonObject,
     schema_version: u32,
+}
+
+/// Timestamps travel as RFC 3339 with microseconds and `Z`, as the Python
+/// reference writes them, so either side reads the other's logs.
+fn ts_micros<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
 }
 
 #[derive(Deserialize)]
@@ -200,7 +207,7 @@ impl Event {
             task_id,
             parent_id,
             ty,
-            ts: Utc::now(),
+            ts: Utc::now().trunc_subsecs(6),
             source: source.into(),
             payload,
             schema_version: 1,

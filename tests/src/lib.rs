@@ -81,6 +81,10 @@ pub fn artifacts() -> &'static Artifacts {
             "zu-plugin-scripted",
             "-p",
             "zu-plugin-checks",
+            "-p",
+            "zu-plugin-sqlite",
+            "-p",
+            "zu-plugin-jsonl",
         ]);
         let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
         let fixtures = fixtures.to_str().expect("a UTF-8 path");

@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Serialize;
 use zu_host::{discovery, HostError, Loader, Registry};
 
+use super::{load_registry, parse_configs};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 #[derive(Args)]
@@ -41,34 +42,26 @@ pub struct CheckArgs {
 
 pub fn run_plugins(args: PluginsArgs) -> u8 {
     let dirs = discovery::plugin_dirs(&args.dirs);
-    let loaded = load(&args.configs, |loader, registry| loader.load_dirs(registry, &dirs));
+    let loaded = parse_configs(&args.configs).and_then(|c| load_registry(&dirs, c));
     finish(loaded, args.json, args.strict)
 }
 
 pub fn run_check(args: CheckArgs) -> u8 {
-    let loaded = load(&args.configs, |loader, registry| {
+    let loaded = parse_configs(&args.configs).and_then(|configs| {
         if !args.library.exists() {
             return Err(HostError::MissingLibrary {
                 path: args.library.clone(),
             });
         }
-        loader.load_file(registry, &args.library);
-        Ok(())
+        let mut loader = Loader::new();
+        for (kind, name, value) in configs {
+            loader.set_config(kind, &name, value);
+        }
+        let mut registry = Registry::new();
+        loader.load_file(&mut registry, &args.library);
+        Ok(registry)
     });
     finish(loaded, args.json, true)
-}
-
-fn load(
-    configs: &[String],
-    f: impl FnOnce(&mut Loader, &mut Registry) -> Result<(), HostError>,
-) -> Result<Registry, HostError> {
-    let mut loader = Loader::new();
-    for c in configs {
-        loader.set_config_arg(c)?;
-    }
-    let mut registry = Registry::new();
-    f(&mut loader, &mut registry)?;
-    Ok(registry)
 }
 
 fn finish(loaded: Result<Registry, HostError>, json: bool, strict: bool) -> u8 {

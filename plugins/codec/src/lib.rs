@@ -73,7 +73,9 @@ impl PayloadCodec for IdentityCodec {
 fn seal(key: &[u8; KEY_LEN], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
     let cipher = Aes256Gcm::new(key.into());
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let ct = cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).map_err(|_| CodecError::Decrypt)?;
+    let ct = cipher
+        .encrypt(&nonce, Payload { msg: plaintext, aad })
+        .map_err(|_| CodecError::Decrypt)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&ct);
     Ok(out)
@@ -103,7 +105,9 @@ impl AesGcmCodec {
     /// A codec whose key (hex or base64) is in the environment variable `var`.
     pub fn from_env(var: &str) -> Result<Self, CodecError> {
         let raw = std::env::var(var).map_err(|_| {
-            CodecError::Key(format!("{var} is not set; provide a 32-byte key (hex or base64) to enable encryption at rest"))
+            CodecError::Key(format!(
+                "{var} is not set; provide a 32-byte key (hex or base64) to enable encryption at rest"
+            ))
         })?;
         Ok(AesGcmCodec::new(decode_key(&raw, var)?))
     }
@@ -140,7 +144,9 @@ pub struct EnvKeyProvider {
 impl EnvKeyProvider {
     /// Reads the current id from `ZU_EVENT_KEY_ID`.
     pub fn from_env() -> Self {
-        EnvKeyProvider { current: std::env::var("ZU_EVENT_KEY_ID").unwrap_or_else(|_| "default".into()) }
+        EnvKeyProvider {
+            current: std::env::var("ZU_EVENT_KEY_ID").unwrap_or_else(|_| "default".into()),
+        }
     }
 }
 
@@ -190,7 +196,10 @@ impl PayloadCodec for ManagedAesGcmCodec {
         let kid = self.keys.current_key_id();
         let kid_b = kid.as_bytes();
         if kid_b.is_empty() || kid_b.len() > 255 {
-            return Err(CodecError::Key(format!("key id must be 1..255 bytes, got {}", kid_b.len())));
+            return Err(CodecError::Key(format!(
+                "key id must be 1..255 bytes, got {}",
+                kid_b.len()
+            )));
         }
         let mut out = vec![kid_b.len() as u8];
         out.extend_from_slice(kid_b);
@@ -212,7 +221,9 @@ impl PayloadCodec for ManagedAesGcmCodec {
 pub fn decode_key(raw: &str, what: &str) -> Result<[u8; KEY_LEN], CodecError> {
     let raw = raw.trim();
     let bytes = if raw.len() == KEY_LEN * 2 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..KEY_LEN).map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).expect("checked hex")).collect()
+        (0..KEY_LEN)
+            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).expect("checked hex"))
+            .collect()
     } else {
         base64::engine::general_purpose::STANDARD
             .decode(raw)
@@ -302,7 +313,10 @@ mod tests {
             self.0.clone()
         }
         fn key(&self, id: &str) -> Result<[u8; KEY_LEN], CodecError> {
-            self.1.get(id).copied().ok_or_else(|| CodecError::Key(format!("no key {id}")))
+            self.1
+                .get(id)
+                .copied()
+                .ok_or_else(|| CodecError::Key(format!("no key {id}")))
         }
     }
 
@@ -321,7 +335,10 @@ mod tests {
             assert_eq!(blob[0], codec.version());
             assert_eq!(c.decode(&blob, AAD).unwrap(), "{\"a\": 1}");
             if codec.version() != 0 {
-                assert!(!blob.windows(3).any(|w| w == b"\"a\""), "ciphertext hides the plaintext");
+                assert!(
+                    !blob.windows(3).any(|w| w == b"\"a\""),
+                    "ciphertext hides the plaintext"
+                );
             }
         }
     }
@@ -333,7 +350,10 @@ mod tests {
         let new = enc.encode("new", AAD).unwrap();
         assert_eq!(enc.decode(&plain, AAD).unwrap(), "old");
         assert_eq!(enc.decode(&new, AAD).unwrap(), "new");
-        assert_eq!(Codecs::plaintext().decode(&new, AAD), Err(CodecError::UnknownVersion(1)));
+        assert_eq!(
+            Codecs::plaintext().decode(&new, AAD),
+            Err(CodecError::UnknownVersion(1))
+        );
     }
 
     #[test]
@@ -342,7 +362,10 @@ mod tests {
         let blob = c.encode("secret", AAD).unwrap();
         let other = Codecs::new(Arc::new(AesGcmCodec::new([2; 32])));
         assert_eq!(other.decode(&blob, AAD), Err(CodecError::Decrypt));
-        assert_eq!(c.decode(&blob, b"e2\x1ft\x1fk\x1fharness.x\x1fs"), Err(CodecError::Decrypt));
+        assert_eq!(
+            c.decode(&blob, b"e2\x1ft\x1fk\x1fharness.x\x1fs"),
+            Err(CodecError::Decrypt)
+        );
         let mut tampered = blob.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
@@ -354,7 +377,10 @@ mod tests {
     #[test]
     fn rotated_keys_still_decrypt_old_rows_and_the_key_id_is_authenticated() {
         let table = HashMap::from([("a".to_owned(), [3; 32]), ("b".to_owned(), [4; 32])]);
-        let old = Codecs::new(Arc::new(ManagedAesGcmCodec::new(Arc::new(Keys("a".into(), table.clone())))));
+        let old = Codecs::new(Arc::new(ManagedAesGcmCodec::new(Arc::new(Keys(
+            "a".into(),
+            table.clone(),
+        )))));
         let blob = old.encode("under a", AAD).unwrap();
         let rotated = Codecs::new(Arc::new(ManagedAesGcmCodec::new(Arc::new(Keys("b".into(), table)))));
         assert_eq!(rotated.decode(&blob, AAD).unwrap(), "under a");
@@ -371,9 +397,14 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
         assert_eq!(decode_key(&b64, "K").unwrap(), [9; 32]);
         assert!(matches!(decode_key("abcd", "K"), Err(CodecError::Key(_))));
-        assert!(matches!(Codecs::from_config(Some(&serde_json::json!({"kind": "rot13"}))), Err(CodecError::Config(_))));
         assert!(matches!(
-            Codecs::from_config(Some(&serde_json::json!({"kind": "aes-gcm", "key_env": "ZU_TEST_NO_SUCH_VAR"}))),
+            Codecs::from_config(Some(&serde_json::json!({"kind": "rot13"}))),
+            Err(CodecError::Config(_))
+        ));
+        assert!(matches!(
+            Codecs::from_config(Some(
+                &serde_json::json!({"kind": "aes-gcm", "key_env": "ZU_TEST_NO_SUCH_VAR"})
+            )),
             Err(CodecError::Key(_))
         ));
         assert!(Codecs::from_config(None).is_ok());

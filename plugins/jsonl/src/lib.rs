@@ -41,12 +41,19 @@ fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> PluginError {
 
 impl Plugin for JsonlSink {
     const NAME: &'static str = "jsonl";
-    const ENVELOPE: Envelope = Envelope { tier: 1, capabilities: &[CAP_FS_READ, CAP_FS_WRITE], egress: &[] };
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_FS_READ, CAP_FS_WRITE],
+        egress: &[],
+    };
 
     fn new(config: Value) -> Result<Self, PluginError> {
         if config.is_null() {
             let why = "the jsonl sink is not configured: give it a config with a path, e.g. --sink-config '{\"path\": \"zu.jsonl\"}'";
-            return Ok(JsonlSink { path: Err(why.into()), writer: Mutex::new(None) });
+            return Ok(JsonlSink {
+                path: Err(why.into()),
+                writer: Mutex::new(None),
+            });
         }
         let config: Config =
             serde_json::from_value(config).map_err(|e| PluginError::invalid(format!("jsonl sink config: {e}")))?;
@@ -81,7 +88,9 @@ fn scan(path: &Path, mut each: impl FnMut(u64, Event) -> bool) -> Result<(), Plu
     let mut seq = 0u64;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| fail(path, "cannot read", e))?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| fail(path, "cannot read", e))?;
         if n == 0 {
             return Ok(());
         }
@@ -113,7 +122,10 @@ fn scan(path: &Path, mut each: impl FnMut(u64, Event) -> bool) -> Result<(), Plu
 impl JsonlSink {
     /// A sink writing to `path`.
     pub fn at(path: PathBuf) -> Self {
-        JsonlSink { path: Ok(path), writer: Mutex::new(None) }
+        JsonlSink {
+            path: Ok(path),
+            writer: Mutex::new(None),
+        }
     }
 
     fn path(&self) -> Result<&Path, PluginError> {
@@ -133,8 +145,10 @@ impl JsonlSink {
         let len = file.metadata().map_err(|e| fail(path, "cannot stat", e))?.len();
         if len > 0 {
             let mut content = Vec::with_capacity(len as usize);
-            file.seek(SeekFrom::Start(0)).map_err(|e| fail(path, "cannot read", e))?;
-            file.read_to_end(&mut content).map_err(|e| fail(path, "cannot read", e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| fail(path, "cannot read", e))?;
+            file.read_to_end(&mut content)
+                .map_err(|e| fail(path, "cannot read", e))?;
             if content.last() != Some(&b'\n') {
                 let keep = content.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
                 eprintln!(
@@ -142,7 +156,8 @@ impl JsonlSink {
                     path.display(),
                     content.len() - keep
                 );
-                file.set_len(keep as u64).map_err(|e| fail(path, "cannot truncate the torn line", e))?;
+                file.set_len(keep as u64)
+                    .map_err(|e| fail(path, "cannot truncate the torn line", e))?;
             }
         }
         let mut seen = HashSet::new();
@@ -167,7 +182,11 @@ impl EventSink for JsonlSink {
         }
         let mut line = serde_json::to_vec(event).map_err(|e| PluginError::failed(e.to_string()))?;
         line.push(b'\n');
-        writer.file.write_all(&line).and_then(|_| writer.file.flush()).map_err(|e| fail(path, "cannot append", e))?;
+        writer
+            .file
+            .write_all(&line)
+            .and_then(|_| writer.file.flush())
+            .map_err(|e| fail(path, "cannot append", e))?;
         writer.seen.insert(event.event_id());
         Ok(())
     }
@@ -226,7 +245,12 @@ mod tests {
         let reader = JsonlSink::at(path.clone());
         assert_eq!(reader.query(&EventFilter::all(), None, 0).unwrap().len(), 1);
         reader.append(&b).unwrap();
-        let all: Vec<Event> = reader.query(&EventFilter::all(), None, 0).unwrap().into_iter().map(|s| s.event).collect();
+        let all: Vec<Event> = reader
+            .query(&EventFilter::all(), None, 0)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.event)
+            .collect();
         assert_eq!(all, vec![a, b]);
     }
 
@@ -246,7 +270,9 @@ mod tests {
     #[test]
     fn config_errors_are_clear() {
         assert!(matches!(JsonlSink::new(json!({})), Err(PluginError::InvalidInput(m)) if m.contains("no \"path\"")));
-        let err = JsonlSink::new(json!({"path": "x", "codec": {"kind": "aes-gcm"}})).err().unwrap();
+        let err = JsonlSink::new(json!({"path": "x", "codec": {"kind": "aes-gcm"}}))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("use the sqlite sink"), "{err}");
         assert!(JsonlSink::new(Value::Null).unwrap().count(&EventFilter::all()).is_err());
     }

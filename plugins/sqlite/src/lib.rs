@@ -72,7 +72,13 @@ impl SqliteSink {
             conn.execute_batch(SCHEMA)
         };
         setup().map_err(|e| fail(path, "not a usable Zu event database", e))?;
-        Ok(SqliteSink { state: Mutex::new(Ok(Open { conn, codecs, path: path.to_owned() })) })
+        Ok(SqliteSink {
+            state: Mutex::new(Ok(Open {
+                conn,
+                codecs,
+                path: path.to_owned(),
+            })),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Open) -> Result<T, PluginError>) -> Result<T, PluginError> {
@@ -86,12 +92,18 @@ impl SqliteSink {
 
 impl Plugin for SqliteSink {
     const NAME: &'static str = "sqlite";
-    const ENVELOPE: Envelope = Envelope { tier: 1, capabilities: &[CAP_FS_READ, CAP_FS_WRITE], egress: &[] };
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_FS_READ, CAP_FS_WRITE],
+        egress: &[],
+    };
 
     fn new(config: Value) -> Result<Self, PluginError> {
         if config.is_null() {
             let why = "the sqlite sink is not configured: give it a config with a path, e.g. --sink-config '{\"path\": \"zu.db\"}'";
-            return Ok(SqliteSink { state: Mutex::new(Err(why.into())) });
+            return Ok(SqliteSink {
+                state: Mutex::new(Err(why.into())),
+            });
         }
         let config: Config =
             serde_json::from_value(config).map_err(|e| PluginError::invalid(format!("sqlite sink config: {e}")))?;
@@ -126,9 +138,17 @@ fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> Result<StoredEvent, Plu
     let (event_id, trace_id, task_id, ty, source) = (get(1)?, get(2)?, get(3)?, get(4)?, get(5)?);
     let blob: Vec<u8> = row.get(6).map_err(|e| fail(&open.path, "bad row", e))?;
     let aad = row_aad(&event_id, &trace_id, &task_id, &ty, &source);
-    let text = open.codecs.decode(&blob, &aad).map_err(|e| fail(&open.path, &format!("event {event_id} (seq {seq})"), e))?;
-    let event: Event = serde_json::from_str(&text)
-        .map_err(|e| fail(&open.path, &format!("event {event_id} (seq {seq}) is not a valid event"), e))?;
+    let text = open
+        .codecs
+        .decode(&blob, &aad)
+        .map_err(|e| fail(&open.path, &format!("event {event_id} (seq {seq})"), e))?;
+    let event: Event = serde_json::from_str(&text).map_err(|e| {
+        fail(
+            &open.path,
+            &format!("event {event_id} (seq {seq}) is not a valid event"),
+            e,
+        )
+    })?;
     Ok(StoredEvent { seq: seq as u64, event })
 }
 
@@ -139,7 +159,10 @@ impl EventSink for SqliteSink {
             let (trace, task) = (event.trace_id().to_string(), event.task_id().to_string());
             let aad = row_aad(&event_id, &trace, &task, event.event_type(), event.source());
             let json = serde_json::to_string(event).map_err(|e| PluginError::failed(e.to_string()))?;
-            let blob = open.codecs.encode(&json, &aad).map_err(|e| fail(&open.path, "cannot encode", e))?;
+            let blob = open
+                .codecs
+                .encode(&json, &aad)
+                .map_err(|e| fail(&open.path, "cannot encode", e))?;
             open.conn
                 .prepare_cached(
                     "INSERT INTO events (event_id, trace_id, task_id, parent_id, type, source, data) \
@@ -169,8 +192,13 @@ impl EventSink for SqliteSink {
                 "SELECT seq, event_id, trace_id, task_id, type, source, data FROM events \
                  WHERE seq > {after_seq}{clause} ORDER BY seq LIMIT {limit}"
             );
-            let mut st = open.conn.prepare_cached(&sql).map_err(|e| fail(&open.path, "cannot query", e))?;
-            let mut rows = st.query(params_from_iter(params.iter())).map_err(|e| fail(&open.path, "cannot query", e))?;
+            let mut st = open
+                .conn
+                .prepare_cached(&sql)
+                .map_err(|e| fail(&open.path, "cannot query", e))?;
+            let mut rows = st
+                .query(params_from_iter(params.iter()))
+                .map_err(|e| fail(&open.path, "cannot query", e))?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(|e| fail(&open.path, "cannot read", e))? {
                 out.push(row_to_event(open, row)?);
@@ -204,7 +232,6 @@ impl EventSink for SqliteSink {
 
 zu_plugin_api::export_plugins! { sinks: [SqliteSink] }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +241,15 @@ mod tests {
 
     fn event(ty: &str) -> Event {
         let id = Uuid::new_v4();
-        Event::new(id, id, None, ty, "test", json!({"secret": "s3cr3t"}).as_object().cloned().unwrap()).unwrap()
+        Event::new(
+            id,
+            id,
+            None,
+            ty,
+            "test",
+            json!({"secret": "s3cr3t"}).as_object().cloned().unwrap(),
+        )
+        .unwrap()
     }
 
     fn aes(key: u8) -> Codecs {
@@ -235,10 +270,20 @@ mod tests {
         assert_eq!(all.iter().map(|s| s.event.clone()).collect::<Vec<_>>(), vec![a, b]);
         enc.close().unwrap();
         let raw = std::fs::read(&path).unwrap();
-        assert_eq!(raw.windows(6).filter(|w| *w == b"s3cr3t").count(), 1, "only the plaintext row shows the secret");
+        assert_eq!(
+            raw.windows(6).filter(|w| *w == b"s3cr3t").count(),
+            1,
+            "only the plaintext row shows the secret"
+        );
         // A reader without the key reads the plaintext row and says why it cannot read the other.
-        let err = SqliteSink::open(&path, Codecs::plaintext(), 1000).unwrap().query(&EventFilter::all(), None, 0).unwrap_err();
-        assert!(err.to_string().contains("no codec configured for payload version 1"), "{err}");
+        let err = SqliteSink::open(&path, Codecs::plaintext(), 1000)
+            .unwrap()
+            .query(&EventFilter::all(), None, 0)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no codec configured for payload version 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -255,12 +300,23 @@ mod tests {
         assert!(err.to_string().contains("cannot decrypt payload"), "{err}");
         wrong.close().unwrap();
         let conn = Connection::open(&path).unwrap();
-        conn.execute("UPDATE events SET data = (SELECT data FROM events WHERE seq = 1) WHERE seq = 2", []).unwrap();
+        conn.execute(
+            "UPDATE events SET data = (SELECT data FROM events WHERE seq = 1) WHERE seq = 2",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let sink = SqliteSink::open(&path, aes(1), 1000).unwrap();
-        assert_eq!(sink.query(&EventFilter::all(), Some(1), 0).unwrap().len(), 1, "row 1 is intact");
+        assert_eq!(
+            sink.query(&EventFilter::all(), Some(1), 0).unwrap().len(),
+            1,
+            "row 1 is intact"
+        );
         let err = sink.query(&EventFilter::all(), None, 1).unwrap_err();
-        assert!(err.to_string().contains("(seq 2)") && err.to_string().contains("moved"), "{err}");
+        assert!(
+            err.to_string().contains("(seq 2)") && err.to_string().contains("moved"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,7 +328,10 @@ mod tests {
         assert!(err.to_string().contains("not a usable Zu event database"), "{err}");
         assert!(err.to_string().contains("corrupt.db"), "{err}");
         let err = SqliteSink::new(json!({"codec": null})).err().unwrap();
-        assert!(matches!(err, PluginError::InvalidInput(ref m) if m.contains("no \"path\"")), "{err}");
+        assert!(
+            matches!(err, PluginError::InvalidInput(ref m) if m.contains("no \"path\"")),
+            "{err}"
+        );
         let unconfigured = SqliteSink::new(Value::Null).unwrap();
         let err = unconfigured.count(&EventFilter::all()).unwrap_err();
         assert!(err.to_string().contains("not configured"), "{err}");
