@@ -15,12 +15,14 @@
 //! ```
 
 pub mod bus;
+pub mod deadline;
 pub mod discovery;
 pub mod error;
 pub mod loader;
 pub mod memory_sink;
 pub mod projections;
 pub mod registry;
+pub mod run;
 pub mod view;
 
 pub use bus::{BusError, EventBus, LoggedEvent, Subscriber, SubscriberFailure};
@@ -29,4 +31,5 @@ pub use loader::Loader;
 pub use memory_sink::MemorySink;
 pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
+pub use run::{run_task, Containment, RunError, RunOptions};
 pub use zu_plugin_api as api;

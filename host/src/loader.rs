@@ -298,7 +298,9 @@ fn construct(kind: Kind, decl: &Declaration, config: &Value) -> Result<PluginObj
         unsafe { decl.construct::<O>(config) }
     }
     Ok(match kind {
-        Kind::Providers => PluginObject::Provider(Arc::new(typed::<ffi::ProviderObject>(decl, &config)?)),
+        Kind::Providers => PluginObject::Provider(Arc::new(ffi::ImportedProvider::new(typed::<ffi::ProviderObject>(
+            decl, &config,
+        )?))),
         Kind::Tools => PluginObject::Tool(Arc::new(typed::<ffi::ToolObject>(decl, &config)?)),
         Kind::Detectors => PluginObject::Detector(Arc::new(typed::<ffi::DetectorObject>(decl, &config)?)),
         Kind::Validators => PluginObject::Validator(Arc::new(typed::<ffi::ValidatorObject>(decl, &config)?)),

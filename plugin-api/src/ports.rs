@@ -23,6 +23,22 @@ pub const CAP_SUBPROCESS: &str = "subprocess";
 /// request, never a default.
 pub const EGRESS_OPEN: &str = "*";
 
+/// The largest tool observation, in bytes of JSON, the host accepts; a
+/// larger one is refused (`oversized_observation`) without being built whole.
+pub const MAX_OBSERVATION_BYTES: usize = 1_000_000;
+
+/// A guard refused an action: what kind of refusal, what was refused, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityBlock {
+    /// The category, e.g. `ssrf`, `path_escape`, `fetch_blocked`.
+    pub kind: String,
+    /// What was refused (a host, a path), when known.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// A sentence saying what was refused and why.
+    pub message: String,
+}
+
 /// What went wrong inside a plugin call. Panics inside a plugin arrive as
 /// [`PluginError::Panicked`]; they never unwind into the host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,14 +49,20 @@ pub enum PluginError {
     Failed(String),
     /// The call was refused for security reasons (an SSRF target, a path
     /// escaping its root); the loop records it as `harness.defense.blocked`.
-    #[error("security block: {0}")]
-    SecurityBlock(String),
+    #[error("security block ({}): {}", .0.kind, .0.message)]
+    SecurityBlock(SecurityBlock),
     /// The arguments or the config were not what the plugin accepts.
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The plugin panicked; the panic was caught on the plugin's side.
     #[error("plugin panicked: {0}")]
     Panicked(String),
+    /// The answer is larger than the host accepts (`limit` bytes of JSON).
+    #[error("the answer exceeds the size limit of {limit} bytes of JSON")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 impl PluginError {
@@ -52,9 +74,13 @@ impl PluginError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         PluginError::InvalidInput(msg.into())
     }
-    /// A security refusal.
-    pub fn security_block(msg: impl Into<String>) -> Self {
-        PluginError::SecurityBlock(msg.into())
+    /// A security refusal of `kind` (e.g. `ssrf`), naming the refused target.
+    pub fn security_block(kind: impl Into<String>, target: Option<String>, msg: impl Into<String>) -> Self {
+        PluginError::SecurityBlock(SecurityBlock {
+            kind: kind.into(),
+            target,
+            message: msg.into(),
+        })
     }
 }
 
@@ -281,6 +307,21 @@ pub trait ModelProvider: Send + Sync {
     }
     /// Answers one request.
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError>;
+
+    /// Answers a request that continues a conversation: the host promises the
+    /// first `unchanged` messages are those it sent in its previous call with
+    /// the same `conversation` id. A provider across the library boundary uses
+    /// this to send only what is new, so a turn costs the same at step 1000 as
+    /// at step 1. The default simply calls [`ModelProvider::complete`].
+    fn complete_continued(
+        &self,
+        request: &ModelRequest,
+        conversation: u64,
+        unchanged: usize,
+    ) -> Result<ModelResponse, PluginError> {
+        let _ = (conversation, unchanged);
+        self.complete(request)
+    }
 }
 
 /// An observation-time check whose verdict drives the loop.

@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -12,7 +13,7 @@ use abi_stable::{
 use serde_json::Value;
 
 use super::objects::*;
-use super::{from_json, guarded, to_json, FfiKind, FfiResult};
+use super::{from_json, guarded, to_json, to_json_capped, Delta, FfiError, FfiErrorKind, FfiKind, FfiResult};
 use crate::contracts::TaskSpec;
 use crate::filter::{EventFilter, StoredEvent};
 use crate::ports::*;
@@ -122,17 +123,24 @@ impl<T: Tool> ToolFfi for Guard<T> {
         guarded(|| {
             let args = from_json(args_json.as_str(), "tool arguments")?;
             let out = self.get().call(&PluginContext::new(ctx), args)?;
-            Ok(to_json(&out)?.into())
+            Ok(to_json_capped(&out, MAX_OBSERVATION_BYTES)?.into())
         })
     }
 }
 
-impl<T: ModelProvider> ProviderFfi for Guard<T> {
+/// A provider plus the conversation it was last sent, so a continued
+/// conversation crosses the boundary as only its new messages.
+struct ProviderGuard<T> {
+    guard: Guard<T>,
+    conversation: Mutex<Option<(u64, ModelRequest)>>,
+}
+
+impl<T: ModelProvider> ProviderFfi for ProviderGuard<T> {
     fn ffi_capabilities(&self) -> RString {
-        json_out(&super::catch(|| Ok(self.get().capabilities())).unwrap_or_default())
+        json_out(&super::catch(|| Ok(self.guard.get().capabilities())).unwrap_or_default())
     }
     fn ffi_model(&self) -> ROption<RString> {
-        super::catch(|| Ok(self.get().model()))
+        super::catch(|| Ok(self.guard.get().model()))
             .ok()
             .flatten()
             .map(RString::from)
@@ -141,8 +149,39 @@ impl<T: ModelProvider> ProviderFfi for Guard<T> {
     fn ffi_complete(&self, request_json: RStr<'_>) -> FfiResult<RString> {
         guarded(|| {
             let request: ModelRequest = from_json(request_json.as_str(), "model request")?;
-            Ok(to_json(&self.get().complete(&request)?)?.into())
+            Ok(to_json(&self.guard.get().complete(&request)?)?.into())
         })
+    }
+    fn ffi_complete_delta(&self, delta_json: RStr<'_>) -> FfiResult<RString> {
+        let delta: Delta = match from_json(delta_json.as_str(), "conversation delta") {
+            Ok(d) => d,
+            Err(e) => return FfiResult::RErr(e.into()),
+        };
+        let mut held = self.conversation.lock().unwrap_or_else(|p| p.into_inner());
+        let continues = matches!(&*held, Some((id, r)) if *id == delta.conversation && r.messages.len() == delta.base);
+        if !continues {
+            if delta.base != 0 {
+                *held = None;
+                let message = "the plugin does not hold this conversation; resend it whole".into();
+                return FfiResult::RErr(FfiError {
+                    kind: FfiErrorKind::Resync,
+                    message,
+                });
+            }
+            *held = Some((delta.conversation, ModelRequest::default()));
+        }
+        let (_, request) = held.as_mut().expect("set just above");
+        request.messages.extend(delta.messages);
+        if let Some(tools) = delta.tools {
+            request.tools = tools;
+        }
+        request.params = delta.params;
+        let request = &*request;
+        let out = guarded(|| Ok(to_json(&self.guard.get().complete(request)?)?.into()));
+        if out.is_err() {
+            *held = None; // the next turn starts the conversation afresh
+        }
+        out
     }
 }
 
@@ -254,9 +293,18 @@ macro_rules! exports {
     };
 }
 
+impl<T: Plugin + ModelProvider> Exports<ProviderObject> for T {
+    fn into_object(self) -> ProviderObject {
+        let guard = ProviderGuard {
+            guard: Guard(Some(self)),
+            conversation: Mutex::new(None),
+        };
+        ProviderFfi_TO::from_value(guard, TD_Opaque)
+    }
+}
+
 exports! {
     Tool => ToolObject, ToolFfi_TO;
-    ModelProvider => ProviderObject, ProviderFfi_TO;
     Detector => DetectorObject, DetectorFfi_TO;
     Validator => ValidatorObject, ValidatorFfi_TO;
     SandboxBackend => BackendObject, BackendFfi_TO;

@@ -4,6 +4,7 @@
 //! a host `RunContext` to plugins.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -13,7 +14,7 @@ use abi_stable::{
 use serde_json::Value;
 
 use super::objects::*;
-use super::{from_json, to_json, FfiResult};
+use super::{from_json, to_json, Delta, FfiErrorKind, FfiResult};
 use crate::content::{Action, Observation};
 use crate::contracts::{Event, JsonObject, Result as RunResult};
 use crate::filter::{EventFilter, StoredEvent};
@@ -97,16 +98,77 @@ impl Tool for ToolObject {
     }
 }
 
-impl ModelProvider for ProviderObject {
+/// A provider loaded from a library. Remembers what it last sent of each
+/// conversation so a continued one crosses the boundary as its new messages.
+pub struct ImportedProvider {
+    object: ProviderObject,
+    sent: Mutex<Option<Sent>>,
+}
+
+struct Sent {
+    conversation: u64,
+    len: usize,
+    tools: Vec<Value>,
+}
+
+impl ImportedProvider {
+    /// Wraps a checked provider object.
+    pub fn new(object: ProviderObject) -> Self {
+        ImportedProvider {
+            object,
+            sent: Mutex::new(None),
+        }
+    }
+
+    fn send_delta(&self, request: &ModelRequest, conversation: u64, base: usize, tools: bool) -> FfiResult<RString> {
+        let delta = Delta {
+            conversation,
+            base,
+            messages: request.messages[base..].to_vec(),
+            tools: tools.then(|| request.tools.clone()),
+            params: request.params.clone(),
+        };
+        match to_json(&delta) {
+            Ok(text) => self.object.ffi_complete_delta(text.as_str().into()),
+            Err(e) => FfiResult::RErr(e.into()),
+        }
+    }
+}
+
+impl ModelProvider for ImportedProvider {
     fn capabilities(&self) -> Capabilities {
-        serde_json::from_str(self.ffi_capabilities().as_str()).unwrap_or_default()
+        serde_json::from_str(self.object.ffi_capabilities().as_str()).unwrap_or_default()
     }
     fn model(&self) -> Option<String> {
-        self.ffi_model().into_option().map(RString::into_string)
+        self.object.ffi_model().into_option().map(RString::into_string)
     }
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
         let request = to_json(request)?;
-        reply(self.ffi_complete(request.as_str().into()), "model response")
+        reply(self.object.ffi_complete(request.as_str().into()), "model response")
+    }
+    fn complete_continued(
+        &self,
+        request: &ModelRequest,
+        conversation: u64,
+        unchanged: usize,
+    ) -> Result<ModelResponse, PluginError> {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let (base, tools_changed) = match &*sent {
+            Some(s) if s.conversation == conversation && s.len <= unchanged.min(request.messages.len()) => {
+                (s.len, s.tools != request.tools)
+            }
+            _ => (0, true),
+        };
+        let mut out = self.send_delta(request, conversation, base, tools_changed);
+        if base > 0 && matches!(&out, FfiResult::RErr(e) if e.kind == FfiErrorKind::Resync) {
+            out = self.send_delta(request, conversation, 0, true);
+        }
+        *sent = out.is_ok().then(|| Sent {
+            conversation,
+            len: request.messages.len(),
+            tools: request.tools.clone(),
+        });
+        reply(out, "model response")
     }
 }
 

@@ -27,7 +27,7 @@ use abi_stable::{
 };
 
 pub use export::Exports;
-pub use import::{context_bridge, ContextBridge};
+pub use import::{context_bridge, ContextBridge, ImportedProvider};
 pub use objects::*;
 
 use crate::ports::{Envelope, Plugin, PluginError};
@@ -43,9 +43,14 @@ pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, StableAbi)]
 pub enum FfiErrorKind {
     Failed,
+    /// `message` is the `SecurityBlock` as JSON.
     SecurityBlock,
     InvalidInput,
     Panicked,
+    /// `message` is the limit in bytes.
+    TooLarge,
+    /// A continued conversation the plugin does not hold: resend it whole.
+    Resync,
 }
 
 /// A [`PluginError`] in FFI form.
@@ -62,9 +67,13 @@ impl From<PluginError> for FfiError {
     fn from(e: PluginError) -> Self {
         let (kind, message) = match e {
             PluginError::Failed(m) => (FfiErrorKind::Failed, m),
-            PluginError::SecurityBlock(m) => (FfiErrorKind::SecurityBlock, m),
+            PluginError::SecurityBlock(b) => (
+                FfiErrorKind::SecurityBlock,
+                serde_json::to_string(&b).unwrap_or_else(|_| b.message.clone()),
+            ),
             PluginError::InvalidInput(m) => (FfiErrorKind::InvalidInput, m),
             PluginError::Panicked(m) => (FfiErrorKind::Panicked, m),
+            PluginError::TooLarge { limit } => (FfiErrorKind::TooLarge, limit.to_string()),
         };
         FfiError {
             kind,
@@ -77,12 +86,31 @@ impl From<FfiError> for PluginError {
     fn from(e: FfiError) -> Self {
         let m = e.message.into_string();
         match e.kind {
-            FfiErrorKind::Failed => PluginError::Failed(m),
-            FfiErrorKind::SecurityBlock => PluginError::SecurityBlock(m),
+            FfiErrorKind::Failed | FfiErrorKind::Resync => PluginError::Failed(m),
+            FfiErrorKind::SecurityBlock => match serde_json::from_str(&m) {
+                Ok(block) => PluginError::SecurityBlock(block),
+                Err(_) => PluginError::security_block("security_block", None, m),
+            },
             FfiErrorKind::InvalidInput => PluginError::InvalidInput(m),
             FfiErrorKind::Panicked => PluginError::Panicked(m),
+            FfiErrorKind::TooLarge => PluginError::TooLarge {
+                limit: m.parse().unwrap_or(crate::ports::MAX_OBSERVATION_BYTES),
+            },
         }
     }
+}
+
+/// One turn of a continued conversation, as `ffi_complete_delta` carries it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Delta {
+    pub conversation: u64,
+    /// How many messages of the conversation the plugin already holds.
+    pub base: usize,
+    /// The messages after those.
+    pub messages: Vec<serde_json::Value>,
+    /// The tool schemas, when they changed since the previous turn.
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub params: crate::contracts::JsonObject,
 }
 
 /// The text of a caught panic payload.
@@ -112,6 +140,39 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> FfiResul
 
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, PluginError> {
     serde_json::to_string(value).map_err(|e| PluginError::failed(format!("cannot encode JSON: {e}")))
+}
+
+/// A byte buffer that refuses to grow past a limit, so an oversized value is
+/// detected without ever being encoded whole.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// JSON of `value` if it fits in `limit` bytes, else [`PluginError::TooLarge`].
+pub fn to_json_capped<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> Result<String, PluginError> {
+    let mut out = Capped {
+        buf: Vec::with_capacity(256),
+        limit,
+    };
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => Ok(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
+        Err(e) if e.is_io() => Err(PluginError::TooLarge { limit }),
+        Err(e) => Err(PluginError::failed(format!("cannot encode JSON: {e}"))),
+    }
 }
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, PluginError> {

@@ -67,8 +67,12 @@ pub trait ToolFfi: Send + Sync {
 pub trait ProviderFfi: Send + Sync {
     fn ffi_capabilities(&self) -> RString;
     fn ffi_model(&self) -> ROption<RString>;
-    #[sabi(last_prefix_field)]
     fn ffi_complete(&self, request_json: RStr<'_>) -> FfiResult<RString>;
+    /// A continued conversation: `{"conversation", "base", "messages": [new],
+    /// "tools": [..] | null (unchanged), "params"}`. Fails with `Resync` if the
+    /// plugin does not hold `base` messages of that conversation.
+    #[sabi(last_prefix_field)]
+    fn ffi_complete_delta(&self, delta_json: RStr<'_>) -> FfiResult<RString>;
 }
 
 #[sabi_trait]

@@ -5,6 +5,7 @@ mod author;
 mod boundary;
 mod cli;
 mod loading;
+mod scenarios;
 mod sinks;
 
 use std::path::Path;
