@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build the host and the plugins, put the
-# plugin libraries in a plugin directory, and run the host on it.
+# The main job on a fresh machine: build the host and every plugin, put the
+# plugin libraries in a plugin directory, list them, run the demo task of
+# examples/demo end to end (scripted provider, file_read, the checks and
+# validators, a SQLite event log), then show the run's events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p zu-host -p zu-plugin-scripted -p zu-plugin-checks
+plugins=(scripted checks files http validators sqlite jsonl)
+cargo build --release -p zu-host "${plugins[@]/#/-pzu-plugin-}"
 
-plugins=target/plugins
-mkdir -p "$plugins"
-chmod go-w "$plugins"
 case "$(uname -s)" in
   Darwin) ext=dylib ;;
   MINGW*|MSYS*|CYGWIN*) ext=dll ;;
   *) ext=so ;;
 esac
-cp target/release/*zu_plugin_*."$ext" "$plugins"/
-echo "plugin directory: $plugins"
+mkdir -p target/plugins target/demo
+chmod go-w target/plugins
+cp target/release/*zu_plugin_*."$ext" target/plugins/
+zu=$PWD/target/release/zu
 
-./target/release/zu plugins --plugins "$plugins" --strict
+echo "== zu plugins"
+"$zu" plugins --plugins target/plugins --strict
+
+echo "== zu run (examples/demo/zu.toml)"
+rm -f target/demo/zu.db target/demo/zu.db-wal target/demo/zu.db-shm
+status=0
+(cd examples/demo && "$zu" run) || status=$?
+
+echo "== zu events"
+"$zu" events --plugins target/plugins --sink sqlite --sink-config '{"path": "target/demo/zu.db"}'
+exit "$status"

@@ -154,11 +154,8 @@ impl Loader {
             egress: decl.egress(),
         };
         registry.check_name_free(&info)?;
-        let config = self
-            .configs
-            .get(&(kind, name.clone()))
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Default::default()));
+        // `null` tells the plugin it was given no config (see `Plugin::new`).
+        let config = self.configs.get(&(kind, name.clone())).cloned().unwrap_or(Value::Null);
         let object = construct(kind, decl, &config).map_err(|e| constructor_error(&info, e))?;
         registry.register(info, object)?;
         Ok((kind, name))

@@ -29,8 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
         incompatible_interface, layout_mismatch, constructor_failed, \
         constructor_panicked, name_taken, insecure_permissions, aborts_on_panic).\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu_host=debug) for more.",
-    after_help = "Exit codes: 0 success; 1 a plugin was refused (zu check, or zu plugins --strict); \
-        2 bad usage, bad --config, or an unreadable plugin directory."
+    after_help = "Exit codes: 0 success; 1 a plugin was refused (zu check, or zu plugins --strict), \
+        or zu run could not start (bad config, no such plugin); 2 bad usage, bad --config, or an \
+        unreadable plugin directory; 3 zu run ended ESCALATE; 4 zu run ended TERMINAL."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +44,11 @@ enum Command {
     Plugins(cli::plugins::PluginsArgs),
     /// Check one plugin library the way the host loads it: what a plugin author runs after each build.
     Check(cli::plugins::CheckArgs),
+    /// Run one task through the loop with a provider, tools, checks and a sink; print the Result as JSON.
+    ///
+    /// Settings come from flags, else from ./zu.toml (see README). Exit codes: 0 success,
+    /// 1 error (bad config, no such plugin), 3 escalate, 4 terminal.
+    Run(Box<cli::run::RunArgs>),
     /// Read the event log of a durable sink: filtered, scoped by default, as a table or JSON lines.
     Events(cli::events::EventsArgs),
 }
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Command::Plugins(args) => cli::plugins::run_plugins(args),
         Command::Check(args) => cli::plugins::run_check(args),
         Command::Events(args) => cli::events::run(args),
+        Command::Run(args) => cli::run::run(*args),
     };
     ExitCode::from(code)
 }

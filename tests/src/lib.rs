@@ -85,6 +85,12 @@ pub fn artifacts() -> &'static Artifacts {
             "zu-plugin-sqlite",
             "-p",
             "zu-plugin-jsonl",
+            "-p",
+            "zu-plugin-files",
+            "-p",
+            "zu-plugin-http",
+            "-p",
+            "zu-plugin-validators",
         ]);
         let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
         let fixtures = fixtures.to_str().expect("a UTF-8 path");

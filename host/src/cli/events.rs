@@ -124,7 +124,7 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> u8 {
     if !args.json {
         let _ = writeln!(
             out,
-            "{:>6}  {:<26}  {:<28}  {:<12}  {:<8}  PAYLOAD",
+            "{:>6}  {:<32}  {:<28}  {:<12}  {:<8}  PAYLOAD",
             "SEQ", "TS", "TYPE", "SOURCE", "TASK"
         );
     }
@@ -169,7 +169,7 @@ fn table_row(seq: u64, view: &Value) -> String {
     }
     let task: String = s("task_id").chars().take(8).collect();
     format!(
-        "{seq:>6}  {:<26}  {:<28}  {:<12}  {task:<8}  {payload}",
+        "{seq:>6}  {:<32}  {:<28}  {:<12}  {task:<8}  {payload}",
         s("ts"),
         s("type"),
         s("source")

@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod plugins;
+pub mod run;
 
 use std::path::PathBuf;
 

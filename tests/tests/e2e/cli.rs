@@ -62,6 +62,7 @@ fn plugins_json_lists_every_plugin_and_every_failure_and_exits_zero() {
             ("tools", "fine"),
             ("tools", "panics_on_call"),
             ("tools", "panics_on_drop"),
+            ("tools", "returns_50mb"),
             ("detectors", "always_warns"),
             ("detectors", "empty"),
             ("detectors", "error"),

@@ -158,6 +158,17 @@ fn a_filter_on_an_unknown_key_is_a_typed_error_naming_the_allowed_keys() {
 }
 
 #[test]
+fn an_unconfigured_sink_loads_creates_nothing_and_says_so_on_use() {
+    let plugins = plugin_dir(&[artifacts().lib("zu_plugin_sqlite"), artifacts().lib("zu_plugin_jsonl")]);
+    let reg = crate::load(plugins.path());
+    assert!(reg.failures().is_empty(), "{:?}", crate::codes(&reg));
+    for name in ["sqlite", "jsonl"] {
+        let err = reg.sink(name).unwrap().count(&EventFilter::all()).unwrap_err();
+        assert!(err.to_string().contains("is not configured"), "{name}: {err}");
+    }
+}
+
+#[test]
 fn bad_sink_configs_and_a_corrupt_database_are_clear_load_errors() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.db");
