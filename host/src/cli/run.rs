@@ -134,7 +134,9 @@ fn to_json(v: toml::Value) -> Value {
 fn read_settings(path: &Path, required: bool) -> Result<(FileSettings, PathBuf), String> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map(|s| (s, base)).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => toml::from_str(&text)
+            .map(|s| (s, base))
+            .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok((FileSettings::default(), base)),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -142,14 +144,22 @@ fn read_settings(path: &Path, required: bool) -> Result<(FileSettings, PathBuf),
 
 fn named_config(named: &Named, base: &Path, file: &Path, key: &str) -> Result<Option<Value>, String> {
     match (&named.config, &named.config_file) {
-        (Some(_), Some(_)) => Err(format!("{}: [{key}] has both config and config_file; give one", file.display())),
+        (Some(_), Some(_)) => Err(format!(
+            "{}: [{key}] has both config and config_file; give one",
+            file.display()
+        )),
         (Some(v), None) => Ok(Some(to_json(v.clone()))),
         (None, Some(f)) => {
             let path = base.join(f);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: [{key}] config_file {}: {e}", file.display(), path.display()))?;
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: [{key}] config_file {} is not valid JSON: {e}", file.display(), path.display()))
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: [{key}] config_file {}: {e}", file.display(), path.display()))?;
+            serde_json::from_str(&text).map(Some).map_err(|e| {
+                format!(
+                    "{}: [{key}] config_file {} is not valid JSON: {e}",
+                    file.display(),
+                    path.display()
+                )
+            })
         }
         (None, None) => Ok(None),
     }
@@ -171,23 +181,36 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
 
     let mut spec = match &args.task {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --task {}: {e}", path.display()))?;
-            serde_json::from_str::<TaskSpec>(&text).map_err(|e| format!("--task {}: not a TaskSpec: {e}", path.display()))?
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read --task {}: {e}", path.display()))?;
+            serde_json::from_str::<TaskSpec>(&text)
+                .map_err(|e| format!("--task {}: not a TaskSpec: {e}", path.display()))?
         }
         None => TaskSpec::new(""),
     };
     let task = settings.task.unwrap_or_default();
     let budget = task.budget.unwrap_or_default();
     let from_task_file = args.task.is_some();
-    let pick = |flag: Option<String>, file: Option<String>, current: String| flag.or(if from_task_file { None } else { file }).unwrap_or(current);
-    spec.query = pick(args.query, task.query, spec.query);
-    spec.target = args.target.or(if from_task_file { None } else { task.target }).or(spec.target);
+    // A --task file is the whole spec: zu.toml's [task] fills in only without one.
+    spec.query = args
+        .query
+        .or(if from_task_file { None } else { task.query })
+        .unwrap_or(spec.query);
+    spec.target = args
+        .target
+        .or(if from_task_file { None } else { task.target })
+        .or(spec.target);
     if let Some(raw) = &args.output_schema {
         spec.output_schema = config_value(raw).map_err(|e| format!("--output-schema: {e}"))?;
     } else if let (false, Some(s)) = (from_task_file, task.output_schema) {
         spec.output_schema = to_json(s);
     }
-    let Budget { max_steps, max_tokens, wall_time_s, max_tool_calls } = spec.budget.clone();
+    let Budget {
+        max_steps,
+        max_tokens,
+        wall_time_s,
+        max_tool_calls,
+    } = spec.budget.clone();
     spec.budget = Budget {
         max_steps: args.max_steps.or(budget.max_steps).unwrap_or(max_steps),
         max_tokens: args.max_tokens.or(budget.max_tokens).unwrap_or(max_tokens),
@@ -201,7 +224,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
 
     let mut configs = Vec::new();
     for (kind, plugins) in settings.config {
-        let kind: Kind = kind.parse().map_err(|e| format!("{}: [config.{kind}]: {e}", file.display()))?;
+        let kind: Kind = kind
+            .parse()
+            .map_err(|e| format!("{}: [config.{kind}]: {e}", file.display()))?;
         for (name, value) in plugins {
             configs.push((kind, name, to_json(value)));
         }
@@ -247,7 +272,14 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     } else {
         discovery::plugin_dirs(&[])
     };
-    Ok(Plan { spec, dirs, provider, sink, configs, containment })
+    Ok(Plan {
+        spec,
+        dirs,
+        provider,
+        sink,
+        configs,
+        containment,
+    })
 }
 
 pub fn run(args: RunArgs) -> u8 {
@@ -271,7 +303,11 @@ pub fn run(args: RunArgs) -> u8 {
     }
     let Some(provider) = registry.provider(&plan.provider) else {
         return fail(refusal("providers", &plan.provider).unwrap_or_else(|| {
-            format!("no provider plugin named {:?}; loaded providers: {:?}", plan.provider, registry.names(Kind::Providers))
+            format!(
+                "no provider plugin named {:?}; loaded providers: {:?}",
+                plan.provider,
+                registry.names(Kind::Providers)
+            )
         }));
     };
     let bus = match &plan.sink {
@@ -280,17 +316,26 @@ pub fn run(args: RunArgs) -> u8 {
             Some(sink) => EventBus::with_sink(sink),
             None => {
                 return fail(refusal("sinks", name).unwrap_or_else(|| {
-                    format!("no sink plugin named {name:?}; loaded sinks: {:?}", registry.names(Kind::Sinks))
+                    format!(
+                        "no sink plugin named {name:?}; loaded sinks: {:?}",
+                        registry.names(Kind::Sinks)
+                    )
                 }))
             }
         },
     };
     let bus = Arc::new(bus);
-    let options = RunOptions { containment: plan.containment, ..RunOptions::default() };
+    let options = RunOptions {
+        containment: plan.containment,
+        ..RunOptions::default()
+    };
     let outcome = run_task(&plan.spec, provider, &registry, &bus, &options);
     let code = match outcome {
         Ok(result) => {
-            println!("{}", serde_json::to_string_pretty(&result).expect("a Result is plain data"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).expect("a Result is plain data")
+            );
             let events = bus.count(&zu_plugin_api::filter::EventFilter::all()).unwrap_or(0);
             eprintln!(
                 "zu: task {} ended {:?}; {events} events in the {} log",

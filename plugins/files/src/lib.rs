@@ -33,25 +33,39 @@ pub struct FileRead {
 
 impl Plugin for FileRead {
     const NAME: &'static str = "file_read";
-    const ENVELOPE: Envelope = Envelope { tier: 1, capabilities: &[CAP_FS_READ], egress: &[] };
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_FS_READ],
+        egress: &[],
+    };
 
     fn new(config: Value) -> Result<Self, PluginError> {
         let config: Config = if config.is_null() {
-            Config { root: None, max_bytes: default_max_bytes() }
+            Config {
+                root: None,
+                max_bytes: default_max_bytes(),
+            }
         } else {
             serde_json::from_value(config).map_err(|e| PluginError::invalid(format!("file_read config: {e}")))?
         };
         let root = match config.root {
             Some(r) => r,
-            None => std::env::current_dir().map_err(|e| PluginError::failed(format!("file_read: no working directory: {e}")))?,
+            None => std::env::current_dir()
+                .map_err(|e| PluginError::failed(format!("file_read: no working directory: {e}")))?,
         };
         let root = root
             .canonicalize()
             .map_err(|e| PluginError::invalid(format!("file_read root {}: {e}", root.display())))?;
         if !root.is_dir() {
-            return Err(PluginError::invalid(format!("file_read root {} is not a directory", root.display())));
+            return Err(PluginError::invalid(format!(
+                "file_read root {} is not a directory",
+                root.display()
+            )));
         }
-        Ok(FileRead { root, max_bytes: config.max_bytes })
+        Ok(FileRead {
+            root,
+            max_bytes: config.max_bytes,
+        })
     }
 }
 
@@ -59,17 +73,29 @@ impl FileRead {
     /// The real path of `requested` if it stays under the root.
     fn resolve(&self, requested: &str) -> Result<PathBuf, PluginError> {
         let escape = |why: &str| {
-            PluginError::security_block("path_escape", Some(requested.to_owned()), format!("refusing to read {requested:?}: {why}"))
+            PluginError::security_block(
+                "path_escape",
+                Some(requested.to_owned()),
+                format!("refusing to read {requested:?}: {why}"),
+            )
         };
         let rel = Path::new(requested);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::Prefix(_) | Component::RootDir)) {
-            return Err(escape("absolute paths are not allowed; give a path relative to the root"));
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, Component::Prefix(_) | Component::RootDir))
+        {
+            return Err(escape(
+                "absolute paths are not allowed; give a path relative to the root",
+            ));
         }
         if rel.components().any(|c| c == Component::ParentDir) {
             return Err(escape("'..' is not allowed"));
         }
         let joined = self.root.join(rel);
-        let real = joined.canonicalize().map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
+        let real = joined
+            .canonicalize()
+            .map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
         if !real.starts_with(&self.root) {
             return Err(escape("it resolves (through a symlink) outside the root"));
         }
@@ -100,7 +126,8 @@ impl Tool for FileRead {
             .and_then(Value::as_str)
             .ok_or_else(|| PluginError::invalid("file_read needs a string argument \"path\""))?;
         let real = self.resolve(requested)?;
-        let meta = std::fs::metadata(&real).map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
+        let meta =
+            std::fs::metadata(&real).map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
         if !meta.is_file() {
             return Err(PluginError::failed(format!("{requested:?} is not a regular file")));
         }
@@ -116,10 +143,15 @@ impl Tool for FileRead {
             .and_then(|f| f.take(self.max_bytes + 1).read_to_end(&mut bytes))
             .map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
         if bytes.len() as u64 > self.max_bytes {
-            return Err(PluginError::failed(format!("{requested:?} grew over the {}-byte limit", self.max_bytes)));
+            return Err(PluginError::failed(format!(
+                "{requested:?} grew over the {}-byte limit",
+                self.max_bytes
+            )));
         }
         if bytes.contains(&0) {
-            return Err(PluginError::failed(format!("{requested:?} is a binary file; file_read reads text only")));
+            return Err(PluginError::failed(format!(
+                "{requested:?} is a binary file; file_read reads text only"
+            )));
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| PluginError::failed(format!("{requested:?} is not UTF-8 text; file_read reads text only")))?;
@@ -152,7 +184,10 @@ mod tests {
     }
 
     fn read(tool: &FileRead, path: &str) -> Result<JsonObject, PluginError> {
-        tool.call(&NoCtx(TaskSpec::new("q")), json!({"path": path}).as_object().cloned().unwrap())
+        tool.call(
+            &NoCtx(TaskSpec::new("q")),
+            json!({"path": path}).as_object().cloned().unwrap(),
+        )
     }
 
     fn setup() -> (tempfile::TempDir, FileRead) {
@@ -181,7 +216,12 @@ mod tests {
     fn escapes_are_security_blocks() {
         let (dir, tool) = setup();
         let abs = dir.path().join("secret.txt");
-        for path in ["../secret.txt", "sub/../../secret.txt", abs.to_str().unwrap(), "link.txt"] {
+        for path in [
+            "../secret.txt",
+            "sub/../../secret.txt",
+            abs.to_str().unwrap(),
+            "link.txt",
+        ] {
             match read(&tool, path) {
                 Err(PluginError::SecurityBlock(b)) => {
                     assert_eq!(b.kind, "path_escape", "{path}");
@@ -195,18 +235,28 @@ mod tests {
     #[test]
     fn binary_oversized_and_missing_files_are_plain_errors() {
         let (_d, tool) = setup();
-        for (path, needle) in [("blob.bin", "binary"), ("big.txt", "over the 1000-byte limit"), ("nope.txt", "cannot read")] {
+        for (path, needle) in [
+            ("blob.bin", "binary"),
+            ("big.txt", "over the 1000-byte limit"),
+            ("nope.txt", "cannot read"),
+        ] {
             match read(&tool, path) {
                 Err(PluginError::Failed(m)) => assert!(m.contains(needle), "{path}: {m}"),
                 other => panic!("{path}: {other:?}"),
             }
         }
-        assert!(matches!(tool.call(&NoCtx(TaskSpec::new("q")), JsonObject::new()), Err(PluginError::InvalidInput(_))));
+        assert!(matches!(
+            tool.call(&NoCtx(TaskSpec::new("q")), JsonObject::new()),
+            Err(PluginError::InvalidInput(_))
+        ));
     }
 
     #[test]
     fn a_missing_root_is_a_config_error() {
         let err = FileRead::new(json!({"root": "/nonexistent/zu-root"})).err().unwrap();
-        assert!(matches!(err, PluginError::InvalidInput(ref m) if m.contains("/nonexistent/zu-root")), "{err}");
+        assert!(
+            matches!(err, PluginError::InvalidInput(ref m) if m.contains("/nonexistent/zu-root")),
+            "{err}"
+        );
     }
 }

@@ -67,7 +67,12 @@ pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
             let seg = v6.segments();
             if seg[0] == 0x2002 {
                 // 6to4 embeds an IPv4 address in the next 32 bits.
-                return v4_reason(Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8));
+                return v4_reason(Ipv4Addr::new(
+                    (seg[1] >> 8) as u8,
+                    seg[1] as u8,
+                    (seg[2] >> 8) as u8,
+                    seg[2] as u8,
+                ));
             }
             v6_reason(v6)
         }
@@ -132,7 +137,13 @@ impl Guard {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = (bare, port)
             .to_socket_addrs()
-            .map_err(|e| block("fetch_blocked", Some(host.to_owned()), format!("could not resolve host {host:?}: {e}")))?
+            .map_err(|e| {
+                block(
+                    "fetch_blocked",
+                    Some(host.to_owned()),
+                    format!("could not resolve host {host:?}: {e}"),
+                )
+            })?
             .collect();
         if self.host_allowed(bare) {
             return Ok(addrs);
@@ -152,10 +163,17 @@ impl Guard {
     /// Checks a URL's scheme and host before it is requested.
     fn check_url(&self, url: &url::Url) -> Result<(), PluginError> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(block("fetch_blocked", Some(url.to_string()), format!("scheme {:?} not allowed; use http or https", url.scheme())));
+            return Err(block(
+                "fetch_blocked",
+                Some(url.to_string()),
+                format!("scheme {:?} not allowed; use http or https", url.scheme()),
+            ));
         }
-        let host = url.host_str().ok_or_else(|| block("fetch_blocked", Some(url.to_string()), format!("no host in URL {url}")))?;
-        self.resolve(host, url.port_or_known_default().unwrap_or(80)).map(|_| ())
+        let host = url
+            .host_str()
+            .ok_or_else(|| block("fetch_blocked", Some(url.to_string()), format!("no host in URL {url}")))?;
+        self.resolve(host, url.port_or_known_default().unwrap_or(80))
+            .map(|_| ())
     }
 }
 
@@ -165,15 +183,23 @@ struct PinnedResolver(Guard);
 
 impl ureq::Resolver for PinnedResolver {
     fn resolve(&self, netloc: &str) -> std::io::Result<Vec<SocketAddr>> {
-        let (host, port) = netloc.rsplit_once(':').ok_or_else(|| std::io::Error::other("no port"))?;
+        let (host, port) = netloc
+            .rsplit_once(':')
+            .ok_or_else(|| std::io::Error::other("no port"))?;
         let port: u16 = port.parse().map_err(std::io::Error::other)?;
-        self.0.resolve(host, port).map_err(|e| std::io::Error::other(e.to_string()))
+        self.0
+            .resolve(host, port)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 
 impl Plugin for HttpFetch {
     const NAME: &'static str = "http_fetch";
-    const ENVELOPE: Envelope = Envelope { tier: 1, capabilities: &[CAP_NET], egress: &[EGRESS_OPEN] };
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_NET],
+        egress: &[EGRESS_OPEN],
+    };
 
     fn new(config: Value) -> Result<Self, PluginError> {
         let config: Config = if config.is_null() {
@@ -190,13 +216,19 @@ impl Plugin for HttpFetch {
             .timeout(Duration::from_secs(config.timeout_s.max(1)))
             .resolver(PinnedResolver(guard.clone()))
             .build();
-        Ok(HttpFetch { guard, agent, max_bytes: config.max_bytes, max_redirects: config.max_redirects })
+        Ok(HttpFetch {
+            guard,
+            agent,
+            max_bytes: config.max_bytes,
+            max_redirects: config.max_redirects,
+        })
     }
 }
 
 impl HttpFetch {
     fn fetch(&self, url: &str) -> Result<JsonObject, PluginError> {
-        let mut current = url::Url::parse(url).map_err(|e| PluginError::invalid(format!("invalid URL {url:?}: {e}")))?;
+        let mut current =
+            url::Url::parse(url).map_err(|e| PluginError::invalid(format!("invalid URL {url:?}: {e}")))?;
         for _ in 0..=self.max_redirects {
             self.guard.check_url(&current)?;
             let response = match self.agent.request_url("GET", &current).call() {
@@ -213,9 +245,9 @@ impl HttpFetch {
             let status = response.status();
             if (300..400).contains(&status) {
                 if let Some(location) = response.header("location") {
-                    current = current
-                        .join(location)
-                        .map_err(|e| PluginError::failed(format!("bad redirect from {current} to {location:?}: {e}")))?;
+                    current = current.join(location).map_err(|e| {
+                        PluginError::failed(format!("bad redirect from {current} to {location:?}: {e}"))
+                    })?;
                     continue; // the next hop is checked before it is requested
                 }
             }
@@ -237,7 +269,11 @@ impl HttpFetch {
             let out = json!({"status": status, "url": current.as_str(), "content_type": content_type, "text": text});
             return Ok(out.as_object().cloned().unwrap_or_default());
         }
-        Err(block("fetch_blocked", Some(url.to_owned()), format!("too many redirects (> {}) starting from {url}", self.max_redirects)))
+        Err(block(
+            "fetch_blocked",
+            Some(url.to_owned()),
+            format!("too many redirects (> {}) starting from {url}", self.max_redirects),
+        ))
     }
 }
 
@@ -255,7 +291,10 @@ impl Tool for HttpFetch {
     }
 
     fn call(&self, _ctx: &dyn RunContext, args: JsonObject) -> Result<JsonObject, PluginError> {
-        let url = args.get("url").and_then(Value::as_str).ok_or_else(|| PluginError::invalid("http_fetch needs a string argument \"url\""))?;
+        let url = args
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PluginError::invalid("http_fetch needs a string argument \"url\""))?;
         self.fetch(url)
     }
 }
@@ -268,7 +307,21 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_blocked_and_public_ones_pass() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:169.254.169.254", "2002:a9fe:a9fe::1", "224.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:169.254.169.254",
+            "2002:a9fe:a9fe::1",
+            "224.0.0.1",
+        ] {
             assert!(blocked_reason(ip.parse().unwrap()).is_some(), "{ip}");
         }
         for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
@@ -279,7 +332,11 @@ mod tests {
     #[test]
     fn metadata_and_loopback_urls_are_security_blocks_before_any_request() {
         let tool = HttpFetch::new(Value::Null).unwrap();
-        for url in ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:1/", "http://localhost:1/"] {
+        for url in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:1/",
+            "http://localhost:1/",
+        ] {
             match tool.fetch(url) {
                 Err(PluginError::SecurityBlock(b)) => assert_eq!(b.kind, "ssrf", "{url}"),
                 other => panic!("{url}: {other:?}"),

@@ -28,7 +28,11 @@ impl Validator for SchemaValidator {
             Ok(v) => v,
             Err(e) => {
                 // A broken schema cannot be fixed by retrying.
-                return Ok(Some(Verdict::new(Severity::Terminal, Self::NAME, format!("invalid output_schema: {e}"))));
+                return Ok(Some(Verdict::new(
+                    Severity::Terminal,
+                    Self::NAME,
+                    format!("invalid output_schema: {e}"),
+                )));
             }
         };
         let instance = result.value.clone().map_or(Value::Null, Value::Object);
@@ -183,7 +187,15 @@ mod tests {
             for (i, text) in self.fetched.iter().enumerate() {
                 let payload = json!({"tool": "t", "text": text}).as_object().cloned().unwrap();
                 let event = Event::new(id, id, None, SOURCE_FETCHED, "t", payload).unwrap();
-                let decoy = Event::new(id, id, None, "harness.turn.completed", "t", json!({"text": "fabricated 99"}).as_object().cloned().unwrap()).unwrap();
+                let decoy = Event::new(
+                    id,
+                    id,
+                    None,
+                    "harness.turn.completed",
+                    "t",
+                    json!({"text": "fabricated 99"}).as_object().cloned().unwrap(),
+                )
+                .unwrap();
                 for (seq, e) in [(2 * i as u64 + 1, decoy), (2 * i as u64 + 2, event)] {
                     if filter.matches(&e) {
                         out.push(StoredEvent { seq, event: e });
@@ -195,11 +207,19 @@ mod tests {
     }
 
     fn result(v: Value) -> RunResult {
-        RunResult { status: Status::Success, value: v.as_object().cloned(), reason: None }
+        RunResult {
+            status: Status::Success,
+            value: v.as_object().cloned(),
+            reason: None,
+        }
     }
 
     fn ground(fetched: Vec<&'static str>, v: Value) -> Option<Verdict> {
-        let ctx = Ctx { spec: TaskSpec::new("q"), fetched, observation: None };
+        let ctx = Ctx {
+            spec: TaskSpec::new("q"),
+            fetched,
+            observation: None,
+        };
         GroundingValidator.check(&result(v), &ctx).unwrap()
     }
 
@@ -216,7 +236,8 @@ mod tests {
             ("at 12:30", json!({"min": 30})),
             ("café", json!({"w": "caf"})),
         ] {
-            let v = ground(vec![text], value.clone()).unwrap_or_else(|| panic!("{value} in {text:?} should not ground"));
+            let v =
+                ground(vec![text], value.clone()).unwrap_or_else(|| panic!("{value} in {text:?} should not ground"));
             assert_eq!(v.severity, Severity::Retry);
         }
     }
@@ -224,7 +245,10 @@ mod tests {
     #[test]
     fn the_models_own_text_never_grounds_and_nested_values_are_checked() {
         let v = ground(vec!["nothing relevant"], json!({"answer": "fabricated 99"})).unwrap();
-        assert_eq!(v.detail.as_deref(), Some("value for 'answer' not found in retrieved content"));
+        assert_eq!(
+            v.detail.as_deref(),
+            Some("value for 'answer' not found in retrieved content")
+        );
         assert!(ground(vec!["a b c"], json!({"list": ["a", {"x": "c"}], "flag": true})).is_none());
         assert!(ground(vec!["a b c"], json!({"list": ["a", "z"]})).is_some());
         assert!(ground(vec![], json!({})).is_none());
@@ -232,26 +256,58 @@ mod tests {
 
     #[test]
     fn falls_back_to_the_observation_only_when_nothing_was_fetched() {
-        let ctx = Ctx { spec: TaskSpec::new("q"), fetched: vec![], observation: Some(json!({"html": "<b>42</b>"})) };
-        assert!(GroundingValidator.check(&result(json!({"a": 42})), &ctx).unwrap().is_none());
+        let ctx = Ctx {
+            spec: TaskSpec::new("q"),
+            fetched: vec![],
+            observation: Some(json!({"html": "<b>42</b>"})),
+        };
+        assert!(GroundingValidator
+            .check(&result(json!({"a": 42})), &ctx)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn schema_retries_on_mismatch_and_ends_on_a_broken_schema() {
         let mut spec = TaskSpec::new("q");
-        spec.output_schema = json!({"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}});
-        let ctx = Ctx { spec, fetched: vec![], observation: None };
-        assert!(SchemaValidator.check(&result(json!({"answer": 1})), &ctx).unwrap().is_none());
-        let v = SchemaValidator.check(&result(json!({"answer": "x"})), &ctx).unwrap().unwrap();
+        spec.output_schema =
+            json!({"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}});
+        let ctx = Ctx {
+            spec,
+            fetched: vec![],
+            observation: None,
+        };
+        assert!(SchemaValidator
+            .check(&result(json!({"answer": 1})), &ctx)
+            .unwrap()
+            .is_none());
+        let v = SchemaValidator
+            .check(&result(json!({"answer": "x"})), &ctx)
+            .unwrap()
+            .unwrap();
         assert_eq!(v.severity, Severity::Retry);
         assert!(v.detail.unwrap().contains("integer"));
         let mut broken = TaskSpec::new("q");
         broken.output_schema = json!({"type": "no-such-type"});
-        let ctx = Ctx { spec: broken, fetched: vec![], observation: None };
-        let v = SchemaValidator.check(&result(json!({"answer": 1})), &ctx).unwrap().unwrap();
+        let ctx = Ctx {
+            spec: broken,
+            fetched: vec![],
+            observation: None,
+        };
+        let v = SchemaValidator
+            .check(&result(json!({"answer": 1})), &ctx)
+            .unwrap()
+            .unwrap();
         assert_eq!(v.severity, Severity::Terminal);
         assert!(v.detail.unwrap().starts_with("invalid output_schema"));
-        let none = Ctx { spec: TaskSpec::new("q"), fetched: vec![], observation: None };
-        assert!(SchemaValidator.check(&result(json!({"x": 1})), &none).unwrap().is_none());
+        let none = Ctx {
+            spec: TaskSpec::new("q"),
+            fetched: vec![],
+            observation: None,
+        };
+        assert!(SchemaValidator
+            .check(&result(json!({"x": 1})), &none)
+            .unwrap()
+            .is_none());
     }
 }

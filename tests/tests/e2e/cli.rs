@@ -70,7 +70,11 @@ fn plugins_json_lists_every_plugin_and_every_failure_and_exits_zero() {
     );
     let p = plugins.iter().find(|p| p["name"] == "panics_on_call").unwrap();
     assert_eq!(p["interface_version"], "1.0.0");
-    assert_eq!(p["tier"], 2);
+    assert_eq!(p["tier"], 1);
+    assert_eq!(
+        plugins.iter().find(|p| p["name"] == "panics_on_drop").unwrap()["tier"],
+        2
+    );
     assert_eq!(p["capabilities"], serde_json::json!(["net", "fs:read"]));
     assert_eq!(p["egress"], serde_json::json!(["*"]));
     assert!(p["library"].as_str().unwrap().ends_with(&lib_file("fixture_panicky")));

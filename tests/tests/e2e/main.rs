@@ -5,6 +5,7 @@ mod author;
 mod boundary;
 mod cli;
 mod loading;
+mod run;
 mod scenarios;
 mod sinks;
 

@@ -1,0 +1,495 @@
+//! `zu run` and the real tool plugins end to end: the binary on a zu.toml,
+//! exit codes per status, bad settings, containment, http_fetch against a
+//! local server, file_read escapes, and misbehaving tools across the boundary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use zu_host::{run_task, EventBus, Loader, Registry, RunOptions};
+use zu_plugin_api::filter::{EventFilter, FilterField};
+use zu_plugin_api::prelude::*;
+use zu_plugin_api::version::Kind;
+use zu_tests::{artifacts, plugin_dir};
+
+/// Every real plugin, in one directory.
+fn real_plugins() -> tempfile::TempDir {
+    let a = artifacts();
+    let libs: Vec<_> = ["scripted", "checks", "files", "http", "validators", "sqlite", "jsonl"]
+        .iter()
+        .map(|p| a.lib(&format!("zu_plugin_{p}")))
+        .collect();
+    plugin_dir(&libs)
+}
+
+fn zu_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(&artifacts().zu);
+    cmd.arg("run")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ZU_PLUGIN_PATH")
+        .env_remove("ZU_SANDBOXED");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn result_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is a Result ({e}); stderr: {}", stderr(out)))
+}
+
+/// A working directory with a zu.toml, a docs root and a script.
+fn workdir(plugins: &Path, script: Value, extra_toml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    std::fs::write(dir.path().join("docs/notes.md"), "The launch is on 2026-12-01 at noon.").unwrap();
+    std::fs::write(dir.path().join("docs/empty.md"), "").unwrap();
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+    let toml = format!(
+        "plugins = [{plugins:?}]\n\n[task]\nquery = \"When is the launch?\"\n\n[provider]\nname = \"scripted\"\nconfig_file = \"script.json\"\n\n[config.tools.file_read]\nroot = \"docs\"\n{extra_toml}"
+    );
+    std::fs::write(dir.path().join("zu.toml"), toml).unwrap();
+    dir
+}
+
+fn read_then_answer(path: &str, answer: Value) -> Value {
+    json!({"responses": [
+        {"tool_calls": [{"name": "file_read", "args": {"path": path}}]},
+        {"text": answer.to_string()}
+    ]})
+}
+
+#[test]
+fn a_task_runs_end_to_end_from_zu_toml_into_a_sqlite_log() {
+    let plugins = real_plugins();
+    let dir = workdir(
+        plugins.path(),
+        read_then_answer("notes.md", json!({"date": "2026-12-01"})),
+        "\n[sink]\nname = \"sqlite\"\nconfig = { path = \"run.db\" }\n",
+    );
+    let out = zu_run(
+        dir.path(),
+        &["--output-schema", r#"{"type": "object", "required": ["date"]}"#],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result = result_of(&out);
+    assert_eq!(result["status"], "success");
+    assert_eq!(result["value"], json!({"date": "2026-12-01"}));
+
+    let events = Command::new(&artifacts().zu)
+        .args([
+            "events",
+            "--plugins",
+            plugins.path().to_str().unwrap(),
+            "--sink",
+            "sqlite",
+            "--json",
+            "--full",
+        ])
+        .args(["--sink-config", &json!({"path": dir.path().join("run.db")}).to_string()])
+        .output()
+        .unwrap();
+    let types: Vec<String> = String::from_utf8(events.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "harness.task.started",
+            "harness.envelope.declared",
+            "harness.turn.started",
+            "harness.turn.completed",
+            "harness.tool.invoked",
+            "data.source.fetched",
+            "harness.tool.returned",
+            "harness.turn.started",
+            "harness.turn.completed",
+            "data.record.extracted",
+            "harness.task.completed",
+        ]
+    );
+}
+
+#[test]
+fn flags_win_over_zu_toml_and_exit_codes_follow_the_status() {
+    let plugins = real_plugins();
+    // An ungrounded answer is retried until the step budget ends the run: terminal, exit 4.
+    let dir = workdir(
+        plugins.path(),
+        read_then_answer("notes.md", json!({"date": "1999-01-01"})),
+        "",
+    );
+    let out = zu_run(dir.path(), &["--max-steps", "2"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(result_of(&out)["reason"], "budget:max_steps");
+
+    // An empty page escalates, and with no higher tier the run ends escalated: exit 3.
+    let dir = workdir(plugins.path(), read_then_answer("empty.md", json!({})), "");
+    let out = zu_run(dir.path(), &[], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(result_of(&out)["reason"], "empty");
+
+    // --query overrides the file's query; the scripted provider answers without tools.
+    let dir = workdir(plugins.path(), json!({"responses": [{"text": "{\"ok\": 1}"}]}), "");
+    let out = zu_run(
+        dir.path(),
+        &["--query", "anything", "--config", "validators.grounding={}"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "grounding refuses an answer nothing retrieved: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_task_file_and_provider_flags_work_without_zu_toml() {
+    let plugins = real_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let task = json!({"query": "say hi", "budget": {"max_steps": 3}});
+    std::fs::write(dir.path().join("task.json"), task.to_string()).unwrap();
+    let only_provider = plugin_dir(&[artifacts().lib("zu_plugin_scripted")]);
+    let out = zu_run(
+        dir.path(),
+        &[
+            "--task",
+            "task.json",
+            "--plugins",
+            only_provider.path().to_str().unwrap(),
+            "--provider",
+            "scripted",
+            "--provider-config",
+            r#"{"responses": [{"text": "hi"}]}"#,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(result_of(&out)["value"], json!({"text": "hi"}));
+    drop(plugins);
+}
+
+#[test]
+fn bad_settings_are_errors_naming_what_is_wrong() {
+    let plugins = real_plugins();
+    let script = json!({"responses": [{"text": "{}"}]});
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "",
+            vec!["--provider", "gpt-nine"],
+            "no provider plugin named \"gpt-nine\"",
+        ),
+        (
+            "\n[sink]\nname = \"postgres\"\n",
+            vec![],
+            "no sink plugin named \"postgres\"",
+        ),
+        ("\n[task.budget]\nmax_stepz = 3\n", vec![], "unknown field `max_stepz`"),
+        (
+            "",
+            vec!["--config", "tools.file_read=not json"],
+            "invalid plugin config",
+        ),
+        ("", vec!["--containment", "maybe"], "unknown containment \"maybe\""),
+        ("\n[config.tools.file_read]\nroot = 7\n", vec![], "zu.toml"),
+        ("", vec!["--sink", "sqlite", "--sink-config", "{}"], "has no \"path\""),
+    ];
+    for (toml, args, needle) in cases {
+        let dir = workdir(plugins.path(), script.clone(), toml);
+        let out = zu_run(dir.path(), &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {toml}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{args:?} {toml}: expected {needle:?} in {}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn required_containment_refuses_uncontained_tools_before_anything_runs() {
+    let plugins = real_plugins();
+    let dir = workdir(
+        plugins.path(),
+        read_then_answer("notes.md", json!({"date": "2026-12-01"})),
+        "\n[sink]\nname = \"sqlite\"\nconfig = { path = \"run.db\" }\n",
+    );
+    let out = zu_run(dir.path(), &["--containment", "required"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("file_read, http_fetch") && err.contains("ZU_SANDBOXED"),
+        "{err}"
+    );
+    let sink = plugin_dir(&[artifacts().lib("zu_plugin_sqlite")]);
+    let mut reg = Registry::new();
+    let mut loader = Loader::new();
+    loader.set_config(Kind::Sinks, "sqlite", json!({"path": dir.path().join("run.db")}));
+    loader.load_dir(&mut reg, sink.path()).unwrap();
+    assert_eq!(
+        reg.sink("sqlite").unwrap().count(&EventFilter::all()).unwrap(),
+        0,
+        "nothing ran"
+    );
+    let inside = zu_run(dir.path(), &["--containment", "required"], &[("ZU_SANDBOXED", "1")]);
+    assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));
+}
+
+/// A one-thread HTTP server on 127.0.0.1: `/page` serves HTML, `/redirect`
+/// sends the client to the cloud metadata address.
+fn serve() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let mut stream = stream;
+            let response = if request_line.contains("/redirect") {
+                "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            } else if request_line.contains("/missing") {
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nConnection: close\r\n\r\nmissing".to_owned()
+            } else {
+                let body = "<html><body><p>Tickets cost $25 each.</p></body></html>";
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn http_run(base: &str, path: &str, allow: bool, answer: Value) -> (RunResult, Vec<Arc<Event>>) {
+    let plugins = real_plugins();
+    let mut reg = Registry::new();
+    let mut loader = Loader::new();
+    let allow_hosts = if allow { json!(["127.0.0.1"]) } else { json!([]) };
+    loader.set_config(
+        Kind::Tools,
+        "http_fetch",
+        json!({"allow_hosts": allow_hosts, "timeout_s": 5}),
+    );
+    loader.set_config(
+        Kind::Providers,
+        "scripted",
+        json!({"responses": [
+            {"tool_calls": [{"name": "http_fetch", "args": {"url": format!("{base}{path}")}}]},
+            {"text": answer.to_string()}
+        ]}),
+    );
+    loader.load_dir(&mut reg, plugins.path()).unwrap();
+    let bus = Arc::new(EventBus::new());
+    let result = run_task(
+        &TaskSpec::new("ticket price?"),
+        reg.provider("scripted").unwrap(),
+        &reg,
+        &bus,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let events = bus
+        .query(&EventFilter::all(), None, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    (result, events)
+}
+
+fn payload_of<'a>(events: &'a [Arc<Event>], ty: &str) -> &'a JsonObject {
+    events
+        .iter()
+        .find(|e| e.event_type() == ty)
+        .unwrap_or_else(|| panic!("no {ty}"))
+        .payload()
+}
+
+#[test]
+fn http_fetch_reads_an_allowlisted_local_server_and_the_answer_is_grounded() {
+    let base = serve();
+    let (result, events) = http_run(&base, "/page", true, json!({"price": "$25"}));
+    assert_eq!(result.status, Status::Success, "{events:#?}");
+    let fetched = payload_of(&events, "data.source.fetched");
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(fetched["content_type"], "text/html");
+    assert!(fetched["text"].as_str().unwrap().contains("Tickets cost $25"));
+    assert_eq!(fetched["url"], format!("{base}/page"));
+    let text_len = fetched["text"].as_str().unwrap().chars().count();
+    assert_eq!(
+        payload_of(&events, "harness.tool.returned")["observation"]["text_len"],
+        text_len
+    );
+    assert!(
+        payload_of(&events, "harness.tool.returned")["observation"]
+            .get("text")
+            .is_none(),
+        "stored once"
+    );
+}
+
+#[test]
+fn http_fetch_refuses_the_local_server_unless_allowlisted_and_any_redirect_to_metadata() {
+    let base = serve();
+    for (path, allow, target) in [("/page", false, "127.0.0.1"), ("/redirect", true, "169.254.169.254")] {
+        let (result, events) = http_run(&base, path, allow, json!({"x": 1}));
+        let blocked = payload_of(&events, "harness.defense.blocked");
+        assert_eq!(blocked["kind"], "ssrf", "{path}");
+        assert_eq!(blocked["target"], target, "{path}");
+        assert_eq!(
+            payload_of(&events, "harness.tool.returned")["observation"]["blocked"],
+            "ssrf"
+        );
+        assert!(
+            events.iter().all(|e| e.event_type() != "data.source.fetched"),
+            "nothing was fetched"
+        );
+        // Grounding then refuses an answer nothing retrieved, until the budget ends the run.
+        assert_eq!(result.status, Status::Terminal);
+    }
+}
+
+#[test]
+fn an_http_error_status_is_a_retry_not_the_end() {
+    let base = serve();
+    let (result, events) = http_run(&base, "/missing", true, json!({"status": "missing"}));
+    let fired = payload_of(&events, "harness.detector.fired");
+    assert_eq!(
+        (fired["detector"].as_str(), fired["severity"].as_str()),
+        (Some("error"), Some("retry"))
+    );
+    assert_eq!(result.status, Status::Success);
+}
+
+fn tool_run(libs: &[std::path::PathBuf], tool: &str, args: Value) -> Vec<Arc<Event>> {
+    let dir = plugin_dir(libs);
+    let mut reg = Registry::new();
+    let mut loader = Loader::new();
+    loader.set_config(
+        Kind::Providers,
+        "scripted",
+        json!({"responses": [{"tool_calls": [{"name": tool, "args": args}]}, {"text": "{\"done\": true}"}]}),
+    );
+    loader.load_dir(&mut reg, dir.path()).unwrap();
+    let bus = Arc::new(EventBus::new());
+    let result = run_task(
+        &TaskSpec::new("q"),
+        reg.provider("scripted").unwrap(),
+        &reg,
+        &bus,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        result.status,
+        Status::Success,
+        "the run goes on after the tool misbehaves"
+    );
+    bus.query(&EventFilter::all(), None, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+#[test]
+fn misbehaving_tools_across_the_boundary_become_error_observations() {
+    let a = artifacts();
+    let libs = [a.lib("zu_plugin_scripted"), a.fixture("panicky")];
+    let events = tool_run(&libs, "panics_on_call", json!({}));
+    let obs = &payload_of(&events, "harness.tool.returned")["observation"];
+    assert_eq!(obs["error"], "plugin panicked: tool call exploded");
+
+    let events = tool_run(&libs, "returns_50mb", json!({}));
+    assert_eq!(
+        payload_of(&events, "harness.defense.blocked")["kind"],
+        "oversized_observation"
+    );
+    assert_eq!(
+        payload_of(&events, "harness.tool.returned")["observation"]["blocked"],
+        "oversized_observation"
+    );
+}
+
+#[test]
+fn file_read_escapes_are_recorded_as_defense_events() {
+    let a = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inside.txt"), "fine").unwrap();
+    let plugins = plugin_dir(&[a.lib("zu_plugin_scripted"), a.lib("zu_plugin_files")]);
+    let mut reg = Registry::new();
+    let mut loader = Loader::new();
+    loader.set_config(Kind::Tools, "file_read", json!({"root": dir.path()}));
+    loader.set_config(
+        Kind::Providers,
+        "scripted",
+        json!({"responses": [{"tool_calls": [{"name": "file_read", "args": {"path": "../../etc/passwd"}}]}, {"text": "{}"}]}),
+    );
+    loader.load_dir(&mut reg, plugins.path()).unwrap();
+    let bus = Arc::new(EventBus::new());
+    run_task(
+        &TaskSpec::new("q"),
+        reg.provider("scripted").unwrap(),
+        &reg,
+        &bus,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let blocked = bus
+        .query(
+            &EventFilter::all().with(FilterField::Type, Some("harness.defense.blocked")),
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(blocked.len(), 1);
+    let p = blocked[0].event.payload();
+    assert_eq!(
+        (p["kind"].as_str(), p["target"].as_str(), p["tool"].as_str()),
+        (Some("path_escape"), Some("../../etc/passwd"), Some("file_read"))
+    );
+}
+
+#[test]
+fn plugins_read_the_run_through_the_host_callback() {
+    // The mixed fixture's per-turn detector reports the event count and the
+    // query it reads back from the host during the run.
+    let a = artifacts();
+    let libs = [
+        a.lib("zu_plugin_scripted"),
+        a.lib("zu_plugin_files"),
+        a.fixture("mixed"),
+    ];
+    let events = tool_run(&libs, "file_read", json!({"path": "Cargo.toml"}));
+    let fired: Vec<&Arc<Event>> = events
+        .iter()
+        .filter(|e| e.event_type() == "harness.detector.fired")
+        .collect();
+    assert_eq!(fired.len(), 1);
+    // task.started, envelope, turn.started, turn.completed, tool.invoked, source.fetched, tool.returned.
+    assert_eq!(fired[0].payload()["detail"], "7 events, query \"q\"");
+}
