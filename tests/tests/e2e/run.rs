@@ -285,15 +285,15 @@ fn serve() -> String {
 }
 
 fn http_run(base: &str, path: &str, allow: bool, answer: Value) -> (RunResult, Vec<Arc<Event>>) {
+    let allow_hosts = if allow { json!(["127.0.0.1"]) } else { json!([]) };
+    http_run_with(base, path, json!({"allow_hosts": allow_hosts, "timeout_s": 5}), answer)
+}
+
+fn http_run_with(base: &str, path: &str, http_config: Value, answer: Value) -> (RunResult, Vec<Arc<Event>>) {
     let plugins = real_plugins();
     let mut reg = Registry::new();
     let mut loader = Loader::new();
-    let allow_hosts = if allow { json!(["127.0.0.1"]) } else { json!([]) };
-    loader.set_config(
-        Kind::Tools,
-        "http_fetch",
-        json!({"allow_hosts": allow_hosts, "timeout_s": 5}),
-    );
+    loader.set_config(Kind::Tools, "http_fetch", http_config);
     loader.set_config(
         Kind::Providers,
         "scripted",
@@ -371,6 +371,16 @@ fn http_fetch_refuses_the_local_server_unless_allowlisted_and_any_redirect_to_me
         // Grounding then refuses an answer nothing retrieved, until the budget ends the run.
         assert_eq!(result.status, Status::Terminal);
     }
+}
+
+#[test]
+fn http_fetch_refuses_a_body_over_its_cap() {
+    let base = serve();
+    let config = json!({"allow_hosts": ["127.0.0.1"], "max_bytes": 10});
+    let (_, events) = http_run_with(&base, "/page", config, json!({"x": 1}));
+    let blocked = payload_of(&events, "harness.defense.blocked");
+    assert_eq!(blocked["kind"], "fetch_blocked");
+    assert!(blocked["detail"].as_str().unwrap().contains("exceeds max_bytes (10)"), "{blocked:?}");
 }
 
 #[test]

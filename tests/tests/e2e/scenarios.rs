@@ -333,3 +333,40 @@ fn payloads_carry_the_reference_keys() {
     assert_eq!(started.payload()["query"], "metadata");
     assert_eq!(blocked.parent_id(), Some(by_type("harness.turn.started").event_id()));
 }
+
+/// A provider that names itself and answers from a script.
+fn named(model: &str, responses: Value) -> Arc<dyn ModelProvider> {
+    struct Named(String, ScenarioProvider);
+    impl ModelProvider for Named {
+        fn model(&self) -> Option<String> {
+            Some(self.0.clone())
+        }
+        fn complete(&self, r: &ModelRequest) -> Result<ModelResponse, PluginError> {
+            self.1.complete(r)
+        }
+    }
+    let script = ScenarioProvider { responses: responses.as_array().unwrap().clone(), next: AtomicUsize::new(0) };
+    Arc::new(Named(model.into(), script))
+}
+
+#[test]
+fn a_per_tier_provider_takes_over_when_the_ladder_climbs() {
+    let s = scenario("escalate_climbs_a_tier");
+    let responses = s["responses"].as_array().unwrap();
+    let cheap = named("cheap-model", json!([responses[0]]));
+    let strong = named("strong-model", json!([responses[1], responses[2]]));
+    let options = RunOptions { providers_by_tier: [(2, strong)].into_iter().collect(), ..RunOptions::default() };
+    let bus = Arc::new(EventBus::new());
+    let result = run_task(&spec_for(&s), cheap, &registry_for(&s), &bus, &options).unwrap();
+    assert_eq!(result.status, Status::Success);
+    let turns: Vec<(Value, Value)> = bus
+        .query(&EventFilter::all().with(zu_plugin_api::filter::FilterField::Type, Some("harness.turn.completed")), None, 0)
+        .unwrap()
+        .iter()
+        .map(|e| (e.event.payload()["model"].clone(), e.event.payload()["tier"].clone()))
+        .collect();
+    assert_eq!(
+        turns,
+        [(json!("cheap-model"), json!(1)), (json!("strong-model"), json!(2)), (json!("strong-model"), json!(2))]
+    );
+}
