@@ -31,5 +31,5 @@ pub use loader::Loader;
 pub use memory_sink::MemorySink;
 pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
-pub use run::{run_task, Containment, RunError, RunOptions};
+pub use run::{run_task, Containment, RunError, RunOptions, RunView};
 pub use zu_plugin_api as api;

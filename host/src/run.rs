@@ -91,22 +91,29 @@ struct ToolEntry {
 }
 
 /// The run's view for plugins: the spec, the observation being inspected,
-/// and the run's own events, read from the canonical log on demand.
+/// and the run's own events (its task id's), read from the canonical log on
+/// demand, so reading it costs the same with 10 or 100,000 events logged.
 #[derive(Clone)]
-struct LoopContext {
+pub struct RunView {
     spec: Arc<TaskSpec>,
     observation: Option<Arc<Value>>,
     bus: Arc<EventBus>,
     task: String,
 }
 
-impl LoopContext {
+impl RunView {
+    /// A view of `spec`'s run on `bus`, inspecting `observation`.
+    pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
+        let task = spec.task_id.to_string();
+        RunView { spec, observation, bus, task }
+    }
+
     fn scope(&self) -> EventFilter {
         EventFilter::all().with(FilterField::TaskId, Some(self.task.clone()))
     }
 }
 
-impl RunContext for LoopContext {
+impl RunContext for RunView {
     fn spec(&self) -> &TaskSpec {
         &self.spec
     }
@@ -137,7 +144,7 @@ struct Run {
     trace_id: Uuid,
     task_id: Uuid,
     root: Option<Uuid>,
-    ctx: LoopContext,
+    ctx: RunView,
 }
 
 impl Run {
@@ -158,8 +165,8 @@ impl Run {
         })
     }
 
-    fn ctx(&self, observation: Option<Arc<Value>>) -> LoopContext {
-        LoopContext {
+    fn ctx(&self, observation: Option<Arc<Value>>) -> RunView {
+        RunView {
             observation,
             ..self.ctx.clone()
         }
@@ -312,7 +319,7 @@ pub fn run_task(
         trace_id: options.trace_id.unwrap_or(spec.task_id),
         task_id: spec.task_id,
         root: None,
-        ctx: LoopContext {
+        ctx: RunView {
             spec: spec_arc,
             observation: None,
             bus: bus.clone(),
@@ -638,7 +645,7 @@ fn summarize(obs: &JsonObject) -> JsonObject {
     out
 }
 
-fn inspect(d: &dyn Detector, ctx: &LoopContext) -> Option<Verdict> {
+fn inspect(d: &dyn Detector, ctx: &RunView) -> Option<Verdict> {
     match catch_unwind(AssertUnwindSafe(|| d.inspect(ctx))) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {

@@ -352,6 +352,11 @@ pub trait SandboxBackend: Send + Sync {
 pub trait EventSink: Send + Sync {
     /// Stores one event; appending the same `event_id` again is a no-op.
     fn append(&self, event: &Event) -> Result<(), PluginError>;
+    /// Stores several events at once (one transaction where the sink has
+    /// them); durable when it returns. The default appends one by one.
+    fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
+        events.iter().try_for_each(|e| self.append(e))
+    }
     /// Events matching `filter` after `after_seq`, at most `limit`.
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError>;
     /// How many events match `filter`.

@@ -247,6 +247,12 @@ impl<T: EventSink> SinkFfi for Guard<T> {
     fn ffi_close(&self) -> FfiResult<()> {
         guarded(|| self.get().close())
     }
+    fn ffi_append_batch(&self, events_json: RStr<'_>) -> FfiResult<()> {
+        guarded(|| {
+            let events: Vec<crate::contracts::Event> = from_json(events_json.as_str(), "event batch")?;
+            self.get().append_batch(&events)
+        })
+    }
 }
 
 impl<T: Policy> PolicyFfi for Guard<T> {

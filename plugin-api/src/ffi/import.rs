@@ -227,6 +227,9 @@ impl EventSink for SinkObject {
     fn close(&self) -> Result<(), PluginError> {
         Ok(self.ffi_close().into_result()?)
     }
+    fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
+        Ok(self.ffi_append_batch(to_json(events)?.as_str().into()).into_result()?)
+    }
 }
 
 impl Policy for PolicyObject {

@@ -104,6 +104,8 @@ pub trait SinkFfi: Send + Sync {
     fn ffi_count(&self, filter_json: RStr<'_>) -> FfiResult<u64>;
     #[sabi(last_prefix_field)]
     fn ffi_close(&self) -> FfiResult<()>;
+    /// A JSON array of events, stored at once.
+    fn ffi_append_batch(&self, events_json: RStr<'_>) -> FfiResult<()>;
 }
 
 #[sabi_trait]

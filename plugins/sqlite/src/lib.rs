@@ -152,35 +152,51 @@ fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> Result<StoredEvent, Plu
     Ok(StoredEvent { seq: seq as u64, event })
 }
 
+/// Inserts one event (idempotently) on `open`'s connection.
+fn insert(open: &Open, event: &Event) -> Result<(), PluginError> {
+    let event_id = event.event_id().to_string();
+    let (trace, task) = (event.trace_id().to_string(), event.task_id().to_string());
+    let aad = row_aad(&event_id, &trace, &task, event.event_type(), event.source());
+    let json = serde_json::to_string(event).map_err(|e| PluginError::failed(e.to_string()))?;
+    let blob = open
+        .codecs
+        .encode(&json, &aad)
+        .map_err(|e| fail(&open.path, "cannot encode", e))?;
+    open.conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, trace_id, task_id, parent_id, type, source, data) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(rusqlite::params![
+                event_id,
+                trace,
+                task,
+                event.parent_id().map(|p| p.to_string()),
+                event.event_type(),
+                event.source(),
+                blob
+            ])
+        })
+        .map_err(|e| fail(&open.path, "cannot append", e))?;
+    Ok(())
+}
+
 impl EventSink for SqliteSink {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
+        self.with(|open| insert(open, event))
+    }
+
+    fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
         self.with(|open| {
-            let event_id = event.event_id().to_string();
-            let (trace, task) = (event.trace_id().to_string(), event.task_id().to_string());
-            let aad = row_aad(&event_id, &trace, &task, event.event_type(), event.source());
-            let json = serde_json::to_string(event).map_err(|e| PluginError::failed(e.to_string()))?;
-            let blob = open
-                .codecs
-                .encode(&json, &aad)
-                .map_err(|e| fail(&open.path, "cannot encode", e))?;
-            open.conn
-                .prepare_cached(
-                    "INSERT INTO events (event_id, trace_id, task_id, parent_id, type, source, data) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
-                )
-                .and_then(|mut st| {
-                    st.execute(rusqlite::params![
-                        event_id,
-                        trace,
-                        task,
-                        event.parent_id().map(|p| p.to_string()),
-                        event.event_type(),
-                        event.source(),
-                        blob
-                    ])
-                })
-                .map_err(|e| fail(&open.path, "cannot append", e))?;
-            Ok(())
+            let tx = open
+                .conn
+                .unchecked_transaction()
+                .map_err(|e| fail(&open.path, "cannot begin", e))?;
+            for event in events {
+                insert(open, event)?;
+            }
+            tx.commit().map_err(|e| fail(&open.path, "cannot commit", e))
         })
     }
 

@@ -380,7 +380,10 @@ fn http_fetch_refuses_a_body_over_its_cap() {
     let (_, events) = http_run_with(&base, "/page", config, json!({"x": 1}));
     let blocked = payload_of(&events, "harness.defense.blocked");
     assert_eq!(blocked["kind"], "fetch_blocked");
-    assert!(blocked["detail"].as_str().unwrap().contains("exceeds max_bytes (10)"), "{blocked:?}");
+    assert!(
+        blocked["detail"].as_str().unwrap().contains("exceeds max_bytes (10)"),
+        "{blocked:?}"
+    );
 }
 
 #[test]

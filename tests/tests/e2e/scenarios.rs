@@ -345,7 +345,10 @@ fn named(model: &str, responses: Value) -> Arc<dyn ModelProvider> {
             self.1.complete(r)
         }
     }
-    let script = ScenarioProvider { responses: responses.as_array().unwrap().clone(), next: AtomicUsize::new(0) };
+    let script = ScenarioProvider {
+        responses: responses.as_array().unwrap().clone(),
+        next: AtomicUsize::new(0),
+    };
     Arc::new(Named(model.into(), script))
 }
 
@@ -355,18 +358,29 @@ fn a_per_tier_provider_takes_over_when_the_ladder_climbs() {
     let responses = s["responses"].as_array().unwrap();
     let cheap = named("cheap-model", json!([responses[0]]));
     let strong = named("strong-model", json!([responses[1], responses[2]]));
-    let options = RunOptions { providers_by_tier: [(2, strong)].into_iter().collect(), ..RunOptions::default() };
+    let options = RunOptions {
+        providers_by_tier: [(2, strong)].into_iter().collect(),
+        ..RunOptions::default()
+    };
     let bus = Arc::new(EventBus::new());
     let result = run_task(&spec_for(&s), cheap, &registry_for(&s), &bus, &options).unwrap();
     assert_eq!(result.status, Status::Success);
     let turns: Vec<(Value, Value)> = bus
-        .query(&EventFilter::all().with(zu_plugin_api::filter::FilterField::Type, Some("harness.turn.completed")), None, 0)
+        .query(
+            &EventFilter::all().with(zu_plugin_api::filter::FilterField::Type, Some("harness.turn.completed")),
+            None,
+            0,
+        )
         .unwrap()
         .iter()
         .map(|e| (e.event.payload()["model"].clone(), e.event.payload()["tier"].clone()))
         .collect();
     assert_eq!(
         turns,
-        [(json!("cheap-model"), json!(1)), (json!("strong-model"), json!(2)), (json!("strong-model"), json!(2))]
+        [
+            (json!("cheap-model"), json!(1)),
+            (json!("strong-model"), json!(2)),
+            (json!("strong-model"), json!(2))
+        ]
     );
 }

@@ -123,6 +123,13 @@ fn contract(sink: Arc<dyn EventSink>) {
     let streamed: Vec<u64> = bus.stream(&ty, 2).map(|e| e.unwrap().seq).collect();
     assert_eq!(streamed, [2, 6, 10, 14, 18]);
     assert_eq!(bus.stream(&EventFilter::all(), 3).count(), 20);
+
+    // A batch is stored at once, idempotently, after what came before.
+    let more: Vec<Event> = sample().into_iter().take(3).chain([events[0].clone()]).collect();
+    sink.append_batch(&more).unwrap();
+    assert_eq!(sink.count(&EventFilter::all()).unwrap(), 23);
+    let tail = sink.query(&EventFilter::all(), None, 20).unwrap();
+    assert_eq!(tail.iter().map(|s| s.event.clone()).collect::<Vec<_>>(), more[..3].to_vec());
 }
 
 #[test]
