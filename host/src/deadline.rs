@@ -40,11 +40,18 @@ struct Worker {
     thread: Thread,
 }
 
-/// Runs closures on a reusable worker thread, each under a deadline.
+/// Runs closures on a reusable worker thread, each under a deadline. Idle
+/// workers go back to a small process-wide pool, so a short run does not pay
+/// for starting a thread.
 #[derive(Default)]
 pub struct DeadlineRunner {
     worker: Option<Worker>,
 }
+
+/// At most this many idle workers are kept for later runners.
+const POOL_SIZE: usize = 32;
+
+static IDLE: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
 
 /// Spins on `flag` briefly, then yields, then returns whether it was set.
 fn wait_briefly(flag: &AtomicBool) -> bool {
@@ -94,6 +101,9 @@ impl DeadlineRunner {
     }
 
     fn worker(&mut self) -> &Worker {
+        if self.worker.is_none() {
+            self.worker = IDLE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        }
         self.worker.get_or_insert_with(|| {
             let shared = Arc::new(Shared {
                 job: Mutex::new(None),
@@ -164,7 +174,11 @@ impl DeadlineRunner {
 
 impl Drop for DeadlineRunner {
     fn drop(&mut self) {
-        if let Some(w) = self.worker.take() {
+        let Some(w) = self.worker.take() else { return };
+        let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(w);
+        } else {
             w.shared.abandoned.store(true, Ordering::Release);
             w.thread.unpark();
         }

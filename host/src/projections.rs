@@ -4,8 +4,10 @@
 //! canonical log.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
+use rustc_hash::FxHasher;
 use uuid::Uuid;
 use zu_plugin_api::contracts::Event;
 use zu_plugin_api::events;
@@ -50,8 +52,10 @@ fn truthy(v: &serde_json::Value) -> bool {
 pub struct SessionStore {
     evict_on_terminal: bool,
     window: usize,
-    by_task: Mutex<HashMap<Uuid, SessionState>>,
+    by_task: Mutex<TaskMap>,
 }
+
+type TaskMap = HashMap<Uuid, SessionState, BuildHasherDefault<FxHasher>>;
 
 impl Default for SessionStore {
     fn default() -> Self {
@@ -66,11 +70,11 @@ impl SessionStore {
         SessionStore {
             evict_on_terminal,
             window,
-            by_task: Mutex::new(HashMap::new()),
+            by_task: Mutex::new(TaskMap::default()),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Uuid, SessionState>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut TaskMap) -> T) -> T {
         f(&mut self.by_task.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

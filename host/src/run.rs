@@ -98,18 +98,24 @@ pub struct RunView {
     spec: Arc<TaskSpec>,
     observation: Option<Arc<Value>>,
     bus: Arc<EventBus>,
-    task: String,
+    /// `task_id = <this task>`: the run's own events.
+    scope: Arc<EventFilter>,
 }
 
 impl RunView {
     /// A view of `spec`'s run on `bus`, inspecting `observation`.
     pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
-        let task = spec.task_id.to_string();
-        RunView { spec, observation, bus, task }
+        let scope = Arc::new(EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string())));
+        RunView {
+            spec,
+            observation,
+            bus,
+            scope,
+        }
     }
 
-    fn scope(&self) -> EventFilter {
-        EventFilter::all().with(FilterField::TaskId, Some(self.task.clone()))
+    fn task(&self) -> &str {
+        self.scope.get(FilterField::TaskId).flatten().unwrap_or_default()
     }
 }
 
@@ -121,17 +127,17 @@ impl RunContext for RunView {
         self.observation.as_deref()
     }
     fn event_count(&self) -> u64 {
-        self.bus.count(&self.scope()).unwrap_or(0)
+        self.bus.count(&self.scope).unwrap_or(0)
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         // Only this run's events: a filter naming another task matches nothing.
         let mut scoped = filter.clone();
         if let Some(Some(task)) = filter.get(FilterField::TaskId) {
-            if task != self.task {
+            if task != self.task() {
                 return Ok(Vec::new());
             }
         }
-        scoped = scoped.with(FilterField::TaskId, Some(self.task.clone()));
+        scoped = scoped.with(FilterField::TaskId, Some(self.task()));
         self.bus
             .query(&scoped, limit, after_seq)
             .map(|v| v.into_iter().map(|e| e.into_stored()).collect())
@@ -147,17 +153,50 @@ struct Run {
     ctx: RunView,
 }
 
+/// Payloads of the per-step events, serialized straight to their JSON text.
+#[derive(serde::Serialize)]
+struct StepPayload {
+    step: u32,
+}
+
+#[derive(serde::Serialize)]
+struct TurnCompleted<'a> {
+    step: u32,
+    tier: u32,
+    model: Option<String>,
+    usage: &'a JsonObject,
+    text: &'a Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ToolInvoked<'a> {
+    tool: &'a str,
+    args: &'a JsonObject,
+}
+
+#[derive(serde::Serialize)]
+struct ToolReturned<'a> {
+    tool: &'a str,
+    observation: &'a JsonObject,
+}
+
 impl Run {
-    fn emit(&self, ty: &str, payload: JsonObject, parent: Option<Uuid>, source: &str) -> Result<Uuid, BusError> {
-        let event = Event::new(self.trace_id, self.task_id, parent, ty, source, payload)
-            .expect("the loop emits only namespaced event types");
+    fn emit(
+        &self,
+        ty: &str,
+        payload: &impl serde::Serialize,
+        parent: Option<Uuid>,
+        source: &str,
+    ) -> Result<Uuid, BusError> {
+        let event = Event::with_payload(self.trace_id, self.task_id, parent, ty, source, payload)
+            .expect("the loop emits only namespaced event types and object payloads");
         let id = event.event_id();
         self.bus.publish(event)?;
         Ok(id)
     }
 
     fn terminal(&self, reason: &str) -> Result<RunResult, RunError> {
-        self.emit(ev::TASK_TERMINAL, obj(json!({"reason": reason})), self.root, "loop")?;
+        self.emit(ev::TASK_TERMINAL, &json!({"reason": reason}), self.root, "loop")?;
         Ok(RunResult {
             status: Status::Terminal,
             value: None,
@@ -319,12 +358,7 @@ pub fn run_task(
         trace_id: options.trace_id.unwrap_or(spec.task_id),
         task_id: spec.task_id,
         root: None,
-        ctx: RunView {
-            spec: spec_arc,
-            observation: None,
-            bus: bus.clone(),
-            task: spec.task_id.to_string(),
-        },
+        ctx: RunView::new(spec_arc, bus.clone(), None),
     };
     let top = tools.iter().map(|t| t.tier).max().unwrap_or(1);
     let mut ladder = Ladder {
@@ -334,7 +368,7 @@ pub fn run_task(
 
     run.root = Some(run.emit(
         ev::TASK_STARTED,
-        obj(json!({"query": spec.query, "target": spec.target})),
+        &json!({"query": spec.query, "target": spec.target}),
         None,
         "loop",
     )?);
@@ -347,7 +381,7 @@ pub fn run_task(
             )
         })
         .collect();
-    run.emit(ev::ENVELOPE_DECLARED, obj(json!({"tools": envelope})), run.root, "loop")?;
+    run.emit(ev::ENVELOPE_DECLARED, &json!({"tools": envelope}), run.root, "loop")?;
 
     let mut request = Arc::new(ModelRequest {
         messages: initial_messages(spec, ladder.active(&tools)),
@@ -379,7 +413,7 @@ pub fn run_task(
             .get(&ladder.current)
             .cloned()
             .unwrap_or_else(|| provider.clone());
-        let turn = run.emit(ev::TURN_STARTED, obj(json!({"step": step})), run.root, "loop")?;
+        let turn = run.emit(ev::TURN_STARTED, &StepPayload { step }, run.root, "loop")?;
         if Instant::now() >= deadline {
             return run.terminal("budget:wall_time_s");
         }
@@ -395,13 +429,13 @@ pub fn run_task(
         tokens += usage_tokens(&resp.usage);
         run.emit(
             ev::TURN_COMPLETED,
-            obj(json!({
-                "step": step,
-                "tier": ladder.current,
-                "model": turn_provider.model(),
-                "usage": resp.usage,
-                "text": resp.text,
-            })),
+            &TurnCompleted {
+                step,
+                tier: ladder.current,
+                model: turn_provider.model(),
+                usage: &resp.usage,
+                text: &resp.text,
+            },
             Some(turn),
             "loop",
         )?;
@@ -475,7 +509,7 @@ pub fn run_task(
         if let Some(v) = finalise_verdict(&run, &detectors, &validators, &candidate) {
             run.emit(
                 ev::VALIDATION_FAILED,
-                obj(json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail})),
+                &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
                 run.root,
                 &v.detector,
             )?;
@@ -501,8 +535,8 @@ pub fn run_task(
                 Severity::Warn => {}
             }
         }
-        run.emit(ev::RECORD_EXTRACTED, obj(json!({"value": value})), run.root, "loop")?;
-        run.emit(ev::TASK_COMPLETED, obj(json!({"value": value})), run.root, "loop")?;
+        run.emit(ev::RECORD_EXTRACTED, &json!({"value": value}), run.root, "loop")?;
+        run.emit(ev::TASK_COMPLETED, &json!({"value": value}), run.root, "loop")?;
         return Ok(candidate);
     }
     run.terminal("budget:max_steps")
@@ -552,18 +586,13 @@ fn invoke(
     name: &str,
     args: &JsonObject,
 ) -> Result<Arc<Value>, BusError> {
-    run.emit(
-        ev::TOOL_INVOKED,
-        obj(json!({"tool": name, "args": args})),
-        Some(turn),
-        name,
-    )?;
+    run.emit(ev::TOOL_INVOKED, &ToolInvoked { tool: name, args }, Some(turn), name)?;
     let block = |kind: &str, extra: Value| -> Result<(), BusError> {
         let mut payload = obj(json!({"kind": kind, "tool": name}));
         if let Value::Object(more) = extra {
             payload.extend(more);
         }
-        run.emit(ev::DEFENSE_BLOCKED, payload, Some(turn), name).map(|_| ())
+        run.emit(ev::DEFENSE_BLOCKED, &payload, Some(turn), name).map(|_| ())
     };
     let oversized = || {
         obj(
@@ -616,15 +645,20 @@ fn invoke(
             }
         }
     };
+    let summary;
     let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
-        run.emit(ev::SOURCE_FETCHED, obs.clone(), Some(turn), name)?;
-        summarize(&obs)
+        run.emit(ev::SOURCE_FETCHED, &obs, Some(turn), name)?;
+        summary = summarize(&obs);
+        &summary
     } else {
-        obs.clone()
+        &obs
     };
     run.emit(
         ev::TOOL_RETURNED,
-        obj(json!({"tool": name, "observation": returned})),
+        &ToolReturned {
+            tool: name,
+            observation: returned,
+        },
         Some(turn),
         name,
     )?;
@@ -678,7 +712,7 @@ fn checkpoint(
         if let Some(v) = inspect(&**d, ctx) {
             run.emit(
                 ev::DETECTOR_FIRED,
-                obj(json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail})),
+                &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
                 Some(turn),
                 &v.detector,
             )?;
@@ -700,7 +734,7 @@ fn escalate(
     if ladder.current >= ladder.ceiling {
         run.emit(
             ev::TASK_ESCALATED,
-            obj(json!({"reason": verdict.detector, "tier": ladder.current, "exhausted": true})),
+            &json!({"reason": verdict.detector, "tier": ladder.current, "exhausted": true}),
             run.root,
             "loop",
         )?;
@@ -714,9 +748,7 @@ fn escalate(
     ladder.current += 1;
     run.emit(
         ev::TASK_ESCALATED,
-        obj(
-            json!({"reason": verdict.detector, "detail": verdict.detail, "from_tier": from, "to_tier": ladder.current}),
-        ),
+        &json!({"reason": verdict.detector, "detail": verdict.detail, "from_tier": from, "to_tier": ladder.current}),
         run.root,
         &verdict.detector,
     )?;

@@ -2,8 +2,11 @@
 //! `Event` envelope every record on the log travels in. Pure serde types, no I/O;
 //! the JSON they produce is the Python reference's, field for field.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -110,6 +113,9 @@ pub enum EventError {
     /// Every event type lives in the `harness.` or the `data.` namespace.
     #[error("event type {0:?} must start with 'harness.' or 'data.'")]
     BadNamespace(String),
+    /// A payload is a JSON object; this one is not.
+    #[error("event payload must be a JSON object, got {0}")]
+    PayloadNotObject(String),
 }
 
 /// Checks that an event type is namespaced under `harness.` or `data.`.
@@ -121,30 +127,122 @@ pub fn check_event_type(ty: &str) -> std::result::Result<(), EventError> {
     }
 }
 
+/// An event's payload: kept as its JSON text (compact in memory, written to
+/// sinks and across the boundary verbatim) and parsed on first access.
+struct Payload {
+    text: Box<RawValue>,
+    parsed: OnceLock<JsonObject>,
+}
+
+impl Payload {
+    fn from_text(text: Box<RawValue>) -> std::result::Result<Self, EventError> {
+        if !text.get().trim_start().starts_with('{') {
+            return Err(EventError::PayloadNotObject(text.get().chars().take(40).collect()));
+        }
+        Ok(Payload {
+            text,
+            parsed: OnceLock::new(),
+        })
+    }
+
+    fn of<P: Serialize + ?Sized>(value: &P) -> std::result::Result<Self, EventError> {
+        let text = serde_json::value::to_raw_value(value).map_err(|e| EventError::PayloadNotObject(e.to_string()))?;
+        Payload::from_text(text)
+    }
+
+    fn get(&self) -> &JsonObject {
+        // The text is a JSON object (checked when the payload was made).
+        self.parsed
+            .get_or_init(|| serde_json::from_str(self.text.get()).unwrap_or_default())
+    }
+}
+
+impl Clone for Payload {
+    fn clone(&self) -> Self {
+        Payload {
+            text: self.text.clone(),
+            parsed: self.parsed.clone(),
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.text.get() == other.text.get() || self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text.get())
+    }
+}
+
 /// The append-only record envelope.
 ///
 /// Fields are private so that an event with a type outside `harness.`/`data.`
-/// cannot exist: [`Event::new`] and deserialization both refuse it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "EventWire")]
+/// cannot exist: [`Event::new`] and deserialization both refuse it. The
+/// payload is held as JSON text and parsed on first access.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     event_id: Uuid,
     trace_id: Uuid,
     task_id: Uuid,
     parent_id: Option<Uuid>,
-    #[serde(rename = "type")]
     ty: String,
-    #[serde(serialize_with = "ts_micros")]
     ts: DateTime<Utc>,
     source: String,
-    payload: JsonObject,
+    payload: Payload,
     schema_version: u32,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Event", 9)?;
+        st.serialize_field("event_id", &self.event_id)?;
+        st.serialize_field("trace_id", &self.trace_id)?;
+        st.serialize_field("task_id", &self.task_id)?;
+        st.serialize_field("parent_id", &self.parent_id)?;
+        st.serialize_field("type", &self.ty)?;
+        st.serialize_field("ts", &TsMicros(&self.ts))?;
+        st.serialize_field("source", &self.source)?;
+        st.serialize_field("payload", &self.payload.text)?;
+        st.serialize_field("schema_version", &self.schema_version)?;
+        st.end()
+    }
 }
 
 /// Timestamps travel as RFC 3339 with microseconds and `Z`, as the Python
 /// reference writes them, so either side reads the other's logs.
-fn ts_micros<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+struct TsMicros<'a>(&'a DateTime<Utc>);
+
+impl Serialize for TsMicros<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = EventWire::deserialize(d)?;
+        check_event_type(&w.ty).map_err(serde::de::Error::custom)?;
+        let payload = match w.payload {
+            Some(text) => Payload::from_text(text).map_err(serde::de::Error::custom)?,
+            None => Payload::of(&JsonObject::new()).map_err(serde::de::Error::custom)?,
+        };
+        Ok(Event {
+            event_id: w.event_id,
+            trace_id: w.trace_id,
+            task_id: w.task_id,
+            parent_id: w.parent_id,
+            ty: w.ty,
+            ts: w.ts,
+            source: w.source,
+            payload,
+            schema_version: w.schema_version,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -161,32 +259,13 @@ struct EventWire {
     ts: DateTime<Utc>,
     source: String,
     #[serde(default)]
-    payload: JsonObject,
+    payload: Option<Box<RawValue>>,
     #[serde(default = "default_schema_version")]
     schema_version: u32,
 }
 
 fn default_schema_version() -> u32 {
     1
-}
-
-impl TryFrom<EventWire> for Event {
-    type Error = EventError;
-
-    fn try_from(w: EventWire) -> std::result::Result<Self, EventError> {
-        check_event_type(&w.ty)?;
-        Ok(Event {
-            event_id: w.event_id,
-            trace_id: w.trace_id,
-            task_id: w.task_id,
-            parent_id: w.parent_id,
-            ty: w.ty,
-            ts: w.ts,
-            source: w.source,
-            payload: w.payload,
-            schema_version: w.schema_version,
-        })
-    }
 }
 
 impl Event {
@@ -199,6 +278,19 @@ impl Event {
         source: impl Into<String>,
         payload: JsonObject,
     ) -> std::result::Result<Self, EventError> {
+        Event::with_payload(trace_id, task_id, parent_id, ty, source, &payload)
+    }
+
+    /// Like [`Event::new`], serializing any value whose JSON is an object
+    /// (e.g. a `#[derive(Serialize)]` struct) straight into the payload.
+    pub fn with_payload<P: Serialize + ?Sized>(
+        trace_id: Uuid,
+        task_id: Uuid,
+        parent_id: Option<Uuid>,
+        ty: impl Into<String>,
+        source: impl Into<String>,
+        payload: &P,
+    ) -> std::result::Result<Self, EventError> {
         let ty = ty.into();
         check_event_type(&ty)?;
         Ok(Event {
@@ -209,7 +301,7 @@ impl Event {
             ty,
             ts: Utc::now().trunc_subsecs(6),
             source: source.into(),
-            payload,
+            payload: Payload::of(payload)?,
             schema_version: 1,
         })
     }
@@ -242,9 +334,13 @@ impl Event {
     pub fn source(&self) -> &str {
         &self.source
     }
-    /// The event's data. Treat it as read-only once published.
+    /// The event's data (parsed from its JSON text on first access).
     pub fn payload(&self) -> &JsonObject {
-        &self.payload
+        self.payload.get()
+    }
+    /// The payload as JSON text, exactly as stored.
+    pub fn payload_json(&self) -> &str {
+        self.payload.text.get()
     }
     /// The envelope's schema version (1).
     pub fn schema_version(&self) -> u32 {
@@ -277,6 +373,29 @@ mod tests {
             err.to_string().contains("must start with 'harness.' or 'data.'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn payload_travels_verbatim_and_must_be_an_object() {
+        let json = r#"{"event_id": "00000000-0000-4000-8000-000000000003", "trace_id": "00000000-0000-4000-8000-000000000001",
+            "task_id": "00000000-0000-4000-8000-000000000001", "type": "harness.a", "source": "py",
+            "ts": "2026-11-25T10:00:00.123456Z", "payload": {"b": 1, "a": [true, null]}}"#;
+        let e: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(e.payload_json(), r#"{"b": 1, "a": [true, null]}"#);
+        assert_eq!(e.payload()["a"], serde_json::json!([true, null]));
+        let out = serde_json::to_value(&e).unwrap();
+        assert_eq!(out["payload"], serde_json::json!({"a": [true, null], "b": 1}));
+        assert_eq!(out["ts"], "2026-11-25T10:00:00.123456Z");
+        let bad = json.replace(r#"{"b": 1, "a": [true, null]}"#, "[1]");
+        assert!(serde_json::from_str::<Event>(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("must be a JSON object"));
+        let id = Uuid::new_v4();
+        assert!(matches!(
+            Event::with_payload(id, id, None, "data.x", "t", &3),
+            Err(EventError::PayloadNotObject(_))
+        ));
     }
 
     #[test]

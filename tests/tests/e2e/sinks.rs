@@ -129,7 +129,10 @@ fn contract(sink: Arc<dyn EventSink>) {
     sink.append_batch(&more).unwrap();
     assert_eq!(sink.count(&EventFilter::all()).unwrap(), 23);
     let tail = sink.query(&EventFilter::all(), None, 20).unwrap();
-    assert_eq!(tail.iter().map(|s| s.event.clone()).collect::<Vec<_>>(), more[..3].to_vec());
+    assert_eq!(
+        tail.iter().map(|s| s.event.clone()).collect::<Vec<_>>(),
+        more[..3].to_vec()
+    );
 }
 
 #[test]

@@ -1,0 +1,120 @@
+//! Criterion micro-benchmarks of the hot paths, so a regression shows before
+//! it lands: publish, query, count, scope, the JSON boundary, and (when the
+//! release plugin libraries are built) one FFI tool call.
+
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use serde_json::json;
+use uuid::Uuid;
+use zu_host::{EventBus, Loader, MemorySink, Registry, RunView, SessionStore};
+use zu_plugin_api::contracts::{Event, JsonObject, TaskSpec};
+use zu_plugin_api::filter::{EventFilter, FilterField};
+
+fn event(i: usize, ty: &str) -> Event {
+    let id = Uuid::from_u128(1);
+    let payload = json!({"tool": "noop", "args": {"i": i}}).as_object().cloned().unwrap();
+    Event::new(id, id, Some(Uuid::from_u128(2)), ty, "bench", payload).unwrap()
+}
+
+fn publish(c: &mut Criterion) {
+    let mut bus = EventBus::new();
+    bus.subscribe(Arc::new(SessionStore::default()));
+    let e = Arc::new(event(0, "harness.tool.invoked"));
+    let mut i = 0u128;
+    c.bench_function("bus publish (memory + session store)", |b| {
+        b.iter(|| {
+            i += 1;
+            // A fresh id each time so the append is not a duplicate.
+            let mut v = serde_json::to_value(&*e).unwrap();
+            v["event_id"] = Uuid::from_u128(i).to_string().into();
+            let ev: Event = serde_json::from_value(v).unwrap();
+            bus.publish(black_box(ev)).unwrap()
+        })
+    });
+    c.bench_function("event build", |b| {
+        b.iter(|| black_box(event(black_box(7), "harness.tool.invoked")))
+    });
+}
+
+fn query(c: &mut Criterion) {
+    let sink = MemorySink::new();
+    let types = [
+        "harness.turn.started",
+        "harness.tool.invoked",
+        "harness.tool.returned",
+        "harness.turn.completed",
+    ];
+    for i in 0..100_000 {
+        sink.append_shared(Arc::new(event(i, types[i % 4])));
+    }
+    let hit = EventFilter::all().with(FilterField::Type, Some("harness.tool.invoked"));
+    c.bench_function("query hit limit 10 (100k log)", |b| {
+        b.iter(|| black_box(sink.query_shared(&hit, Some(10), 0)))
+    });
+    c.bench_function("count (100k log)", |b| b.iter(|| black_box(sink.count_matching(&hit))));
+}
+
+fn scope(c: &mut Criterion) {
+    let text: String = "abcdefghijklmnopqrstuvwxyz0123456789"
+        .repeat(57)
+        .chars()
+        .take(2048)
+        .collect();
+    let id = Uuid::from_u128(1);
+    let payload = json!({"step": 1, "tool": "noop", "text": text})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let e = Event::new(id, id, None, "harness.tool.returned", "noop", payload).unwrap();
+    c.bench_function("scope_event (2KB field)", |b| {
+        b.iter(|| black_box(zu_host::view::scope_event(&e, false)))
+    });
+}
+
+fn json_boundary(c: &mut Criterion) {
+    let args: JsonObject = json!({"x": 1}).as_object().cloned().unwrap();
+    c.bench_function("JSON boundary: args out, observation in", |b| {
+        b.iter(|| {
+            let text = serde_json::to_string(black_box(&args)).unwrap();
+            let back: JsonObject = serde_json::from_str(&text).unwrap();
+            let obs = serde_json::to_string(&json!({"ok": true})).unwrap();
+            black_box((back, serde_json::from_str::<JsonObject>(&obs).unwrap()))
+        })
+    });
+}
+
+fn ffi_call(c: &mut Criterion) {
+    let exe = std::env::current_exe().unwrap();
+    // target/release/deps/hot_paths-HASH -> target/release
+    let Some(lib) = exe.parent().and_then(|d| d.parent()).map(|d| {
+        d.join(format!(
+            "{}zu_plugin_noop{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ))
+    }) else {
+        return;
+    };
+    if !lib.exists() {
+        eprintln!(
+            "skipping the FFI call benchmark: build {} first (cargo build --release -p zu-plugin-noop)",
+            lib.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(lib.file_name().unwrap());
+    std::fs::copy(&lib, &copy).unwrap();
+    let mut reg = Registry::new();
+    Loader::new().load_file(&mut reg, &copy);
+    let tool = reg.tool("noop").expect("noop loads");
+    let view = RunView::new(Arc::new(TaskSpec::new("bench")), Arc::new(EventBus::new()), None);
+    let args: JsonObject = json!({"x": 1}).as_object().cloned().unwrap();
+    c.bench_function("FFI tool call (noop .so, small JSON)", |b| {
+        b.iter(|| black_box(tool.call(&view, args.clone()).unwrap()))
+    });
+}
+
+criterion_group!(benches, publish, query, scope, json_boundary, ffi_call);
+criterion_main!(benches);

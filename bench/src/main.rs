@@ -1,0 +1,175 @@
+//! `zu-bench`: the Python reference's benchmark workloads, one to one, plus
+//! figures through the real plugin boundary. Progress goes to stderr; the last
+//! stdout line is one JSON object with the reference's keys, also written to
+//! `--out` (default `bench/results.json`).
+//!
+//!     cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite
+//!     cargo run --release -p zu-bench -- [--quick] [--out FILE]
+
+mod boundary;
+mod harness;
+mod workloads;
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use harness::BenchError;
+
+/// The allocator the `zu` binary ships with, so the figures are `zu`'s.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Args {
+    quick: bool,
+    out: std::path::PathBuf,
+    rss_child: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        out: "bench/results.json".into(),
+        rss_child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = it.next().ok_or("--out needs a path")?.into(),
+            "--rss-child" => {
+                args.rss_child = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or("--rss-child needs a number")?,
+                )
+            }
+            "-h" | "--help" => {
+                println!(
+                    "zu-bench: the Python reference's workloads one to one, and figures through the plugin boundary\n\n\
+                     Usage: zu-bench [--quick] [--out FILE]\n\n\
+                     --quick   N=20k instead of 100k events, fewer queries and runs (K=1000 and K=100 stay)\n\
+                     --out     where to write the JSON (default bench/results.json)\n\n\
+                     Build the plugin libraries first:\n  cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn run(args: &Args) -> Result<Value, BenchError> {
+    let t_start = Instant::now();
+    let quick = args.quick;
+    let n = if quick { 20_000 } else { 100_000 };
+    let params = json!({
+        "n_events": n,
+        "sink_size": n,
+        "queries_hit_per_rep": if quick { 200 } else { 1000 },
+        "queries_scan_per_rep": if quick { 10 } else { 20 },
+        "k_long": 1000,
+        "k_short": 3,
+        "runs_short_per_rep": if quick { 100 } else { 500 },
+        "extra_ks": [100],
+        "rss_events": 100_000,
+        "reps": harness::REPS,
+        "warmup_reps": harness::WARMUP,
+    });
+    let mode = if quick { "quick" } else { "full" };
+    eprintln!("zu-bench, mode={mode}");
+    let mut machine = harness::machine_info();
+    machine.insert("loadavg_at_start".into(), harness::loadavg());
+    machine.insert(
+        "calibration_loop_ms_at_start".into(),
+        harness::calibration_loop_ms().into(),
+    );
+    let libs = boundary::library_dir()?;
+
+    eprintln!("[7] peak RSS (fresh child process, run first)");
+    let rss = workloads::bench_rss(100_000)?;
+    eprintln!("[1/2] bus publish");
+    let (publish, build, breakdown) = workloads::bench_bus(n)?;
+    eprintln!("[3] sink query/count");
+    let sink_query = workloads::bench_sink_query(n, if quick { 200 } else { 1000 }, if quick { 10 } else { 20 })?;
+    eprintln!("[4] run_task, plugins in-process");
+    let runs_short = if quick { 100 } else { 500 };
+    let in_process = workloads::bench_run_task(&workloads::in_process(), &[1000, 100], 3, runs_short, "")?;
+    eprintln!("[5] scope_event");
+    let scope = workloads::bench_scope_event(n)?;
+    eprintln!("[6] registry register");
+    let registry = workloads::bench_registry(n)?;
+
+    eprintln!("[b1] run_task, plugins loaded from .so libraries");
+    let (loaded, _dir) = boundary::loaded(&libs)?;
+    let through_so = workloads::bench_run_task(&loaded, &[1000, 100], 3, runs_short, "so: ")?;
+    eprintln!("[b2] one tool call across the boundary");
+    let ffi = boundary::bench_ffi_call(&libs, if quick { 50_000 } else { 200_000 })?;
+    eprintln!("[b3] scan and load 100 plugin libraries");
+    let scan = boundary::bench_scan_load(&libs, 100)?;
+    eprintln!("[b4] durable sqlite appends");
+    let sqlite = boundary::bench_sqlite(&libs, if quick { 100 } else { 300 }, if quick { 20 } else { 50 })?;
+    eprintln!("[b5] detector checkpoint cost vs log length");
+    let checkpoint = boundary::bench_checkpoint(&libs, if quick { 20_000 } else { 100_000 })?;
+
+    machine.insert("loadavg_at_end".into(), harness::loadavg());
+    machine.insert(
+        "calibration_loop_ms_at_end".into(),
+        harness::calibration_loop_ms().into(),
+    );
+    Ok(json!({
+        "bench": "zu rust",
+        "mode": mode,
+        "machine": machine,
+        "params": params,
+        "results": {
+            "bus_publish_memory": publish,
+            "event_build_publish": build,
+            "sink_query": sink_query,
+            "run_task_steps": in_process,
+            "scope_event": scope,
+            "registry_register": registry,
+            "peak_rss": rss,
+        },
+        "boundary": {
+            "run_task_steps": through_so,
+            "ffi_tool_call": ffi,
+            "scan_load_100": scan,
+            "sqlite_durable": sqlite,
+            "detector_checkpoint": checkpoint,
+        },
+        "breakdown": breakdown,
+        "total_wall_s": (t_start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    }))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("zu-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(n) = args.rss_child {
+        // Before anything else is allocated: the peak must be this workload's.
+        println!("{}", workloads::rss_child(n));
+        return;
+    }
+    match run(&args) {
+        Ok(out) => {
+            let pretty = serde_json::to_string_pretty(&out).expect("plain data");
+            if let Err(e) = std::fs::write(&args.out, pretty + "\n") {
+                eprintln!("zu-bench: cannot write {}: {e}", args.out.display());
+            } else {
+                eprintln!("total {} s; wrote {}", out["total_wall_s"], args.out.display());
+            }
+            println!("{out}");
+        }
+        Err(BenchError(msg)) => {
+            eprintln!("zu-bench: the work did not happen as the workload says: {msg}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The reference's workloads, one to one (see
+//! `shared/bench/python-anchor/README.md`): bus publish, event build +
+//! publish, sink query/count, run_task at K=1000/100/3, scope_event, registry
+//! registration, and the peak RSS of 100k published events. Each checks that
+//! the work really happened, as the reference does.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+use zu_host::{run_task, EventBus, MemorySink, PluginInfo, PluginObject, Registry, RunOptions, SessionStore};
+use zu_plugin_api::contracts::{Budget, Event, JsonObject, Status, TaskSpec};
+use zu_plugin_api::filter::{EventFilter, FilterField};
+use zu_plugin_api::ports::{Envelope, ModelProvider};
+use zu_plugin_api::version::Kind;
+
+use crate::harness::{check, measure, BenchError};
+
+pub const TRACE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
+pub const TASK_ID: Uuid = TRACE_ID;
+pub const PARENT_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
+const TOOL_INVOKED: &str = "harness.tool.invoked";
+const SINK_TYPE_CYCLE: [&str; 4] = [
+    "harness.turn.started",
+    "harness.tool.invoked",
+    "harness.tool.returned",
+    "harness.turn.completed",
+];
+const QUERY_HIT_TYPE: &str = "harness.tool.invoked";
+const QUERY_MISS_TYPE: &str = "harness.task.completed";
+
+/// `{"tool": "noop", "args": {"i": i}}`: what the loop puts on a tool.invoked event.
+pub fn small_payload(i: usize) -> JsonObject {
+    let mut args = JsonObject::new();
+    args.insert("i".into(), i.into());
+    let mut p = JsonObject::new();
+    p.insert("tool".into(), "noop".into());
+    p.insert("args".into(), Value::Object(args));
+    p
+}
+
+pub fn make_event(i: usize, ty: &str) -> Event {
+    Event::new(TRACE_ID, TASK_ID, Some(PARENT_ID), ty, "bench", small_payload(i)).expect("namespaced")
+}
+
+/// `bus_publish_memory`, `event_build_publish`, and the breakdown figures.
+pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
+    let prebuilt: Vec<Arc<Event>> = (0..n).map(|i| Arc::new(make_event(i, TOOL_INVOKED))).collect();
+    // The last repetition's state is kept so it can be checked after timing.
+    type Kept = (Arc<EventBus>, Arc<SessionStore>, Arc<MemorySink>);
+    let last: RefCell<Option<Kept>> = RefCell::new(None);
+    let setup = || {
+        let sink = Arc::new(MemorySink::new());
+        let store = Arc::new(SessionStore::default());
+        let mut bus = EventBus::with_memory(sink.clone());
+        bus.subscribe(store.clone());
+        let bus = Arc::new(bus);
+        *last.borrow_mut() = Some((bus.clone(), store, sink));
+        bus
+    };
+    let verify = || -> Result<(), BenchError> {
+        let (bus, store, sink) = last.borrow_mut().take().expect("a repetition ran");
+        check(sink.len() == n, "sink lost events")?;
+        check(store.event_count(TASK_ID) == n as u64, "SessionStore missed events")?;
+        check(bus.failures().is_empty(), "subscriber failed")
+    };
+    let publish = measure(
+        "bus_publish_memory",
+        n as u64,
+        "events/s",
+        json!({"n": n}),
+        setup,
+        |bus| {
+            for e in &prebuilt {
+                bus.publish_shared(e.clone()).expect("memory sink");
+            }
+        },
+    );
+    verify()?;
+    let build = measure(
+        "event_build_publish",
+        n as u64,
+        "events/s",
+        json!({"n": n}),
+        setup,
+        |bus| {
+            for i in 0..n {
+                let e = Event::new(
+                    TRACE_ID,
+                    TASK_ID,
+                    Some(PARENT_ID),
+                    TOOL_INVOKED,
+                    "bench",
+                    small_payload(i),
+                )
+                .unwrap();
+                bus.publish(e).expect("memory sink");
+            }
+        },
+    );
+    verify()?;
+
+    let build_only = measure(
+        "  breakdown: Event build only",
+        n as u64,
+        "events/s",
+        json!({"n": n}),
+        || (),
+        |_| {
+            for i in 0..n {
+                std::hint::black_box(
+                    Event::new(
+                        TRACE_ID,
+                        TASK_ID,
+                        Some(PARENT_ID),
+                        TOOL_INVOKED,
+                        "bench",
+                        small_payload(i),
+                    )
+                    .unwrap(),
+                );
+            }
+        },
+    );
+    let append_only = measure(
+        "  breakdown: MemorySink append",
+        n as u64,
+        "events/s",
+        json!({"n": n}),
+        MemorySink::new,
+        |sink| {
+            for e in &prebuilt {
+                sink.append_shared(e.clone());
+            }
+        },
+    );
+    let no_sub = measure(
+        "  breakdown: publish, 0 subscribers",
+        n as u64,
+        "events/s",
+        json!({"n": n}),
+        EventBus::new,
+        |bus| {
+            for e in &prebuilt {
+                bus.publish_shared(e.clone()).expect("memory sink");
+            }
+        },
+    );
+    let breakdown = json!({
+        "event_build_only": build_only,
+        "sink_append_only": append_only,
+        "bus_publish_no_subscriber": no_sub,
+    });
+    Ok((publish, build, breakdown))
+}
+
+/// `sink_query`: hit and miss queries with limit 10, and count, on an
+/// in-memory sink of `n` events cycling four types.
+pub fn bench_sink_query(n: usize, q_hit: usize, q_scan: usize) -> Result<Value, BenchError> {
+    let sink = MemorySink::new();
+    for i in 0..n {
+        sink.append_shared(Arc::new(make_event(i, SINK_TYPE_CYCLE[i % 4])));
+    }
+    check(sink.len() == n, "sink size mismatch")?;
+    let hit_expected = (0..n).filter(|i| SINK_TYPE_CYCLE[i % 4] == QUERY_HIT_TYPE).count() as u64;
+    let hit = EventFilter::all().with(FilterField::Type, Some(QUERY_HIT_TYPE));
+    let miss = EventFilter::all().with(FilterField::Type, Some(QUERY_MISS_TYPE));
+    let got = sink.query_shared(&hit, Some(10), 0);
+    check(
+        got.len() == 10 && got.iter().all(|e| e.event.event_type() == QUERY_HIT_TYPE),
+        "query(hit) wrong result",
+    )?;
+    check(got[0].seq == 2, "query(hit): first match is not at seq 2")?;
+    check(
+        sink.query_shared(&miss, Some(10), 0).is_empty(),
+        "query(miss) wrong result",
+    )?;
+    check(sink.count_matching(&hit) == hit_expected, "count wrong result")?;
+
+    let qh = measure(
+        "sink_query hit limit=10",
+        q_hit as u64,
+        "queries/s",
+        json!({"type": QUERY_HIT_TYPE, "matches_in_sink": hit_expected}),
+        || (),
+        |_| {
+            for _ in 0..q_hit {
+                std::hint::black_box(sink.query_shared(&hit, Some(10), 0));
+            }
+        },
+    );
+    let qm = measure(
+        "sink_query miss limit=10",
+        q_scan as u64,
+        "queries/s",
+        json!({"type": QUERY_MISS_TYPE, "matches_in_sink": 0}),
+        || (),
+        |_| {
+            for _ in 0..q_scan {
+                std::hint::black_box(sink.query_shared(&miss, Some(10), 0));
+            }
+        },
+    );
+    let c = measure(
+        "sink count",
+        q_scan as u64,
+        "queries/s",
+        json!({"type": QUERY_HIT_TYPE, "result": hit_expected}),
+        || (),
+        |_| {
+            for _ in 0..q_scan {
+                std::hint::black_box(sink.count_matching(&hit));
+            }
+        },
+    );
+    Ok(json!({"sink_size": n, "query_hit_limit10": qh, "query_miss_limit10": qm, "count": c}))
+}
+
+/// Where the loop's plugins come from: in-process values, or libraries.
+pub struct LoopPlugins {
+    /// The registry holding exactly the noop tool, null detector and null validator.
+    pub registry: Registry,
+    /// Makes a fresh provider for a K-turn run.
+    pub provider: Box<dyn Fn(usize) -> Arc<dyn ModelProvider>>,
+    /// Reads and resets the plugins' call counters: (tool, detector, validator).
+    pub counters: Box<dyn Fn() -> (u64, u64, u64)>,
+}
+
+/// The loop's plugins registered in-process.
+pub fn in_process() -> LoopPlugins {
+    use zu_plugin_api::ports::{Plugin, Tool};
+    use zu_plugin_noop::{Noop, NoopStats, NullDetector, NullValidator};
+    let mut registry = Registry::new();
+    registry
+        .register_native(Noop::NAME, Noop::ENVELOPE, PluginObject::Tool(Arc::new(Noop)))
+        .unwrap();
+    registry
+        .register_native(
+            NullDetector::NAME,
+            Envelope::NONE,
+            PluginObject::Detector(Arc::new(NullDetector)),
+        )
+        .unwrap();
+    registry
+        .register_native(
+            NullValidator::NAME,
+            Envelope::NONE,
+            PluginObject::Validator(Arc::new(NullValidator)),
+        )
+        .unwrap();
+    LoopPlugins {
+        registry,
+        provider: Box::new(|k| Arc::new(zu_plugin_noop::BenchScript::with_turns(k)) as Arc<dyn ModelProvider>),
+        counters: Box::new(move || stats(&NoopStats as &dyn Tool)),
+    }
+}
+
+/// Reads and resets the noop plugins' counters through the `noop_stats` tool.
+pub fn stats(tool: &dyn zu_plugin_api::ports::Tool) -> (u64, u64, u64) {
+    let ctx = crate::boundary::idle_view();
+    let out = tool
+        .call(&ctx, json!({"reset": true}).as_object().cloned().unwrap())
+        .expect("noop_stats");
+    let get = |k: &str| out[k].as_u64().unwrap_or(u64::MAX);
+    (get("tool_calls"), get("detector_calls"), get("validator_calls"))
+}
+
+fn job(k: usize, plugins: &LoopPlugins) -> (TaskSpec, Arc<dyn ModelProvider>, Arc<EventBus>) {
+    let mut spec = TaskSpec::new("bench");
+    spec.budget = Budget {
+        max_steps: k as u32 + 5,
+        wall_time_s: 10_000,
+        ..Budget::default()
+    };
+    (spec, (plugins.provider)(k), Arc::new(EventBus::new()))
+}
+
+fn verify_run(k: usize, result: &zu_plugin_api::contracts::Result, bus: &EventBus) -> Result<(), BenchError> {
+    check(
+        result.status == Status::Success,
+        format!("run_task K={k}: status {:?} ({:?})", result.status, result.reason),
+    )?;
+    check(
+        result.value == json!({"answer": 1}).as_object().cloned(),
+        format!("run_task K={k}: value {:?}", result.value),
+    )?;
+    let events = bus
+        .query(&EventFilter::all(), None, 0)
+        .map_err(|e| BenchError(e.to_string()))?;
+    check(
+        events.len() == 4 * k + 2,
+        format!("run_task K={k}: {} events, expected {}", events.len(), 4 * k + 2),
+    )?;
+    let returned: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.event_type() == "harness.tool.returned")
+        .collect();
+    check(
+        returned.len() == k - 1,
+        format!("run_task K={k}: tool not dispatched K-1 times"),
+    )?;
+    check(
+        returned
+            .iter()
+            .all(|e| e.event.payload()["observation"] == json!({"ok": true})),
+        format!("run_task K={k}: tool failed"),
+    )?;
+    let turns = events
+        .iter()
+        .filter(|e| e.event.event_type() == "harness.turn.completed")
+        .count();
+    check(turns == k, format!("run_task K={k}: provider called {turns} times"))?;
+    check(
+        bus.failures().is_empty(),
+        format!("run_task K={k}: subscriber failures"),
+    )
+}
+
+/// `run_task_steps`: one K-step run (steps/s) for each K in `ks`, and
+/// `runs_short` sequential K=`k_short` runs (runs/s).
+pub fn bench_run_task(
+    plugins: &LoopPlugins,
+    ks: &[usize],
+    k_short: usize,
+    runs_short: usize,
+    label: &str,
+) -> Result<Value, BenchError> {
+    let mut out = serde_json::Map::new();
+    (plugins.counters)();
+    for &k in ks {
+        let mut results = Vec::new();
+        let m = measure(
+            &format!("{label}run_task K={k} steps"),
+            k as u64,
+            "steps/s",
+            json!({"k": k, "events_per_run": 4 * k + 2}),
+            || job(k, plugins),
+            |(spec, provider, bus)| {
+                let r = run_task(spec, provider.clone(), &plugins.registry, bus, &RunOptions::default());
+                results.push((r, bus.clone()));
+            },
+        );
+        for (r, bus) in &results {
+            let r = r.as_ref().map_err(|e| BenchError(e.to_string()))?;
+            verify_run(k, r, bus)?;
+        }
+        let reps = results.len() as u64;
+        let (tools, detectors, validators) = (plugins.counters)();
+        check(
+            tools == (k as u64 - 1) * reps,
+            format!("run_task K={k}: tool ran {tools}x"),
+        )?;
+        check(
+            detectors == (k as u64 - 1) * reps,
+            format!("run_task K={k}: detector ran {detectors}x"),
+        )?;
+        check(
+            validators == reps,
+            format!("run_task K={k}: validator ran {validators}x"),
+        )?;
+        out.insert(format!("k{k}_steps_per_s"), m);
+    }
+    let mut results = Vec::new();
+    let m = measure(
+        &format!("{label}run_task K={k_short} whole runs"),
+        runs_short as u64,
+        "runs/s",
+        json!({"k": k_short, "runs_per_rep": runs_short, "events_per_run": 4 * k_short + 2}),
+        || (0..runs_short).map(|_| job(k_short, plugins)).collect::<Vec<_>>(),
+        |jobs| {
+            for (spec, provider, bus) in jobs.iter() {
+                let r = run_task(spec, provider.clone(), &plugins.registry, bus, &RunOptions::default());
+                results.push((r, bus.clone()));
+            }
+        },
+    );
+    for (r, bus) in &results {
+        verify_run(k_short, r.as_ref().map_err(|e| BenchError(e.to_string()))?, bus)?;
+    }
+    let (_, detectors, validators) = (plugins.counters)();
+    let runs = results.len() as u64;
+    check(
+        detectors == (k_short as u64 - 1) * runs && validators == runs,
+        "run_task K=3: checks did not run",
+    )?;
+    out.insert(format!("k{k_short}_runs_per_s"), m);
+    Ok(Value::Object(out))
+}
+
+/// `scope_event`: the scoped view of events with a 2 KB string field.
+pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
+    let text: String = "abcdefghijklmnopqrstuvwxyz0123456789"
+        .repeat(57)
+        .chars()
+        .take(2048)
+        .collect();
+    let payload = json!({"step": 1, "tool": "noop", "text": text})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let events: Vec<Event> = (0..n)
+        .map(|_| {
+            Event::new(
+                TRACE_ID,
+                TASK_ID,
+                Some(PARENT_ID),
+                "harness.tool.returned",
+                "noop",
+                payload.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let v = zu_host::view::scope_event(&events[0], false);
+    check(
+        v["payload"]["text"]["_type"] == "str" && v["payload"]["text"]["len"] == 2048,
+        "scope_event did not summarize",
+    )?;
+    check(
+        v["payload"]["tool"] == "noop" && v["payload"]["step"] == 1,
+        "scope_event allowlist wrong",
+    )?;
+    Ok(measure(
+        "scope_event (2KB str field)",
+        n as u64,
+        "events/s",
+        json!({"n": n, "payload_str_bytes": 2048}),
+        || (),
+        |_| {
+            for e in &events {
+                std::hint::black_box(zu_host::view::scope_event(e, false));
+            }
+        },
+    ))
+}
+
+/// `registry_register`: N distinct names, the same object each time.
+pub fn bench_registry(n: usize) -> Result<Value, BenchError> {
+    use zu_plugin_api::ports::Plugin;
+    let names: Vec<String> = (0..n).map(|i| format!("tool_{i}")).collect();
+    let object = PluginObject::Tool(Arc::new(zu_plugin_noop::Noop));
+    let mut sizes = HashMap::new();
+    let m = measure(
+        "registry_register",
+        n as u64,
+        "registrations/s",
+        json!({"n": n}),
+        Registry::new,
+        |reg| {
+            for name in &names {
+                reg.register(
+                    PluginInfo::native(Kind::Tools, name, zu_plugin_noop::Noop::ENVELOPE),
+                    object.clone(),
+                )
+                .expect("distinct names");
+            }
+            sizes.insert(0, reg.names(Kind::Tools).len());
+        },
+    );
+    check(sizes.get(&0) == Some(&n), "registry lost registrations")?;
+    Ok(m)
+}
+
+/// The child side of `peak_rss`: publish `n` events through a bus with a
+/// session store and report the resident set before and after.
+pub fn rss_child(n: usize) -> Value {
+    use crate::harness::{maxrss_kib, proc_status_kib};
+    let base = maxrss_kib();
+    let base_rss = proc_status_kib("VmRSS");
+    let store = Arc::new(SessionStore::default());
+    let sink = Arc::new(MemorySink::new());
+    let mut bus = EventBus::with_memory(sink.clone());
+    bus.subscribe(store);
+    for i in 0..n {
+        bus.publish(make_event(i, TOOL_INVOKED)).expect("memory sink");
+    }
+    assert_eq!(sink.len(), n, "rss child: sink size mismatch");
+    json!({
+        "events": n,
+        "maxrss_after_import_kib": base,
+        "maxrss_after_load_kib": maxrss_kib(),
+        "proc_vmrss_after_import_kib": base_rss,
+        "proc_vmhwm_after_load_kib": proc_status_kib("VmHWM"),
+    })
+}
+
+/// `peak_rss`, measured in a fresh child process (this binary, `--rss-child N`).
+pub fn bench_rss(n: usize) -> Result<Value, BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError(e.to_string()))?;
+    let out = std::process::Command::new(exe)
+        .args(["--rss-child", &n.to_string()])
+        .output()
+        .map_err(|e| BenchError(e.to_string()))?;
+    check(
+        out.status.success(),
+        format!("rss child failed: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let mut d: Value = serde_json::from_slice(&out.stdout).map_err(|e| BenchError(e.to_string()))?;
+    let after = d["maxrss_after_load_kib"].as_f64().unwrap_or(0.0);
+    let before = d["maxrss_after_import_kib"].as_f64().unwrap_or(0.0);
+    d["peak_rss_mib"] = (after / 1024.0).into();
+    d["delta_mib"] = ((after - before) / 1024.0).into();
+    d["bytes_per_event"] = ((after - before) * 1024.0 / n as f64).into();
+    eprintln!(
+        "  {:<40} {:.1} MiB (+{:.1} MiB over start, {:.0} B/event)",
+        format!("peak_rss ({n} events)"),
+        after / 1024.0,
+        (after - before) / 1024.0,
+        (after - before) * 1024.0 / n as f64
+    );
+    Ok(d)
+}
