@@ -11,7 +11,7 @@ use zu_host::{EventBus, Loader, MemorySink, Registry, RunView, SessionStore};
 use zu_plugin_api::contracts::{Event, JsonObject, TaskSpec};
 use zu_plugin_api::filter::{EventFilter, FilterField};
 
-fn event(i: usize, ty: &str) -> Event {
+fn event(i: usize, ty: &'static str) -> Event {
     let id = Uuid::from_u128(1);
     let payload = json!({"tool": "noop", "args": {"i": i}}).as_object().cloned().unwrap();
     Event::new(id, id, Some(Uuid::from_u128(2)), ty, "bench", payload).unwrap()

@@ -41,7 +41,7 @@ pub fn small_payload(i: usize) -> JsonObject {
     p
 }
 
-pub fn make_event(i: usize, ty: &str) -> Event {
+pub fn make_event(i: usize, ty: &'static str) -> Event {
     Event::new(TRACE_ID, TASK_ID, Some(PARENT_ID), ty, "bench", small_payload(i)).expect("namespaced")
 }
 

@@ -328,7 +328,7 @@ mod tests {
     use crate::projections::SessionStore;
     use zu_plugin_api::contracts::JsonObject;
 
-    fn event(ty: &str) -> Event {
+    fn event(ty: &'static str) -> Event {
         let id = Uuid::new_v4();
         Event::new(id, id, None, ty, "test", JsonObject::new()).unwrap()
     }

@@ -1,8 +1,7 @@
-//! Plugin calls under a deadline: the host owns time. A call runs on a worker
-//! thread while the caller waits until the deadline; a call that overruns is
-//! abandoned with its worker (a thread cannot be killed, only left behind) and
-//! the next call gets a fresh worker. Handoffs spin briefly before parking, so
-//! a quick call costs well under a microsecond of overhead.
+//! Work under a deadline: the host owns time. A job (a whole run, in the
+//! loop) runs on a pooled worker thread while the caller waits until the
+//! deadline; a job that overruns is abandoned with its worker (a thread cannot
+//! be killed, only left behind) and the next job gets a fresh worker.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -53,17 +52,14 @@ const POOL_SIZE: usize = 32;
 
 static IDLE: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
 
-/// Spins on `flag` briefly, then yields, then returns whether it was set.
+/// Spins on `flag` briefly, then returns whether it was set (the caller
+/// parks if not).
 fn wait_briefly(flag: &AtomicBool) -> bool {
-    for i in 0..256 {
+    for _ in 0..64 {
         if flag.load(Ordering::Acquire) {
             return true;
         }
-        if i < 64 {
-            std::hint::spin_loop();
-        } else {
-            thread::yield_now();
-        }
+        std::hint::spin_loop();
     }
     flag.load(Ordering::Acquire)
 }

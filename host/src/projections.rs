@@ -157,7 +157,7 @@ mod tests {
     use serde_json::json;
     use zu_plugin_api::contracts::JsonObject;
 
-    fn ev(task: Uuid, ty: &str, payload: serde_json::Value) -> Arc<Event> {
+    fn ev(task: Uuid, ty: &'static str, payload: serde_json::Value) -> Arc<Event> {
         Arc::new(
             Event::new(
                 task,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -22,7 +22,7 @@ use zu_plugin_api::ports::{
 use zu_plugin_api::version::Kind;
 
 use crate::bus::{BusError, EventBus};
-use crate::deadline::{CallError, DeadlineRunner};
+use crate::deadline::DeadlineRunner;
 use crate::registry::Registry;
 
 /// The environment variable the sandboxed launcher sets inside the sandbox.
@@ -95,39 +95,42 @@ struct ToolEntry {
 /// demand, so reading it costs the same with 10 or 100,000 events logged.
 #[derive(Clone)]
 pub struct RunView {
-    spec: Arc<TaskSpec>,
+    run: Arc<ViewOf>,
     observation: Option<Arc<Value>>,
+}
+
+/// What every view of one run shares (a view is cloned per plugin call).
+struct ViewOf {
+    spec: Arc<TaskSpec>,
     bus: Arc<EventBus>,
     /// `task_id = <this task>`: the run's own events.
-    scope: Arc<EventFilter>,
+    scope: EventFilter,
 }
 
 impl RunView {
     /// A view of `spec`'s run on `bus`, inspecting `observation`.
     pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
-        let scope = Arc::new(EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string())));
+        let scope = EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string()));
         RunView {
-            spec,
+            run: Arc::new(ViewOf { spec, bus, scope }),
             observation,
-            bus,
-            scope,
         }
     }
 
     fn task(&self) -> &str {
-        self.scope.get(FilterField::TaskId).flatten().unwrap_or_default()
+        self.run.scope.get(FilterField::TaskId).flatten().unwrap_or_default()
     }
 }
 
 impl RunContext for RunView {
     fn spec(&self) -> &TaskSpec {
-        &self.spec
+        &self.run.spec
     }
     fn observation(&self) -> Option<&Value> {
         self.observation.as_deref()
     }
     fn event_count(&self) -> u64 {
-        self.bus.count(&self.scope).unwrap_or(0)
+        self.run.bus.count(&self.run.scope).unwrap_or(0)
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         // Only this run's events: a filter naming another task matches nothing.
@@ -138,7 +141,8 @@ impl RunContext for RunView {
             }
         }
         scoped = scoped.with(FilterField::TaskId, Some(self.task()));
-        self.bus
+        self.run
+            .bus
             .query(&scoped, limit, after_seq)
             .map(|v| v.into_iter().map(|e| e.into_stored()).collect())
             .map_err(|e| PluginError::failed(e.to_string()))
@@ -183,11 +187,16 @@ struct ToolReturned<'a> {
 impl Run {
     fn emit(
         &self,
-        ty: &str,
+        ty: &'static str,
         payload: &impl serde::Serialize,
         parent: Option<Uuid>,
         source: &str,
     ) -> Result<Uuid, BusError> {
+        let source: std::borrow::Cow<'static, str> = if source == "loop" {
+            "loop".into()
+        } else {
+            source.to_owned().into()
+        };
         let event = Event::with_payload(self.trace_id, self.task_id, parent, ty, source, payload)
             .expect("the loop emits only namespaced event types and object payloads");
         let id = event.event_id();
@@ -207,7 +216,7 @@ impl Run {
     fn ctx(&self, observation: Option<Arc<Value>>) -> RunView {
         RunView {
             observation,
-            ..self.ctx.clone()
+            run: self.ctx.run.clone(),
         }
     }
 }
@@ -297,9 +306,161 @@ impl Ladder {
     }
 }
 
+/// Where a run is between plugin calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    StepTop,
+    Provider,
+    /// Record tool call `i` (or handle an unknown tool).
+    Tool(usize),
+    /// Make tool call `i`, recorded already.
+    ToolCall(usize),
+    TurnEnd,
+}
+
+/// Everything a run holds. One thread at a time drives it, holding its lock;
+/// the lock is released only while a provider or tool call runs, so a call
+/// that overruns the wall time leaves the state free for the caller to finish
+/// the run (with that call timed out) while the stuck thread is abandoned.
+struct Loop {
+    run: Run,
+    spec: Arc<TaskSpec>,
+    tools: Vec<ToolEntry>,
+    detectors: Vec<(Arc<dyn Detector>, Scope)>,
+    validators: Vec<Arc<dyn Validator>>,
+    provider: Arc<dyn ModelProvider>,
+    providers_by_tier: BTreeMap<u32, Arc<dyn ModelProvider>>,
+    ladder: Ladder,
+    request: Arc<ModelRequest>,
+    conversation: u64,
+    unchanged: usize,
+    tokens: u64,
+    tools_tier: u32,
+    start: Instant,
+    deadline: Instant,
+    step: u32,
+    phase: Phase,
+    turn: Uuid,
+    turn_provider: Arc<dyn ModelProvider>,
+    response: Arc<ModelResponse>,
+    dispatched: usize,
+    halting: Option<Verdict>,
+    /// A call is running on a thread that does not hold the lock.
+    in_call: bool,
+    /// The caller took the run over from a thread stuck in a call.
+    taken_over: bool,
+    outcome: Option<Result<RunResult, RunError>>,
+}
+
+type Shared = Mutex<Loop>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Loop> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a plugin call produced: its value, or why there is none.
+type Called<T> = Result<Result<T, PluginError>, CallError>;
+
+/// Why a plugin call produced no value.
+#[derive(Debug)]
+enum CallError {
+    TimedOut,
+    Panicked(String),
+}
+
+/// Runs `call` without holding the run's lock, unless the deadline passed
+/// (then the call is not made) or this thread took the run over from one
+/// stuck in the call (then it timed out). Returns `None` when the run was
+/// taken over while this thread was in the call: it must stop driving.
+fn call_unlocked<'a, T>(
+    shared: &'a Shared,
+    mut st: MutexGuard<'a, Loop>,
+    call: impl FnOnce() -> Result<T, PluginError>,
+) -> Option<(MutexGuard<'a, Loop>, Called<T>)> {
+    if st.in_call {
+        st.in_call = false;
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    if Instant::now() >= st.deadline {
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    st.in_call = true;
+    drop(st);
+    let out = catch_unwind(AssertUnwindSafe(call)).map_err(|p| CallError::Panicked(panic_message(&*p)));
+    let mut st = lock(shared);
+    if st.taken_over {
+        return None;
+    }
+    st.in_call = false;
+    if Instant::now() > st.deadline {
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    Some((st, out))
+}
+
+/// Drives the run until it ends or this thread must stop. The worker passes
+/// `takeover = false` and stops as soon as it finds the run taken over.
+fn drive(shared: &Shared, takeover: bool) {
+    let mut st = lock(shared);
+    if st.taken_over && !takeover {
+        return;
+    }
+    while st.outcome.is_none() {
+        let step = match st.phase {
+            Phase::Start => st.start_run(),
+            Phase::StepTop => st.step_top(),
+            Phase::Provider => {
+                let (req, provider, conversation, seen) = (
+                    st.request.clone(),
+                    st.turn_provider.clone(),
+                    st.conversation,
+                    st.unchanged,
+                );
+                let Some((next, out)) = call_unlocked(shared, st, move || {
+                    provider.complete_continued(&req, conversation, seen)
+                }) else {
+                    return;
+                };
+                st = next;
+                st.after_provider(out)
+            }
+            Phase::Tool(i) => st.before_tool(i),
+            Phase::ToolCall(i) => {
+                let (tool, args) = st.pending_tool(i);
+                let ctx = st.run.ctx(None);
+                let Some((next, out)) = call_unlocked(shared, st, move || {
+                    let out = tool.call(&ctx, args)?;
+                    // Checked before it is stored or sent: never encoded whole.
+                    if within_size(&out, MAX_OBSERVATION_BYTES) {
+                        Ok(out)
+                    } else {
+                        Err(PluginError::TooLarge {
+                            limit: MAX_OBSERVATION_BYTES,
+                        })
+                    }
+                }) else {
+                    return;
+                };
+                st = next;
+                st.after_tool(i, Some(out))
+            }
+            Phase::TurnEnd => st.turn_end(),
+        };
+        if let Err(e) = step {
+            st.outcome = Some(Err(e));
+        }
+    }
+    // Free the conversation on the thread that built it.
+    st.request = Arc::default();
+    st.response = Arc::default();
+}
+
 /// Runs one task to a Result. `provider` answers every tier without an
 /// override in `options`; the registry supplies tools, detectors and
-/// validators; every event goes through `bus`.
+/// validators; every event goes through `bus`. Provider and tool calls run
+/// under the run's remaining wall time: a call that overruns is abandoned
+/// and counts as timed out.
 pub fn run_task(
     spec: &TaskSpec,
     provider: Arc<dyn ModelProvider>,
@@ -352,174 +513,368 @@ pub fn run_task(
         }
     }
 
-    let spec_arc = Arc::new(spec.clone());
-    let mut run = Run {
-        bus: bus.clone(),
-        trace_id: options.trace_id.unwrap_or(spec.task_id),
-        task_id: spec.task_id,
-        root: None,
-        ctx: RunView::new(spec_arc, bus.clone(), None),
-    };
+    let spec = Arc::new(spec.clone());
     let top = tools.iter().map(|t| t.tier).max().unwrap_or(1);
-    let mut ladder = Ladder {
-        current: 1,
-        ceiling: spec.max_tier.min(top),
-    };
-
-    run.root = Some(run.emit(
-        ev::TASK_STARTED,
-        &json!({"query": spec.query, "target": spec.target}),
-        None,
-        "loop",
-    )?);
-    let envelope: Map<String, Value> = tools
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                json!({"tier": t.tier, "capabilities": t.capabilities, "egress": t.egress}),
-            )
-        })
-        .collect();
-    run.emit(ev::ENVELOPE_DECLARED, &json!({"tools": envelope}), run.root, "loop")?;
-
-    let mut request = Arc::new(ModelRequest {
-        messages: initial_messages(spec, ladder.active(&tools)),
-        ..Default::default()
-    });
-    let conversation = Uuid::new_v4().as_u64_pair().0;
-    let mut unchanged = 0usize;
-    let mut runner = DeadlineRunner::new();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(spec.budget.wall_time_s);
-    let mut tokens = 0u64;
-    let mut tools_tier = 0u32;
-
-    for step in 1..=spec.budget.max_steps {
-        if let Some(reason) = budget_reason(start.elapsed(), tokens, spec) {
-            return run.terminal(reason);
+    let state = Loop {
+        run: Run {
+            bus: bus.clone(),
+            trace_id: options.trace_id.unwrap_or(spec.task_id),
+            task_id: spec.task_id,
+            root: None,
+            ctx: RunView::new(spec.clone(), bus.clone(), None),
+        },
+        ladder: Ladder {
+            current: 1,
+            ceiling: spec.max_tier.min(top),
+        },
+        spec,
+        tools,
+        detectors,
+        validators,
+        turn_provider: provider.clone(),
+        provider,
+        providers_by_tier: options.providers_by_tier.clone(),
+        request: Arc::new(ModelRequest::default()),
+        conversation: Uuid::new_v4().as_u64_pair().0,
+        unchanged: 0,
+        tokens: 0,
+        tools_tier: 0,
+        start,
+        deadline,
+        step: 0,
+        phase: Phase::Start,
+        turn: Uuid::nil(),
+        response: Arc::new(ModelResponse::default()),
+        dispatched: 0,
+        halting: None,
+        in_call: false,
+        taken_over: false,
+        outcome: None,
+    };
+    let shared = Arc::new(Mutex::new(state));
+    let worker = shared.clone();
+    // The run is driven on a pooled worker thread; this thread waits until the
+    // deadline and, if the worker is stuck in a call by then, finishes the run.
+    let mut runner = DeadlineRunner::new();
+    let _ = runner.call(deadline, move || drive(&worker, false));
+    {
+        let mut st = lock(&shared);
+        if st.outcome.is_none() {
+            st.taken_over = true;
         }
-        if tools_tier != ladder.current {
-            tools_tier = ladder.current;
-            let schemas: Vec<Value> = ladder
-                .active(&tools)
+    }
+    drive(&shared, true);
+    let mut st = lock(&shared);
+    st.outcome.take().expect("a run taken over is driven to its end")
+}
+
+impl Loop {
+    fn finish(&mut self, result: Result<RunResult, RunError>) -> Result<(), RunError> {
+        self.outcome = Some(result);
+        Ok(())
+    }
+
+    fn terminal(&mut self, reason: &str) -> Result<(), RunError> {
+        let r = self.run.terminal(reason);
+        self.finish(r)
+    }
+
+    fn start_run(&mut self) -> Result<(), RunError> {
+        let spec = self.spec.clone();
+        self.run.root = Some(self.run.emit(
+            ev::TASK_STARTED,
+            &json!({"query": spec.query, "target": spec.target}),
+            None,
+            "loop",
+        )?);
+        let envelope: Map<String, Value> = self
+            .tools
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    json!({"tier": t.tier, "capabilities": t.capabilities, "egress": t.egress}),
+                )
+            })
+            .collect();
+        self.run.emit(
+            ev::ENVELOPE_DECLARED,
+            &json!({"tools": envelope}),
+            self.run.root,
+            "loop",
+        )?;
+        Arc::make_mut(&mut self.request).messages = initial_messages(&spec, self.ladder.active(&self.tools));
+        self.step = 1;
+        self.phase = Phase::StepTop;
+        Ok(())
+    }
+
+    fn step_top(&mut self) -> Result<(), RunError> {
+        if self.step > self.spec.budget.max_steps {
+            return self.terminal("budget:max_steps");
+        }
+        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+            return self.terminal(reason);
+        }
+        if self.tools_tier != self.ladder.current {
+            self.tools_tier = self.ladder.current;
+            let schemas: Vec<Value> = self
+                .ladder
+                .active(&self.tools)
                 .filter(|t| !is_empty_schema(&t.schema))
                 .map(|t| t.schema.clone())
                 .collect();
-            Arc::make_mut(&mut request).tools = schemas;
+            Arc::make_mut(&mut self.request).tools = schemas;
         }
-        let turn_provider = options
+        self.turn_provider = self
             .providers_by_tier
-            .get(&ladder.current)
+            .get(&self.ladder.current)
             .cloned()
-            .unwrap_or_else(|| provider.clone());
-        let turn = run.emit(ev::TURN_STARTED, &StepPayload { step }, run.root, "loop")?;
-        if Instant::now() >= deadline {
-            return run.terminal("budget:wall_time_s");
+            .unwrap_or_else(|| self.provider.clone());
+        self.turn = self.run.emit(
+            ev::TURN_STARTED,
+            &StepPayload { step: self.step },
+            self.run.root,
+            "loop",
+        )?;
+        if Instant::now() >= self.deadline {
+            return self.terminal("budget:wall_time_s");
         }
-        let (req, p, seen) = (request.clone(), turn_provider.clone(), unchanged);
-        let answer = runner.call(deadline, move || p.complete_continued(&req, conversation, seen));
-        unchanged = request.messages.len();
-        let resp: ModelResponse = match answer {
+        self.phase = Phase::Provider;
+        Ok(())
+    }
+
+    fn after_provider(&mut self, answer: Called<ModelResponse>) -> Result<(), RunError> {
+        self.unchanged = self.request.messages.len();
+        let resp = match answer {
             Ok(Ok(r)) => r,
-            Err(CallError::TimedOut) => return run.terminal("budget:wall_time_s"),
-            Ok(Err(e)) => return run.terminal(&format!("provider error: {e}")),
-            Err(CallError::Panicked(m)) => return run.terminal(&format!("provider error: panicked: {m}")),
+            Err(CallError::TimedOut) => return self.terminal("budget:wall_time_s"),
+            Ok(Err(e)) => return self.terminal(&format!("provider error: {e}")),
+            Err(CallError::Panicked(m)) => return self.terminal(&format!("provider error: panicked: {m}")),
         };
-        tokens += usage_tokens(&resp.usage);
-        run.emit(
+        self.tokens += usage_tokens(&resp.usage);
+        self.run.emit(
             ev::TURN_COMPLETED,
             &TurnCompleted {
-                step,
-                tier: ladder.current,
-                model: turn_provider.model(),
+                step: self.step,
+                tier: self.ladder.current,
+                model: self.turn_provider.model(),
                 usage: &resp.usage,
                 text: &resp.text,
             },
-            Some(turn),
+            Some(self.turn),
             "loop",
         )?;
-        if let Some(reason) = budget_reason(start.elapsed(), tokens, spec) {
-            return run.terminal(reason);
+        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+            return self.terminal(reason);
         }
         if resp.finish == Finish::Length {
-            return run.terminal("model truncated (length)");
+            return self.terminal("model truncated (length)");
         }
-
-        if !resp.tool_calls.is_empty() {
-            if resp.tool_calls.len() > spec.budget.max_tool_calls as usize {
-                return run.terminal("budget:max_tool_calls");
-            }
-            let calls: Vec<Value> = resp
-                .tool_calls
-                .iter()
-                .map(|c| json!({"name": c.name, "args": c.args}))
-                .collect();
-            let mut assistant = obj(json!({"role": "assistant", "tool_calls": calls}));
-            if let Some(text) = resp.text.as_ref().filter(|t| !t.is_empty()) {
-                assistant.insert("content".into(), text.clone().into());
-            }
-            Arc::make_mut(&mut request).messages.push(Value::Object(assistant));
-            let mut halting: Option<Verdict> = None;
-            let mut dispatched = 0;
-            for call in &resp.tool_calls {
-                let active = ladder.active(&tools).find(|t| t.name == call.name);
-                let obs = invoke(&run, &mut runner, deadline, turn, active, &call.name, &call.args)?;
-                let content = serde_json::to_string(&*obs).unwrap_or_default();
-                Arc::make_mut(&mut request)
-                    .messages
-                    .push(json!({"role": "tool", "name": call.name, "content": content}));
-                dispatched += 1;
-                halting = checkpoint(&run, turn, &detectors, Some(obs), Scope::PerObservation)?;
-                if halting.is_some() {
-                    break;
-                }
-            }
-            for skipped in &resp.tool_calls[dispatched..] {
-                let note = match &halting {
-                    Some(h) => json!({"skipped": format!("not run: {} ({})", h.detector, severity_name(h.severity))}),
-                    None => json!({"skipped": "not run"}),
-                };
-                Arc::make_mut(&mut request)
-                    .messages
-                    .push(json!({"role": "tool", "name": skipped.name, "content": note.to_string()}));
-            }
-            if halting.is_none() {
-                halting = checkpoint(&run, turn, &detectors, None, Scope::PerTurn)?;
-            }
-            if let Some(h) = halting {
-                if h.severity == Severity::Terminal {
-                    return run.terminal(&h.detector);
-                }
-                if let Some(done) = escalate(&run, &mut ladder, &tools, Arc::make_mut(&mut request), &h)? {
-                    return Ok(done);
-                }
-            }
-            continue;
+        if resp.tool_calls.is_empty() {
+            return self.finalise(resp.text.as_deref());
         }
+        if resp.tool_calls.len() > self.spec.budget.max_tool_calls as usize {
+            return self.terminal("budget:max_tool_calls");
+        }
+        let calls: Vec<Value> = resp
+            .tool_calls
+            .iter()
+            .map(|c| json!({"name": c.name, "args": c.args}))
+            .collect();
+        let mut assistant = obj(json!({"role": "assistant", "tool_calls": calls}));
+        if let Some(text) = resp.text.as_ref().filter(|t| !t.is_empty()) {
+            assistant.insert("content".into(), text.clone().into());
+        }
+        Arc::make_mut(&mut self.request).messages.push(Value::Object(assistant));
+        self.response = Arc::new(resp);
+        self.dispatched = 0;
+        self.halting = None;
+        self.phase = Phase::Tool(0);
+        Ok(())
+    }
 
-        let Some(value) = parse_value(resp.text.as_deref()) else {
-            return run.terminal("model finalised with no answer");
+    /// Records tool call `i`; an unknown tool (or one above the current tier)
+    /// is answered here, a known one is called next.
+    fn before_tool(&mut self, i: usize) -> Result<(), RunError> {
+        let response = self.response.clone();
+        let Some(call) = response.tool_calls.get(i) else {
+            self.phase = Phase::TurnEnd;
+            return Ok(());
+        };
+        self.run.emit(
+            ev::TOOL_INVOKED,
+            &ToolInvoked {
+                tool: &call.name,
+                args: &call.args,
+            },
+            Some(self.turn),
+            &call.name,
+        )?;
+        if self.ladder.active(&self.tools).any(|t| t.name == call.name) {
+            self.phase = Phase::ToolCall(i);
+            Ok(())
+        } else {
+            self.after_tool(i, None)
+        }
+    }
+
+    /// The tool and arguments of recorded call `i`.
+    fn pending_tool(&self, i: usize) -> (Arc<dyn Tool>, JsonObject) {
+        let call = &self.response.tool_calls[i];
+        let entry = self
+            .ladder
+            .active(&self.tools)
+            .find(|t| t.name == call.name)
+            .expect("checked in before_tool");
+        (entry.tool.clone(), call.args.clone())
+    }
+
+    /// Turns tool `i`'s outcome (`None`: no such tool at this tier) into the
+    /// observation, records it, and runs the per-observation detectors.
+    fn after_tool(&mut self, i: usize, outcome: Option<Called<JsonObject>>) -> Result<(), RunError> {
+        let response = self.response.clone();
+        let name = response.tool_calls[i].name.as_str();
+        let (run, turn) = (&self.run, self.turn);
+        let block = |kind: &str, extra: Value| -> Result<(), BusError> {
+            let mut payload = obj(json!({"kind": kind, "tool": name}));
+            if let Value::Object(more) = extra {
+                payload.extend(more);
+            }
+            run.emit(ev::DEFENSE_BLOCKED, &payload, Some(turn), name).map(|_| ())
+        };
+        let obs: JsonObject = match outcome {
+            None => obj(json!({"error": format!("unknown tool: {name}")})),
+            Some(Ok(Ok(o))) => o,
+            Some(Err(CallError::TimedOut)) => {
+                tracing::warn!(tool = name, "tool call exceeded the run's remaining wall time");
+                block(
+                    "tool_timeout",
+                    json!({"detail": "tool call exceeded the run's remaining wall-time and was cancelled"}),
+                )?;
+                obj(json!({"error": "tool call timed out", "blocked": "tool_timeout"}))
+            }
+            Some(Ok(Err(PluginError::SecurityBlock(b)))) => {
+                tracing::warn!(tool = name, kind = %b.kind, "tool blocked: {}", b.message);
+                block(&b.kind, json!({"target": b.target, "detail": b.message}))?;
+                obj(json!({"error": format!("SecurityBlock: {}", b.message), "blocked": b.kind}))
+            }
+            Some(Ok(Err(PluginError::TooLarge { .. }))) => {
+                tracing::warn!(tool = name, "tool returned an oversized observation");
+                block(
+                    "oversized_observation",
+                    json!({"detail": "tool observation exceeds the size limit and was rejected"}),
+                )?;
+                obj(
+                    json!({"error": "tool observation exceeds the size limit and was rejected", "blocked": "oversized_observation"}),
+                )
+            }
+            Some(Ok(Err(e))) => {
+                tracing::warn!(tool = name, error = %e, "tool failed");
+                obj(json!({"error": e.to_string()}))
+            }
+            Some(Err(CallError::Panicked(m))) => obj(json!({"error": format!("plugin panicked: {m}")})),
+        };
+        let summary;
+        let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
+            run.emit(ev::SOURCE_FETCHED, &obs, Some(turn), name)?;
+            summary = summarize(&obs);
+            &summary
+        } else {
+            &obs
+        };
+        run.emit(
+            ev::TOOL_RETURNED,
+            &ToolReturned {
+                tool: name,
+                observation: returned,
+            },
+            Some(turn),
+            name,
+        )?;
+        let content = serde_json::to_string(&obs).unwrap_or_default();
+        Arc::make_mut(&mut self.request)
+            .messages
+            .push(json!({"role": "tool", "name": name, "content": content}));
+        self.dispatched = i + 1;
+        let obs = Arc::new(Value::Object(obs));
+        self.halting = checkpoint(&self.run, self.turn, &self.detectors, Some(obs), Scope::PerObservation)?;
+        self.phase = if self.halting.is_some() {
+            Phase::TurnEnd
+        } else {
+            Phase::Tool(i + 1)
+        };
+        Ok(())
+    }
+
+    fn turn_end(&mut self) -> Result<(), RunError> {
+        let response = self.response.clone();
+        for skipped in &response.tool_calls[self.dispatched..] {
+            let note = match &self.halting {
+                Some(h) => json!({"skipped": format!("not run: {} ({})", h.detector, severity_name(h.severity))}),
+                None => json!({"skipped": "not run"}),
+            };
+            Arc::make_mut(&mut self.request)
+                .messages
+                .push(json!({"role": "tool", "name": skipped.name, "content": note.to_string()}));
+        }
+        if self.halting.is_none() {
+            self.halting = checkpoint(&self.run, self.turn, &self.detectors, None, Scope::PerTurn)?;
+        }
+        if let Some(h) = self.halting.take() {
+            if h.severity == Severity::Terminal {
+                return self.terminal(&h.detector);
+            }
+            if let Some(done) = escalate(
+                &self.run,
+                &mut self.ladder,
+                &self.tools,
+                Arc::make_mut(&mut self.request),
+                &h,
+            )? {
+                return self.finish(Ok(done));
+            }
+        }
+        self.step += 1;
+        self.phase = Phase::StepTop;
+        Ok(())
+    }
+
+    /// The model answered without tools: parse, validate, then complete,
+    /// retry, escalate or end.
+    fn finalise(&mut self, text: Option<&str>) -> Result<(), RunError> {
+        let Some(value) = parse_value(text) else {
+            return self.terminal("model finalised with no answer");
         };
         let candidate = RunResult {
             status: Status::Success,
             value: Some(value.clone()),
             reason: None,
         };
-        if let Some(v) = finalise_verdict(&run, &detectors, &validators, &candidate) {
-            run.emit(
+        if let Some(v) = finalise_verdict(&self.run, &self.detectors, &self.validators, &candidate) {
+            self.run.emit(
                 ev::VALIDATION_FAILED,
                 &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
-                run.root,
+                self.run.root,
                 &v.detector,
             )?;
             match v.severity {
-                Severity::Terminal => return run.terminal(&v.detector),
+                Severity::Terminal => return self.terminal(&v.detector),
                 Severity::Escalate => {
-                    if let Some(done) = escalate(&run, &mut ladder, &tools, Arc::make_mut(&mut request), &v)? {
-                        return Ok(done);
+                    if let Some(done) = escalate(
+                        &self.run,
+                        &mut self.ladder,
+                        &self.tools,
+                        Arc::make_mut(&mut self.request),
+                        &v,
+                    )? {
+                        return self.finish(Ok(done));
                     }
-                    continue;
+                    self.step += 1;
+                    self.phase = Phase::StepTop;
+                    return Ok(());
                 }
                 Severity::Retry => {
                     let note = format!(
@@ -527,19 +882,22 @@ pub fn run_task(
                         v.detector,
                         v.detail.as_deref().unwrap_or("None")
                     );
-                    Arc::make_mut(&mut request)
+                    Arc::make_mut(&mut self.request)
                         .messages
                         .push(json!({"role": "user", "content": note}));
-                    continue;
+                    self.step += 1;
+                    self.phase = Phase::StepTop;
+                    return Ok(());
                 }
                 Severity::Warn => {}
             }
         }
-        run.emit(ev::RECORD_EXTRACTED, &json!({"value": value}), run.root, "loop")?;
-        run.emit(ev::TASK_COMPLETED, &json!({"value": value}), run.root, "loop")?;
-        return Ok(candidate);
+        self.run
+            .emit(ev::RECORD_EXTRACTED, &json!({"value": value}), self.run.root, "loop")?;
+        self.run
+            .emit(ev::TASK_COMPLETED, &json!({"value": value}), self.run.root, "loop")?;
+        self.finish(Ok(candidate))
     }
-    run.terminal("budget:max_steps")
 }
 
 fn is_empty_schema(v: &Value) -> bool {
@@ -573,96 +931,6 @@ fn initial_messages<'a>(spec: &TaskSpec, active: impl Iterator<Item = &'a ToolEn
         json!({"role": "system", "content": system}),
         json!({"role": "user", "content": user}),
     ]
-}
-
-/// Dispatches one tool call to an observation; every failure becomes an
-/// error observation, security refusals and timeouts also a defense event.
-fn invoke(
-    run: &Run,
-    runner: &mut DeadlineRunner,
-    deadline: Instant,
-    turn: Uuid,
-    tool: Option<&ToolEntry>,
-    name: &str,
-    args: &JsonObject,
-) -> Result<Arc<Value>, BusError> {
-    run.emit(ev::TOOL_INVOKED, &ToolInvoked { tool: name, args }, Some(turn), name)?;
-    let block = |kind: &str, extra: Value| -> Result<(), BusError> {
-        let mut payload = obj(json!({"kind": kind, "tool": name}));
-        if let Value::Object(more) = extra {
-            payload.extend(more);
-        }
-        run.emit(ev::DEFENSE_BLOCKED, &payload, Some(turn), name).map(|_| ())
-    };
-    let oversized = || {
-        obj(
-            json!({"error": "tool observation exceeds the size limit and was rejected", "blocked": "oversized_observation"}),
-        )
-    };
-    let obs: JsonObject = match tool {
-        None => obj(json!({"error": format!("unknown tool: {name}")})),
-        Some(entry) => {
-            let (t, a, ctx) = (entry.tool.clone(), args.clone(), run.ctx(None));
-            let outcome = runner.call(deadline, move || {
-                let out = t.call(&ctx, a)?;
-                // Checked on the worker, so an oversized answer is never encoded whole.
-                if within_size(&out, MAX_OBSERVATION_BYTES) {
-                    Ok(out)
-                } else {
-                    Err(PluginError::TooLarge {
-                        limit: MAX_OBSERVATION_BYTES,
-                    })
-                }
-            });
-            match outcome {
-                Ok(Ok(o)) => o,
-                Err(CallError::TimedOut) => {
-                    tracing::warn!(tool = name, "tool call exceeded the run's remaining wall time");
-                    block(
-                        "tool_timeout",
-                        json!({"detail": "tool call exceeded the run's remaining wall-time and was cancelled"}),
-                    )?;
-                    obj(json!({"error": "tool call timed out", "blocked": "tool_timeout"}))
-                }
-                Ok(Err(PluginError::SecurityBlock(b))) => {
-                    tracing::warn!(tool = name, kind = %b.kind, "tool blocked: {}", b.message);
-                    block(&b.kind, json!({"target": b.target, "detail": b.message}))?;
-                    obj(json!({"error": format!("SecurityBlock: {}", b.message), "blocked": b.kind}))
-                }
-                Ok(Err(PluginError::TooLarge { .. })) => {
-                    tracing::warn!(tool = name, "tool returned an oversized observation");
-                    block(
-                        "oversized_observation",
-                        json!({"detail": "tool observation exceeds the size limit and was rejected"}),
-                    )?;
-                    oversized()
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(tool = name, error = %e, "tool failed");
-                    obj(json!({"error": e.to_string()}))
-                }
-                Err(CallError::Panicked(m)) => obj(json!({"error": format!("plugin panicked: {m}")})),
-            }
-        }
-    };
-    let summary;
-    let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
-        run.emit(ev::SOURCE_FETCHED, &obs, Some(turn), name)?;
-        summary = summarize(&obs);
-        &summary
-    } else {
-        &obs
-    };
-    run.emit(
-        ev::TOOL_RETURNED,
-        &ToolReturned {
-            tool: name,
-            observation: returned,
-        },
-        Some(turn),
-        name,
-    )?;
-    Ok(Arc::new(Value::Object(obs)))
 }
 
 fn summarize(obs: &JsonObject) -> JsonObject {

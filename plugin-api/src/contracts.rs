@@ -2,6 +2,7 @@
 //! `Event` envelope every record on the log travels in. Pure serde types, no I/O;
 //! the JSON they produce is the Python reference's, field for field.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -189,9 +190,9 @@ pub struct Event {
     trace_id: Uuid,
     task_id: Uuid,
     parent_id: Option<Uuid>,
-    ty: String,
+    ty: Cow<'static, str>,
     ts: DateTime<Utc>,
-    source: String,
+    source: Cow<'static, str>,
     payload: Payload,
     schema_version: u32,
 }
@@ -236,9 +237,9 @@ impl<'de> Deserialize<'de> for Event {
             trace_id: w.trace_id,
             task_id: w.task_id,
             parent_id: w.parent_id,
-            ty: w.ty,
+            ty: Cow::Owned(w.ty),
             ts: w.ts,
-            source: w.source,
+            source: Cow::Owned(w.source),
             payload,
             schema_version: w.schema_version,
         })
@@ -269,13 +270,14 @@ fn default_schema_version() -> u32 {
 }
 
 impl Event {
-    /// Builds an event with a fresh `event_id` and the current time.
+    /// Builds an event with a fresh `event_id` and the current time. Type and
+    /// source may be `&'static str` (no copy) or `String`.
     pub fn new(
         trace_id: Uuid,
         task_id: Uuid,
         parent_id: Option<Uuid>,
-        ty: impl Into<String>,
-        source: impl Into<String>,
+        ty: impl Into<Cow<'static, str>>,
+        source: impl Into<Cow<'static, str>>,
         payload: JsonObject,
     ) -> std::result::Result<Self, EventError> {
         Event::with_payload(trace_id, task_id, parent_id, ty, source, &payload)
@@ -287,8 +289,8 @@ impl Event {
         trace_id: Uuid,
         task_id: Uuid,
         parent_id: Option<Uuid>,
-        ty: impl Into<String>,
-        source: impl Into<String>,
+        ty: impl Into<Cow<'static, str>>,
+        source: impl Into<Cow<'static, str>>,
         payload: &P,
     ) -> std::result::Result<Self, EventError> {
         let ty = ty.into();

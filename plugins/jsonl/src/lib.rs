@@ -227,7 +227,7 @@ zu_plugin_api::export_plugins! { sinks: [JsonlSink] }
 mod tests {
     use super::*;
 
-    fn event(ty: &str) -> Event {
+    fn event(ty: &'static str) -> Event {
         let id = Uuid::new_v4();
         Event::new(id, id, None, ty, "test", JsonObject::new()).unwrap()
     }

@@ -255,7 +255,7 @@ mod tests {
     use uuid::Uuid;
     use zu_codec::AesGcmCodec;
 
-    fn event(ty: &str) -> Event {
+    fn event(ty: &'static str) -> Event {
         let id = Uuid::new_v4();
         Event::new(
             id,
