@@ -52,16 +52,26 @@ const POOL_SIZE: usize = 32;
 
 static IDLE: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
 
-/// Spins on `flag` briefly, then returns whether it was set (the caller
-/// parks if not).
+/// How long a thread spins on a flag before it parks: long enough that a
+/// short run, or the next job of a busy caller, needs no wake-up (a futex
+/// wake costs tens of microseconds on a small VM), short enough to waste little.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// Spins on `flag` for up to [`SPIN`], then returns whether it was set (the
+/// caller parks if not).
 fn wait_briefly(flag: &AtomicBool) -> bool {
-    for _ in 0..64 {
-        if flag.load(Ordering::Acquire) {
-            return true;
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if flag.load(Ordering::Acquire) {
+                return true;
+            }
+            std::hint::spin_loop();
         }
-        std::hint::spin_loop();
+        if start.elapsed() >= SPIN {
+            return flag.load(Ordering::Acquire);
+        }
     }
-    flag.load(Ordering::Acquire)
 }
 
 fn worker_loop(shared: Arc<Shared>) {

@@ -63,7 +63,18 @@ pub fn summary(v: &Value) -> Value {
 }
 
 fn hex12(bytes: &[u8]) -> String {
-    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(12);
+    for b in &bytes[..6] {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
+}
+
+fn uuid_text(id: uuid::Uuid) -> Value {
+    let mut buf = uuid::Uuid::encode_buffer();
+    Value::String(id.hyphenated().encode_lower(&mut buf).to_owned())
 }
 
 fn cap(v: &Value) -> Value {
@@ -113,10 +124,10 @@ pub fn scope_payload(payload: &JsonObject, full: bool) -> JsonObject {
 /// A scoped, JSON-ready view of an event, in the shape of the event's own JSON.
 pub fn scope_event(event: &Event, full: bool) -> Value {
     let mut out = Map::new();
-    out.insert("event_id".into(), event.event_id().to_string().into());
-    out.insert("trace_id".into(), event.trace_id().to_string().into());
-    out.insert("task_id".into(), event.task_id().to_string().into());
-    out.insert("parent_id".into(), event.parent_id().map(|p| p.to_string()).into());
+    out.insert("event_id".into(), uuid_text(event.event_id()));
+    out.insert("trace_id".into(), uuid_text(event.trace_id()));
+    out.insert("task_id".into(), uuid_text(event.task_id()));
+    out.insert("parent_id".into(), event.parent_id().map_or(Value::Null, uuid_text));
     out.insert("type".into(), event.event_type().into());
     out.insert("source".into(), event.source().into());
     out.insert(
@@ -163,6 +174,21 @@ mod tests {
         let s = scope_payload(&obj(json!({"usage": {"nested": {"a": 1}}, "reason": [1, 2]})), false);
         assert_eq!(s["usage"], json!({"_type": "object", "keys": ["nested"], "fields": 1}));
         assert_eq!(s["reason"], json!({"_type": "array", "count": 2}));
+    }
+
+    #[test]
+    fn the_event_view_has_the_reference_shape() {
+        let id = uuid::Uuid::from_u128(0x1234);
+        let e = Event::new(id, id, None, "harness.tool.returned", "t", obj(json!({"text": "abc"}))).unwrap();
+        let v = scope_event(&e, false);
+        assert_eq!(v["trace_id"], "00000000-0000-0000-0000-000000001234");
+        assert!(v["parent_id"].is_null());
+        let ts = v["ts"].as_str().unwrap();
+        assert!(
+            ts.ends_with("+00:00") && ts.len() == 32 && &ts[19..20] == ".",
+            "isoformat with microseconds: {ts}"
+        );
+        assert_eq!(v["payload"]["text"]["sha256"], "ba7816bf8f01");
     }
 
     #[test]
