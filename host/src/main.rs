@@ -36,8 +36,8 @@ pub const EXIT_USAGE: u8 = 2;
         constructor_panicked, name_taken, insecure_permissions, aborts_on_panic).\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu_host=debug) for more.",
     after_help = "Exit codes: 0 success; 1 a plugin was refused (zu check, or zu plugins --strict), \
-        or zu run could not start (bad config, no such plugin); 2 bad usage, bad --config, or an \
-        unreadable plugin directory; 3 zu run ended ESCALATE; 4 zu run ended TERMINAL."
+        or zu run could not start (bad config, no such plugin); 2 bad usage, a bad --config, or an \
+        unreadable plugin directory (zu plugins, check, events); 3 zu run ended ESCALATE; 4 zu run ended TERMINAL."
 )]
 struct Cli {
     #[command(subcommand)]
