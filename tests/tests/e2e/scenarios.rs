@@ -384,3 +384,43 @@ fn a_per_tier_provider_takes_over_when_the_ladder_climbs() {
         ]
     );
 }
+
+#[test]
+fn a_call_that_returns_after_the_run_was_taken_over_adds_nothing() {
+    // The tool sleeps past the 1 s wall time, then returns: the caller has
+    // already finished the run; the late thread must not touch the log.
+    struct Late;
+    impl Tool for Late {
+        fn call(&self, _: &dyn RunContext, _: JsonObject) -> Result<JsonObject, PluginError> {
+            std::thread::sleep(Duration::from_millis(3000));
+            Ok(json!({"html": "late page"}).as_object().cloned().unwrap())
+        }
+    }
+    let s = scenario("budget_wall_time_hanging_tool");
+    let mut reg = Registry::new();
+    reg.register_native("stuck", Envelope::NONE, PluginObject::Tool(Arc::new(Late)))
+        .unwrap();
+    let provider = Arc::new(ScenarioProvider {
+        responses: s["responses"].as_array().unwrap().clone(),
+        next: AtomicUsize::new(0),
+    });
+    let bus = Arc::new(EventBus::new());
+    let started = std::time::Instant::now();
+    let result = run_task(&spec_for(&s), provider, &reg, &bus, &RunOptions::default()).unwrap();
+    // The deadline is 1 s, the tool returns at 3 s: generous for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "run_task returned at the deadline, not when the tool did"
+    );
+    let types = |bus: &EventBus| -> Vec<String> {
+        bus.query(&EventFilter::all(), None, 0)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_type().to_owned())
+            .collect()
+    };
+    let at_return = types(&bus);
+    assert_matches_golden("budget_wall_time_hanging_tool", &result, &at_return);
+    std::thread::sleep(Duration::from_millis(3000)); // the tool has returned by now
+    assert_eq!(types(&bus), at_return, "the late thread appended to the log");
+}
