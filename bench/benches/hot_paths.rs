@@ -28,7 +28,7 @@ fn publish(c: &mut Criterion) {
         // A fresh event each time (built outside the timing) so no append is a duplicate.
         b.iter_batched(
             || Arc::new(event(0, "harness.tool.invoked")),
-            |e| bus.publish_shared(black_box(e)).unwrap(),
+            |e| bus.publish_shared(black_box(&e)).unwrap(),
             BatchSize::SmallInput,
         )
     });

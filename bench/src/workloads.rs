@@ -74,7 +74,7 @@ pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
         setup,
         |bus| {
             for e in &prebuilt {
-                bus.publish_shared(e.clone()).expect("memory sink");
+                bus.publish_shared(e).expect("memory sink");
             }
         },
     );
@@ -144,7 +144,7 @@ pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
         EventBus::new,
         |bus| {
             for e in &prebuilt {
-                bus.publish_shared(e.clone()).expect("memory sink");
+                bus.publish_shared(e).expect("memory sink");
             }
         },
     );

@@ -156,11 +156,14 @@ impl EventBus {
     /// Stores `event` in the canonical sink, then fans it out. Returns the
     /// event as shared with the log.
     pub fn publish(&self, event: Event) -> Result<Arc<Event>, BusError> {
-        self.publish_shared(Arc::new(event))
+        let event = Arc::new(event);
+        self.publish_shared(&event)?;
+        Ok(event)
     }
 
-    /// [`EventBus::publish`] for an event that is already shared.
-    pub fn publish_shared(&self, event: Arc<Event>) -> Result<Arc<Event>, BusError> {
+    /// [`EventBus::publish`] for an event that is already shared (the log
+    /// keeps a reference to it).
+    pub fn publish_shared(&self, event: &Arc<Event>) -> Result<(), BusError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
         }
@@ -169,7 +172,7 @@ impl EventBus {
                 m.append_shared(event.clone());
             }
             Canonical::Sink(s) => {
-                let stored = catch_unwind(AssertUnwindSafe(|| s.append(&event)))
+                let stored = catch_unwind(AssertUnwindSafe(|| s.append(event)))
                     .unwrap_or_else(|p| Err(PluginError::Panicked(panic_message(&*p))));
                 stored.map_err(|error| BusError::Canonical {
                     event_id: event.event_id(),
@@ -179,19 +182,19 @@ impl EventBus {
             }
         }
         for s in &self.subscribers {
-            let r = catch_unwind(AssertUnwindSafe(|| s.on_event(&event))).unwrap_or_else(|p| Err(panic_message(&*p)));
+            let r = catch_unwind(AssertUnwindSafe(|| s.on_event(event))).unwrap_or_else(|p| Err(panic_message(&*p)));
             if let Err(error) = r {
-                self.record(s.name(), &event, error);
+                self.record(s.name(), event, error);
             }
         }
         for d in &self.destinations {
-            let r = catch_unwind(AssertUnwindSafe(|| d.sink.append(&event)))
+            let r = catch_unwind(AssertUnwindSafe(|| d.sink.append(event)))
                 .unwrap_or_else(|p| Err(PluginError::Panicked(panic_message(&*p))));
             if let Err(error) = r {
-                self.record(&d.name, &event, error.to_string());
+                self.record(&d.name, event, error.to_string());
             }
         }
-        Ok(event)
+        Ok(())
     }
 
     fn record(&self, subscriber: &str, event: &Event, error: String) {

@@ -114,39 +114,38 @@ impl Inner {
 
     fn select(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Vec<LoggedEvent> {
         let limit = limit.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize);
-        let mut out = Vec::new();
         if limit == 0 {
-            return out;
+            return Vec::new();
         }
-        let mut take = |seq: u64| {
-            let event = &self.events[seq as usize - 1];
-            if filter.matches(event) {
-                out.push(LoggedEvent {
-                    seq,
-                    event: event.clone(),
-                });
+        // With at most one term, the posting list is exactly the matches.
+        let exact = filter.terms().len() <= 1;
+        let collect = |seqs: &mut dyn Iterator<Item = u64>, room: usize| {
+            let mut out = Vec::with_capacity(limit.min(room));
+            for seq in seqs {
+                let event = &self.events[seq as usize - 1];
+                if exact || filter.matches(event) {
+                    out.push(LoggedEvent {
+                        seq,
+                        event: event.clone(),
+                    });
+                    if out.len() == limit {
+                        break;
+                    }
+                }
             }
-            out.len() < limit
+            out
         };
         match self.candidates(filter) {
-            Candidates::None => {}
+            Candidates::None => Vec::new(),
             Candidates::All => {
-                for seq in after_seq + 1..=self.events.len() as u64 {
-                    if !take(seq) {
-                        break;
-                    }
-                }
+                let end = self.events.len() as u64;
+                collect(&mut (after_seq + 1..=end), end.saturating_sub(after_seq) as usize)
             }
             Candidates::Some(p) => {
-                let start = p.partition_point(|s| u64::from(*s) <= after_seq);
-                for seq in &p[start..] {
-                    if !take(u64::from(*seq)) {
-                        break;
-                    }
-                }
+                let rest = &p[p.partition_point(|s| u64::from(*s) <= after_seq)..];
+                collect(&mut rest.iter().map(|s| u64::from(*s)), rest.len())
             }
         }
-        out
     }
 
     fn count(&self, filter: &EventFilter) -> u64 {

@@ -87,12 +87,14 @@ impl SessionStore {
             if event.event_type() == events::TURN_STARTED {
                 state.turn_count += 1;
             }
-            state.last = Some(event.clone());
             if self.window > 0 {
+                // The latest event is the window's back: no second copy is kept.
                 if state.recent.len() == self.window {
                     state.recent.pop_front();
                 }
                 state.recent.push_back(event.clone());
+            } else {
+                state.last = Some(event.clone());
             }
             if self.evict_on_terminal && is_terminal(event) {
                 tasks.remove(&task);
@@ -102,7 +104,12 @@ impl SessionStore {
 
     /// The task's state, if the store holds it.
     pub fn state(&self, task: Uuid) -> Option<SessionState> {
-        self.with(|t| t.get(&task).cloned())
+        self.with(|t| {
+            t.get(&task).map(|s| SessionState {
+                last: s.recent.back().cloned().or_else(|| s.last.clone()),
+                ..s.clone()
+            })
+        })
     }
 
     /// Events seen for the task (0 if unknown).
@@ -117,7 +124,7 @@ impl SessionStore {
 
     /// The task's latest event.
     pub fn last(&self, task: Uuid) -> Option<Arc<Event>> {
-        self.with(|t| t.get(&task).and_then(|s| s.last.clone()))
+        self.with(|t| t.get(&task).and_then(|s| s.recent.back().or(s.last.as_ref()).cloned()))
     }
 
     /// The task's recent window, oldest first.
@@ -187,6 +194,11 @@ mod tests {
         assert_eq!((store.event_count(a), store.turns(a)), (4, 2));
         assert_eq!(store.recent(a).len(), 2);
         assert_eq!(store.last(a).unwrap().event_type(), events::TURN_STARTED);
+        assert_eq!(store.state(a).unwrap().last.unwrap().event_type(), events::TURN_STARTED);
+        let no_window = SessionStore::new(false, 0);
+        no_window.observe(&ev(a, events::TASK_STARTED, json!({})));
+        assert_eq!(no_window.last(a).unwrap().event_type(), events::TASK_STARTED);
+        assert!(no_window.recent(a).is_empty());
         assert_eq!(store.event_count(b), 1);
         assert_eq!(store.event_count(Uuid::new_v4()), 0);
         let _ = JsonObject::new();
