@@ -14,7 +14,8 @@ use zu_plugin_api::ffi::panic_message;
 
 type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 
-/// Why a call under a deadline produced no value.
+/// Why work under a deadline (a job here, a plugin call in the loop)
+/// produced no value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The deadline passed first; the call was abandoned.

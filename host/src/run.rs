@@ -22,7 +22,7 @@ use zu_plugin_api::ports::{
 use zu_plugin_api::version::Kind;
 
 use crate::bus::{BusError, EventBus};
-use crate::deadline::DeadlineRunner;
+use crate::deadline::{CallError, DeadlineRunner};
 use crate::registry::Registry;
 
 /// The environment variable the sandboxed launcher sets inside the sandbox.
@@ -361,13 +361,6 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Loop> {
 
 /// What a plugin call produced: its value, or why there is none.
 type Called<T> = Result<Result<T, PluginError>, CallError>;
-
-/// Why a plugin call produced no value.
-#[derive(Debug)]
-enum CallError {
-    TimedOut,
-    Panicked(String),
-}
 
 /// Runs `call` without holding the run's lock, unless the deadline passed
 /// (then the call is not made) or this thread took the run over from one
