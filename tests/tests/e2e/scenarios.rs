@@ -424,3 +424,41 @@ fn a_call_that_returns_after_the_run_was_taken_over_adds_nothing() {
     std::thread::sleep(Duration::from_millis(3000)); // the tool has returned by now
     assert_eq!(types(&bus), at_return, "the late thread appended to the log");
 }
+
+#[test]
+fn concurrent_runs_on_one_bus_keep_their_events_apart() {
+    let s = scenario("escalate_climbs_a_tier");
+    let reg = Arc::new(registry_for(&s));
+    let bus = Arc::new(EventBus::new());
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, reg, bus) = (s.clone(), reg.clone(), bus.clone());
+            std::thread::spawn(move || {
+                let provider = Arc::new(ScenarioProvider {
+                    responses: s["responses"].as_array().unwrap().clone(),
+                    next: AtomicUsize::new(0),
+                });
+                let spec = spec_for(&s);
+                let result = run_task(&spec, provider, &reg, &bus, &RunOptions::default()).unwrap();
+                (spec.task_id, result)
+            })
+        })
+        .collect();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("escalate_climbs_a_tier.json")).unwrap())
+            .unwrap();
+    let want: Vec<String> = serde_json::from_value(golden["event_types"].clone()).unwrap();
+    for handle in runs {
+        let (task, result) = handle.join().unwrap();
+        assert_eq!(result.status, Status::Success);
+        let filter = EventFilter::all().with(zu_plugin_api::filter::FilterField::TaskId, Some(task.to_string()));
+        let types: Vec<String> = bus
+            .query(&filter, None, 0)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_type().to_owned())
+            .collect();
+        assert_eq!(types, want, "task {task}");
+    }
+    assert_eq!(bus.count(&EventFilter::all()).unwrap(), 8 * want.len() as u64);
+}
