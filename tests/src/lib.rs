@@ -91,6 +91,8 @@ pub fn artifacts() -> &'static Artifacts {
             "zu-plugin-http",
             "-p",
             "zu-plugin-validators",
+            "-p",
+            "zu-plugin-noop",
         ]);
         let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
         let fixtures = fixtures.to_str().expect("a UTF-8 path");

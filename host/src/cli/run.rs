@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// The provider's config, as JSON or @FILE.
     #[arg(long, value_name = "JSON")]
     provider_config: Option<String>,
+    /// Another provider plugin that takes over when the run climbs to a tier, as TIER=NAME
+    /// (repeatable), e.g. 2=strong-model; configure it with --config providers.NAME=JSON.
+    #[arg(long = "tier-provider", value_name = "TIER=NAME")]
+    tier_providers: Vec<String>,
     /// A durable sink plugin for the event log (default: in memory).
     #[arg(long, value_name = "NAME")]
     sink: Option<String>,
@@ -88,6 +92,9 @@ struct FileSettings {
     containment: Option<String>,
     task: Option<FileTask>,
     provider: Option<Named>,
+    /// `[tier_providers]`: `"2" = "strong-model"`.
+    #[serde(default)]
+    tier_providers: BTreeMap<String, String>,
     sink: Option<Named>,
     /// `[config.<kind>.<name>]` tables: each plugin's config.
     #[serde(default)]
@@ -170,6 +177,7 @@ struct Plan {
     spec: TaskSpec,
     dirs: Vec<PathBuf>,
     provider: String,
+    tier_providers: BTreeMap<u32, String>,
     sink: Option<String>,
     configs: Vec<(Kind, String, Value)>,
     containment: Containment,
@@ -248,6 +256,29 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         configs.push((Kind::Providers, provider.clone(), c));
     }
 
+    let mut tier_providers = BTreeMap::new();
+    let from_file = settings
+        .tier_providers
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str(), format!("{}: [tier_providers]", file.display())));
+    let from_flags = args
+        .tier_providers
+        .iter()
+        .filter_map(|a| a.split_once('='))
+        .map(|(t, n)| (t, n, "--tier-provider".to_owned()));
+    if let Some(bad) = args.tier_providers.iter().find(|a| !a.contains('=')) {
+        return Err(format!(
+            "--tier-provider {bad:?}: expected TIER=NAME, e.g. 2=strong-model"
+        ));
+    }
+    for (tier, name, origin) in from_file.chain(from_flags) {
+        let tier: u32 = tier
+            .trim()
+            .parse()
+            .map_err(|_| format!("{origin}: tier {tier:?} is not a number"))?;
+        tier_providers.insert(tier, name.trim().to_owned());
+    }
+
     let file_sink = settings.sink;
     let sink = args.sink.clone().or_else(|| file_sink.as_ref().map(|s| s.name.clone()));
     if let Some(name) = &sink {
@@ -276,6 +307,7 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         spec,
         dirs,
         provider,
+        tier_providers,
         sink,
         configs,
         containment,
@@ -324,8 +356,21 @@ pub fn run(args: RunArgs) -> u8 {
             }
         },
     };
+    let mut providers_by_tier = BTreeMap::new();
+    for (tier, name) in &plan.tier_providers {
+        let Some(p) = registry.provider(name) else {
+            return fail(refusal("providers", name).unwrap_or_else(|| {
+                format!(
+                    "no provider plugin named {name:?} for tier {tier}; loaded providers: {:?}",
+                    registry.names(Kind::Providers)
+                )
+            }));
+        };
+        providers_by_tier.insert(*tier, p);
+    }
     let bus = Arc::new(bus);
     let options = RunOptions {
+        providers_by_tier,
         containment: plan.containment,
         ..RunOptions::default()
     };

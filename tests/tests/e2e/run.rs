@@ -506,3 +506,35 @@ fn plugins_read_the_run_through_the_host_callback() {
     // task.started, envelope, turn.started, turn.completed, tool.invoked, source.fetched, tool.returned.
     assert_eq!(fired[0].payload()["detail"], "7 events, query \"q\"");
 }
+
+#[test]
+fn a_tier_provider_takes_over_when_the_run_climbs() {
+    let a = artifacts();
+    let plugins = plugin_dir(&[
+        a.lib("zu_plugin_scripted"),
+        a.lib("zu_plugin_checks"),
+        a.lib("zu_plugin_files"),
+        a.lib("zu_plugin_noop"),
+        a.fixture("panicky"), // a tier-2 tool, so there is a tier to climb to
+    ]);
+    // The scripted provider reads an empty page; `empty` escalates to tier 2,
+    // where bench_script answers. Without the override, the script runs out.
+    let script = json!({"responses": [{"tool_calls": [{"name": "file_read", "args": {"path": "empty.md"}}]}]});
+    let dir = workdir(plugins.path(), script, "\n[config.providers.bench_script]\nk = 1\n");
+    let out = zu_run(dir.path(), &["--tier-provider", "2=bench_script"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(result_of(&out)["value"], json!({"answer": 1}));
+    let without = zu_run(dir.path(), &[], &[]);
+    assert_eq!(without.status.code(), Some(4), "{}", stderr(&without));
+    assert!(result_of(&without)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("script is exhausted"));
+    let bad = zu_run(dir.path(), &["--tier-provider", "2=gpt-nine"], &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("no provider plugin named \"gpt-nine\" for tier 2"),
+        "{}",
+        stderr(&bad)
+    );
+}
