@@ -13,6 +13,33 @@
 //! }
 //! # Ok::<(), zu_host::HostError>(())
 //! ```
+//!
+//! Embedding: register native Rust plugins in-process, run a task, read its log.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use zu_host::api::prelude::*;
+//! use zu_host::api::filter::FilterField;
+//! use zu_host::{run_task, EventBus, PluginObject, Registry, RunOptions};
+//!
+//! struct Answer;
+//! impl ModelProvider for Answer {
+//!     fn complete(&self, _: &ModelRequest) -> Result<ModelResponse, PluginError> {
+//!         Ok(ModelResponse { text: Some(r#"{"answer": 42}"#.into()), ..Default::default() })
+//!     }
+//! }
+//!
+//! let registry = Registry::new(); // add tools, detectors, validators with register_native
+//! let bus = Arc::new(EventBus::new());
+//! let spec = TaskSpec::new("what is the answer?");
+//! let result = run_task(&spec, Arc::new(Answer), &registry, &bus, &RunOptions::default())?;
+//! assert_eq!(result.status, Status::Success);
+//! assert_eq!(result.value.unwrap()["answer"], 42);
+//! let completed = EventFilter::all().with(FilterField::Type, Some("harness.task.completed"));
+//! assert_eq!(bus.count(&completed)?, 1);
+//! # let _ = PluginObject::Tool;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod bus;
 pub mod deadline;
