@@ -20,7 +20,7 @@
 //! use std::sync::Arc;
 //! use zu_host::api::prelude::*;
 //! use zu_host::api::filter::FilterField;
-//! use zu_host::{run_task, EventBus, PluginObject, Registry, RunOptions};
+//! use zu_host::{run_task, EventBus, Registry, RunOptions};
 //!
 //! struct Answer;
 //! impl ModelProvider for Answer {
@@ -37,7 +37,6 @@
 //! assert_eq!(result.value.unwrap()["answer"], 42);
 //! let completed = EventFilter::all().with(FilterField::Type, Some("harness.task.completed"));
 //! assert_eq!(bus.count(&completed)?, 1);
-//! # let _ = PluginObject::Tool;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
