@@ -133,14 +133,14 @@ impl RunContext for RunView {
         self.run.bus.count(&self.run.scope).unwrap_or(0)
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
-        // Only this run's events: a filter naming another task matches nothing.
-        let mut scoped = filter.clone();
-        if let Some(Some(task)) = filter.get(FilterField::TaskId) {
-            if task != self.task() {
-                return Ok(Vec::new());
-            }
+        // Only this run's events: a filter naming another task (or asking for
+        // a null task id, which no event has) matches nothing.
+        match filter.get(FilterField::TaskId) {
+            Some(Some(task)) if task == self.task() => {}
+            Some(_) => return Ok(Vec::new()),
+            None => {}
         }
-        scoped = scoped.with(FilterField::TaskId, Some(self.task()));
+        let scoped = filter.clone().with(FilterField::TaskId, Some(self.task()));
         self.run
             .bus
             .query(&scoped, limit, after_seq)
@@ -1116,6 +1116,29 @@ pub fn parse_value(text: Option<&str>) -> Option<JsonObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_view_reads_only_its_own_task() {
+        let bus = Arc::new(EventBus::new());
+        let (mine, other) = (Arc::new(TaskSpec::new("a")), TaskSpec::new("b"));
+        for spec in [&*mine, &other] {
+            let e = Event::new(spec.task_id, spec.task_id, None, "harness.a", "t", JsonObject::new()).unwrap();
+            bus.publish(e).unwrap();
+        }
+        let view = RunView::new(mine.clone(), bus, None);
+        assert_eq!(view.event_count(), 1);
+        let all = view.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].event.task_id(), mine.task_id);
+        for f in [
+            EventFilter::all().with(FilterField::TaskId, Some(other.task_id.to_string())),
+            EventFilter::all().with(FilterField::TaskId, None::<String>),
+        ] {
+            assert!(view.query(&f, None, 0).unwrap().is_empty(), "{f:?}");
+        }
+        let own = EventFilter::all().with(FilterField::TaskId, Some(mine.task_id.to_string()));
+        assert_eq!(view.query(&own, None, 0).unwrap().len(), 1);
+    }
 
     #[test]
     fn final_text_parses_like_the_reference() {
