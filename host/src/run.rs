@@ -509,7 +509,10 @@ pub fn run_task(
     let spec = Arc::new(spec.clone());
     let top = tools.iter().map(|t| t.tier).max().unwrap_or(1);
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(spec.budget.wall_time_s);
+    // A wall time too large for the clock means "no deadline" in practice.
+    let deadline = start
+        .checked_add(Duration::from_secs(spec.budget.wall_time_s))
+        .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
     let state = Loop {
         run: Run {
             bus: bus.clone(),
@@ -1116,6 +1119,24 @@ pub fn parse_value(text: Option<&str>) -> Option<JsonObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_enormous_wall_time_is_no_deadline_rather_than_a_crash() {
+        struct Answer;
+        impl ModelProvider for Answer {
+            fn complete(&self, _: &ModelRequest) -> Result<ModelResponse, PluginError> {
+                Ok(ModelResponse {
+                    text: Some("{\"ok\": 1}".into()),
+                    ..Default::default()
+                })
+            }
+        }
+        let mut spec = TaskSpec::new("q");
+        spec.budget.wall_time_s = u64::MAX;
+        let bus = Arc::new(EventBus::new());
+        let r = run_task(&spec, Arc::new(Answer), &Registry::new(), &bus, &RunOptions::default()).unwrap();
+        assert_eq!(r.status, Status::Success);
+    }
 
     #[test]
     fn a_run_view_reads_only_its_own_task() {
