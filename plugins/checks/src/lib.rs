@@ -77,6 +77,7 @@ impl Detector for ErrorDetector {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { detectors: [EmptyDetector, ErrorDetector] }
 
 #[cfg(test)]

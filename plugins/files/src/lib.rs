@@ -160,6 +160,7 @@ impl Tool for FileRead {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { tools: [FileRead] }
 
 #[cfg(test)]

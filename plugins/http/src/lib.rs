@@ -299,6 +299,7 @@ impl Tool for HttpFetch {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { tools: [HttpFetch] }
 
 #[cfg(test)]

@@ -221,6 +221,7 @@ impl EventSink for JsonlSink {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { sinks: [JsonlSink] }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ impl Tool for NoopStats {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! {
     providers: [BenchScript],
     tools: [Noop, NoopStats],

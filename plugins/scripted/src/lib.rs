@@ -105,6 +105,7 @@ impl ModelProvider for Scripted {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { providers: [Scripted] }
 
 #[cfg(test)]

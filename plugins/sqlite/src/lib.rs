@@ -246,6 +246,7 @@ impl EventSink for SqliteSink {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { sinks: [SqliteSink] }
 
 #[cfg(test)]

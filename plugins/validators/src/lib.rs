@@ -157,6 +157,7 @@ impl Validator for GroundingValidator {
     }
 }
 
+#[cfg(feature = "export")]
 zu_plugin_api::export_plugins! { validators: [SchemaValidator, GroundingValidator] }
 
 #[cfg(test)]

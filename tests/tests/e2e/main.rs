@@ -4,6 +4,7 @@
 mod author;
 mod boundary;
 mod cli;
+mod embed;
 mod loading;
 mod run;
 mod scenarios;
