@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -155,7 +156,20 @@ struct Run {
     task_id: Uuid,
     root: Option<Uuid>,
     ctx: RunView,
+    stop: Arc<Abandon>,
 }
+
+/// Shared with the caller outside the run's lock: lets it end a run whose
+/// worker is stuck while holding the lock (in a detector or validator).
+#[derive(Default)]
+struct Abandon {
+    abandoned: AtomicBool,
+    root: OnceLock<Uuid>,
+}
+
+/// How long past the wall time the caller waits for a worker that holds the
+/// run (host code, or a detector or validator) before abandoning it.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Payloads of the per-step events, serialized straight to their JSON text.
 #[derive(serde::Serialize)]
@@ -192,6 +206,9 @@ impl Run {
         parent: Option<Uuid>,
         source: &str,
     ) -> Result<Uuid, BusError> {
+        if self.stop.abandoned.load(Ordering::Acquire) {
+            return Err(BusError::Closed); // the caller ended this run; nothing more goes on its log
+        }
         let source: std::borrow::Cow<'static, str> = if source == "loop" {
             "loop".into()
         } else {
@@ -513,13 +530,16 @@ pub fn run_task(
     let deadline = start
         .checked_add(Duration::from_secs(spec.budget.wall_time_s))
         .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
+    let stop = Arc::new(Abandon::default());
+    let (trace_id, task_id) = (options.trace_id.unwrap_or(spec.task_id), spec.task_id);
     let state = Loop {
         run: Run {
             bus: bus.clone(),
-            trace_id: options.trace_id.unwrap_or(spec.task_id),
-            task_id: spec.task_id,
+            trace_id,
+            task_id,
             root: None,
             ctx: RunView::new(spec.clone(), bus.clone(), None),
+            stop: stop.clone(),
         },
         ladder: Ladder {
             current: 1,
@@ -555,12 +575,43 @@ pub fn run_task(
     // deadline and, if the worker is stuck in a call by then, finishes the run.
     let mut runner = DeadlineRunner::new();
     let _ = runner.call(deadline, move || drive(&worker, false));
-    {
-        let mut st = lock(&shared);
-        if st.outcome.is_none() {
-            st.taken_over = true;
+    let grace_ends = Instant::now() + GRACE;
+    let st = loop {
+        match shared.try_lock() {
+            Ok(st) => break Some(st),
+            Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < grace_ends => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => break None,
         }
+    };
+    let Some(mut st) = st else {
+        // The worker holds the run past the wall time (a detector or validator
+        // that does not return): end the run here, and keep the worker off the log.
+        stop.abandoned.store(true, Ordering::Release);
+        tracing::warn!(task = %task_id, "a detector or validator held the run past its wall time; the run ends without it");
+        let reason = "budget:wall_time_s";
+        let event = Event::with_payload(
+            trace_id,
+            task_id,
+            stop.root.get().copied(),
+            ev::TASK_TERMINAL,
+            "loop",
+            &json!({"reason": reason}),
+        )
+        .expect("a namespaced type and an object payload");
+        bus.publish(event)?;
+        return Ok(RunResult {
+            status: Status::Terminal,
+            value: None,
+            reason: Some(reason.to_owned()),
+        });
+    };
+    if st.outcome.is_none() {
+        st.taken_over = true;
     }
+    drop(st);
     drive(&shared, true);
     let mut st = lock(&shared);
     st.outcome.take().expect("a run taken over is driven to its end")
@@ -579,12 +630,14 @@ impl Loop {
 
     fn start_run(&mut self) -> Result<(), RunError> {
         let spec = self.spec.clone();
-        self.run.root = Some(self.run.emit(
+        let root = self.run.emit(
             ev::TASK_STARTED,
             &json!({"query": spec.query, "target": spec.target}),
             None,
             "loop",
-        )?);
+        )?;
+        self.run.root = Some(root);
+        let _ = self.run.stop.root.set(root);
         let envelope: Map<String, Value> = self
             .tools
             .iter()

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use zu_tests::{artifacts, target_dir, workspace_root};
+use zu_tests::workspace_root;
 
 const MAIN: &str = r#"
 use std::sync::Arc;
@@ -33,7 +33,9 @@ fn main() {
 
 #[test]
 fn several_plugin_crates_link_into_one_embedding_binary() {
-    artifacts(); // the shared target dir already holds the dependencies
+    // Its own target dir: as a dependency, a plugin crate is still built as a
+    // cdylib too, and without its export it must not replace the test plugins.
+    let target = workspace_root().join("target").join("zu-test-embed");
     let dir = tempfile::tempdir().unwrap();
     let path = |p: &str| workspace_root().join(p).display().to_string();
     let manifest = format!(
@@ -55,14 +57,14 @@ fn several_plugin_crates_link_into_one_embedding_binary() {
     std::fs::copy(workspace_root().join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
     let status = Command::new(env!("CARGO"))
         .args(["build", "--offline", "--target-dir"])
-        .arg(target_dir())
+        .arg(&target)
         .current_dir(dir.path())
         .status()
         .unwrap();
     assert!(status.success(), "the embedding crate does not build");
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(docs.path().join("a.txt"), "the word is embedded").unwrap();
-    let out = Command::new(target_dir().join("debug/embedder"))
+    let out = Command::new(target.join("debug/embedder"))
         .arg(docs.path())
         .output()
         .unwrap();

@@ -462,3 +462,52 @@ fn concurrent_runs_on_one_bus_keep_their_events_apart() {
     }
     assert_eq!(bus.count(&EventFilter::all()).unwrap(), 8 * want.len() as u64);
 }
+
+#[test]
+fn a_detector_that_does_not_return_cannot_hold_the_run_past_its_wall_time() {
+    struct Stuck;
+    impl Detector for Stuck {
+        fn scope(&self) -> Scope {
+            Scope::PerObservation
+        }
+        fn inspect(&self, _: &dyn RunContext) -> Result<Option<Verdict>, PluginError> {
+            std::thread::sleep(Duration::from_millis(5000));
+            Ok(Some(Verdict::new(Severity::Warn, "stuck", "woke up late")))
+        }
+    }
+    let s = scenario("tool_then_final");
+    let mut reg = registry_for(&s);
+    reg.register_native("stuck", Envelope::NONE, PluginObject::Detector(Arc::new(Stuck)))
+        .unwrap();
+    let provider = Arc::new(ScenarioProvider {
+        responses: s["responses"].as_array().unwrap().clone(),
+        next: AtomicUsize::new(0),
+    });
+    let mut spec = spec_for(&s);
+    spec.budget.wall_time_s = 1;
+    let bus = Arc::new(EventBus::new());
+    let started = std::time::Instant::now();
+    let result = run_task(&spec, provider, &reg, &bus, &RunOptions::default()).unwrap();
+    // 1 s of wall time plus 1 s of grace, well before the detector's 5 s.
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "returned after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (result.status, result.reason.as_deref()),
+        (Status::Terminal, Some("budget:wall_time_s"))
+    );
+    let types = |bus: &EventBus| -> Vec<String> {
+        bus.query(&EventFilter::all(), None, 0)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_type().to_owned())
+            .collect()
+    };
+    let at_return = types(&bus);
+    assert_eq!(at_return.last().map(String::as_str), Some("harness.task.terminal"));
+    assert_eq!(at_return.iter().filter(|t| *t == "harness.tool.returned").count(), 1);
+    std::thread::sleep(Duration::from_millis(4500)); // the detector has returned by now
+    assert_eq!(types(&bus), at_return, "the abandoned worker appended to the log");
+}
