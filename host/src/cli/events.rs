@@ -12,7 +12,7 @@ use zu_host::{discovery, view, EventBus};
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::version::Kind;
 
-use super::{config_value, load_registry};
+use super::{config_value, load_registry, missing_plugin};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 #[derive(Args)]
@@ -78,19 +78,7 @@ pub fn run(args: EventsArgs) -> u8 {
         }
     };
     let Some(sink) = registry.sink(&args.sink) else {
-        let why = registry
-            .failures()
-            .iter()
-            .find(|f| f.kind.as_deref() == Some("sinks") && f.name.as_deref() == Some(args.sink.as_str()))
-            .map_or_else(
-                || {
-                    format!(
-                        "no sink plugin named {:?} in the plugin directories (zu plugins lists what loaded)",
-                        args.sink
-                    )
-                },
-                |f| f.error.to_string(),
-            );
+        let why = missing_plugin(&registry, Kind::Sinks, "sink", &args.sink, "");
         eprintln!("zu: {why}");
         return EXIT_USAGE;
     };

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use zu_host::{discovery, HostError, Loader, Registry};
+use zu_host::{discovery, HostError, Registry};
 
-use super::{load_registry, parse_configs};
+use super::{configured_loader, load_registry, parse_configs};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 #[derive(Args)]
@@ -53,12 +53,8 @@ pub fn run_check(args: CheckArgs) -> u8 {
                 path: args.library.clone(),
             });
         }
-        let mut loader = Loader::new();
-        for (kind, name, value) in configs {
-            loader.set_config(kind, &name, value);
-        }
         let mut registry = Registry::new();
-        loader.load_file(&mut registry, &args.library);
+        configured_loader(configs).load_file(&mut registry, &args.library);
         Ok(registry)
     });
     finish(loaded, args.json, true)

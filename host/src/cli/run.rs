@@ -13,7 +13,7 @@ use zu_host::{discovery, run_task, Containment, EventBus, RunOptions};
 use zu_plugin_api::contracts::{Budget, Status, TaskSpec};
 use zu_plugin_api::version::Kind;
 
-use super::{config_value, load_registry, parse_configs};
+use super::{config_value, load_registry, missing_plugin, parse_configs};
 
 /// Exit code: the run ended in ESCALATE.
 pub const EXIT_ESCALATE: u8 = 3;
@@ -323,48 +323,35 @@ pub fn run(args: RunArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let refusal = |kind: &str, name: &str| {
-        registry
-            .failures()
-            .iter()
-            .find(|f| f.kind.as_deref() == Some(kind) && f.name.as_deref() == Some(name))
-            .map(|f| f.error.to_string())
-    };
     for f in registry.failures() {
         tracing::warn!(code = f.error.code(), "{}", f.error);
     }
     let Some(provider) = registry.provider(&plan.provider) else {
-        return fail(refusal("providers", &plan.provider).unwrap_or_else(|| {
-            format!(
-                "no provider plugin named {:?}; loaded providers: {:?}",
-                plan.provider,
-                registry.names(Kind::Providers)
-            )
-        }));
+        return fail(missing_plugin(
+            &registry,
+            Kind::Providers,
+            "provider",
+            &plan.provider,
+            "",
+        ));
     };
     let bus = match &plan.sink {
         None => EventBus::new(),
         Some(name) => match registry.sink(name) {
             Some(sink) => EventBus::with_sink(sink),
-            None => {
-                return fail(refusal("sinks", name).unwrap_or_else(|| {
-                    format!(
-                        "no sink plugin named {name:?}; loaded sinks: {:?}",
-                        registry.names(Kind::Sinks)
-                    )
-                }))
-            }
+            None => return fail(missing_plugin(&registry, Kind::Sinks, "sink", name, "")),
         },
     };
     let mut providers_by_tier = BTreeMap::new();
     for (tier, name) in &plan.tier_providers {
         let Some(p) = registry.provider(name) else {
-            return fail(refusal("providers", name).unwrap_or_else(|| {
-                format!(
-                    "no provider plugin named {name:?} for tier {tier}; loaded providers: {:?}",
-                    registry.names(Kind::Providers)
-                )
-            }));
+            return fail(missing_plugin(
+                &registry,
+                Kind::Providers,
+                "provider",
+                name,
+                &format!(" for tier {tier}"),
+            ));
         };
         providers_by_tier.insert(*tier, p);
     }
