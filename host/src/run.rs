@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 use zu_plugin_api::contracts::{Event, JsonObject, Result as RunResult, Status, TaskSpec};
 use zu_plugin_api::events as ev;
-use zu_plugin_api::ffi::panic_message;
+use zu_plugin_api::ffi::{panic_message, to_json_capped};
 use zu_plugin_api::filter::{EventFilter, FilterField, StoredEvent};
 use zu_plugin_api::ports::{
     Detector, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, RunContext, Scope, Severity, Tool,
@@ -223,11 +223,7 @@ impl Run {
 
     fn terminal(&self, reason: &str) -> Result<RunResult, RunError> {
         self.emit(ev::TASK_TERMINAL, &json!({"reason": reason}), self.root, "loop")?;
-        Ok(RunResult {
-            status: Status::Terminal,
-            value: None,
-            reason: Some(reason.to_owned()),
-        })
+        Ok(terminal_result(reason))
     }
 
     fn ctx(&self, observation: Option<Arc<Value>>) -> RunView {
@@ -235,6 +231,14 @@ impl Run {
             observation,
             run: self.ctx.run.clone(),
         }
+    }
+}
+
+fn terminal_result(reason: &str) -> RunResult {
+    RunResult {
+        status: Status::Terminal,
+        value: None,
+        reason: Some(reason.to_owned()),
     }
 }
 
@@ -289,25 +293,6 @@ fn budget_reason(elapsed: Duration, tokens: u64, spec: &TaskSpec) -> Option<&'st
     } else {
         None
     }
-}
-
-/// Whether `value` encodes to at most `limit` bytes of JSON, found without
-/// building the whole encoding.
-pub fn within_size(value: &impl serde::Serialize, limit: usize) -> bool {
-    struct Counter(usize, usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            if self.0 > self.1 {
-                return Err(std::io::Error::other("over the limit"));
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    serde_json::to_writer(Counter(0, limit), value).is_ok()
 }
 
 /// The run's tier ladder.
@@ -441,14 +426,10 @@ fn drive(shared: &Shared, takeover: bool) {
                 let ctx = st.run.ctx(None);
                 let Some((next, out)) = call_unlocked(shared, st, move || {
                     let out = tool.call(&ctx, args)?;
-                    // Checked before it is stored or sent: never encoded whole.
-                    if within_size(&out, MAX_OBSERVATION_BYTES) {
-                        Ok(out)
-                    } else {
-                        Err(PluginError::TooLarge {
-                            limit: MAX_OBSERVATION_BYTES,
-                        })
-                    }
+                    // Encoded once, for the model's history, and refused
+                    // before an oversized observation is encoded whole.
+                    let text = to_json_capped(&out, MAX_OBSERVATION_BYTES)?;
+                    Ok((out, text))
                 }) else {
                     return;
                 };
@@ -602,11 +583,7 @@ pub fn run_task(
         )
         .expect("a namespaced type and an object payload");
         bus.publish(event)?;
-        return Ok(RunResult {
-            status: Status::Terminal,
-            value: None,
-            reason: Some(reason.to_owned()),
-        });
+        return Ok(terminal_result(reason));
     };
     if st.outcome.is_none() {
         st.taken_over = true;
@@ -783,7 +760,7 @@ impl Loop {
 
     /// Turns tool `i`'s outcome (`None`: no such tool at this tier) into the
     /// observation, records it, and runs the per-observation detectors.
-    fn after_tool(&mut self, i: usize, outcome: Option<Called<JsonObject>>) -> Result<(), RunError> {
+    fn after_tool(&mut self, i: usize, outcome: Option<Called<(JsonObject, String)>>) -> Result<(), RunError> {
         let response = self.response.clone();
         let name = response.tool_calls[i].name.as_str();
         let (run, turn) = (&self.run, self.turn);
@@ -794,9 +771,13 @@ impl Loop {
             }
             run.emit(ev::DEFENSE_BLOCKED, &payload, Some(turn), name).map(|_| ())
         };
+        let mut encoded = None;
         let obs: JsonObject = match outcome {
             None => obj(json!({"error": format!("unknown tool: {name}")})),
-            Some(Ok(Ok(o))) => o,
+            Some(Ok(Ok((o, text)))) => {
+                encoded = Some(text);
+                o
+            }
             Some(Err(CallError::TimedOut)) => {
                 tracing::warn!(tool = name, "tool call exceeded the run's remaining wall time");
                 block(
@@ -843,7 +824,7 @@ impl Loop {
             Some(turn),
             name,
         )?;
-        let content = serde_json::to_string(&obs).unwrap_or_default();
+        let content = encoded.unwrap_or_else(|| serde_json::to_string(&obs).unwrap_or_default());
         Arc::make_mut(&mut self.request)
             .messages
             .push(json!({"role": "tool", "name": name, "content": content}));
@@ -1225,13 +1206,6 @@ mod tests {
         assert_eq!(p("no json here"), json!({"text": "no json here"}));
         assert_eq!(parse_value(Some("")), None);
         assert_eq!(parse_value(None), None);
-    }
-
-    #[test]
-    fn size_is_checked_without_encoding_everything() {
-        let big = json!({"blob": "x".repeat(2_000_000)});
-        assert!(!within_size(&big, MAX_OBSERVATION_BYTES));
-        assert!(within_size(&json!({"ok": true}), MAX_OBSERVATION_BYTES));
     }
 
     #[test]

@@ -368,6 +368,17 @@ mod tests {
     }
 
     #[test]
+    fn size_is_checked_without_encoding_everything() {
+        let big = serde_json::json!({"blob": "x".repeat(2_000_000)});
+        let limit = crate::ports::MAX_OBSERVATION_BYTES;
+        assert_eq!(to_json_capped(&big, limit), Err(PluginError::TooLarge { limit }));
+        assert_eq!(
+            to_json_capped(&serde_json::json!({"ok": true}), limit).unwrap(),
+            r#"{"ok":true}"#
+        );
+    }
+
+    #[test]
     fn catch_turns_a_panic_into_an_error() {
         let r: Result<(), _> = catch(|| panic!("boom {}", 7));
         assert_eq!(r, Err(PluginError::Panicked("boom 7".into())));
