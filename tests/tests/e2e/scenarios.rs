@@ -182,16 +182,19 @@ fn spec_for(s: &Value) -> TaskSpec {
 }
 
 /// Runs a scenario and returns (result, event types).
-fn run(s: &Value, provider: Arc<dyn ModelProvider>, reg: &Registry) -> (RunResult, Vec<String>) {
-    let bus = Arc::new(EventBus::new());
-    let result = run_task(&spec_for(s), provider, reg, &bus, &RunOptions::default()).unwrap();
-    let types = bus
-        .query(&EventFilter::all(), None, 0)
+/// The types of every event on the bus's log, in order.
+fn event_types(bus: &EventBus) -> Vec<String> {
+    bus.query(&EventFilter::all(), None, 0)
         .unwrap()
         .iter()
         .map(|e| e.event.event_type().to_owned())
-        .collect();
-    (result, types)
+        .collect()
+}
+
+fn run(s: &Value, provider: Arc<dyn ModelProvider>, reg: &Registry) -> (RunResult, Vec<String>) {
+    let bus = Arc::new(EventBus::new());
+    let result = run_task(&spec_for(s), provider, reg, &bus, &RunOptions::default()).unwrap();
+    (result, event_types(&bus))
 }
 
 fn assert_matches_golden(name: &str, result: &RunResult, types: &[String]) {
@@ -412,17 +415,10 @@ fn a_call_that_returns_after_the_run_was_taken_over_adds_nothing() {
         started.elapsed() < Duration::from_millis(2500),
         "run_task returned at the deadline, not when the tool did"
     );
-    let types = |bus: &EventBus| -> Vec<String> {
-        bus.query(&EventFilter::all(), None, 0)
-            .unwrap()
-            .iter()
-            .map(|e| e.event.event_type().to_owned())
-            .collect()
-    };
-    let at_return = types(&bus);
+    let at_return = event_types(&bus);
     assert_matches_golden("budget_wall_time_hanging_tool", &result, &at_return);
     std::thread::sleep(Duration::from_millis(3000)); // the tool has returned by now
-    assert_eq!(types(&bus), at_return, "the late thread appended to the log");
+    assert_eq!(event_types(&bus), at_return, "the late thread appended to the log");
 }
 
 #[test]
@@ -498,16 +494,9 @@ fn a_detector_that_does_not_return_cannot_hold_the_run_past_its_wall_time() {
         (result.status, result.reason.as_deref()),
         (Status::Terminal, Some("budget:wall_time_s"))
     );
-    let types = |bus: &EventBus| -> Vec<String> {
-        bus.query(&EventFilter::all(), None, 0)
-            .unwrap()
-            .iter()
-            .map(|e| e.event.event_type().to_owned())
-            .collect()
-    };
-    let at_return = types(&bus);
+    let at_return = event_types(&bus);
     assert_eq!(at_return.last().map(String::as_str), Some("harness.task.terminal"));
     assert_eq!(at_return.iter().filter(|t| *t == "harness.tool.returned").count(), 1);
     std::thread::sleep(Duration::from_millis(4500)); // the detector has returned by now
-    assert_eq!(types(&bus), at_return, "the abandoned worker appended to the log");
+    assert_eq!(event_types(&bus), at_return, "the abandoned worker appended to the log");
 }
