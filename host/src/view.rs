@@ -130,10 +130,11 @@ pub fn scope_event(event: &Event, full: bool) -> Value {
     out.insert("parent_id".into(), event.parent_id().map_or(Value::Null, uuid_text));
     out.insert("type".into(), event.event_type().into());
     out.insert("source".into(), event.source().into());
-    out.insert(
-        "ts".into(),
-        event.ts().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string().into(),
-    );
+    // Python's isoformat() of an aware UTC datetime ends in +00:00, not Z.
+    let mut ts = event.ts_text();
+    ts.pop();
+    ts.push_str("+00:00");
+    out.insert("ts".into(), ts.into());
     out.insert("schema_version".into(), event.schema_version().into());
     out.insert("payload".into(), Value::Object(scope_payload(event.payload(), full)));
     Value::Object(out)

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -191,7 +191,9 @@ pub struct Event {
     task_id: Uuid,
     parent_id: Option<Uuid>,
     ty: Cow<'static, str>,
-    ts: DateTime<Utc>,
+    /// Microseconds since the Unix epoch (the reference's precision): one
+    /// clock read, no calendar arithmetic until someone asks for a date.
+    ts_us: i64,
     source: Cow<'static, str>,
     payload: Payload,
     schema_version: u32,
@@ -206,7 +208,7 @@ impl Serialize for Event {
         st.serialize_field("task_id", &self.task_id)?;
         st.serialize_field("parent_id", &self.parent_id)?;
         st.serialize_field("type", &self.ty)?;
-        st.serialize_field("ts", &TsMicros(&self.ts))?;
+        st.serialize_field("ts", &TsText::of(self.ts_us))?;
         st.serialize_field("source", &self.source)?;
         st.serialize_field("payload", &self.payload.text)?;
         st.serialize_field("schema_version", &self.schema_version)?;
@@ -214,13 +216,53 @@ impl Serialize for Event {
     }
 }
 
-/// Timestamps travel as RFC 3339 with microseconds and `Z`, as the Python
-/// reference writes them, so either side reads the other's logs.
-struct TsMicros<'a>(&'a DateTime<Utc>);
+/// Timestamps travel as RFC 3339 with microseconds and `Z`
+/// (`2026-11-25T10:00:00.123456Z`), as the Python reference writes them, so
+/// either side reads the other's logs. Formatted by hand into a stack buffer:
+/// events are serialized on every durable append and boundary crossing.
+struct TsText {
+    buf: [u8; 27],
+    /// `buf` holds the text; otherwise (a year outside 0..=9999) chrono's.
+    fixed: bool,
+    ts: DateTime<Utc>,
+}
 
-impl Serialize for TsMicros<'_> {
+impl TsText {
+    fn of(us: i64) -> Self {
+        use chrono::{Datelike, Timelike};
+        let ts = DateTime::from_timestamp_micros(us).unwrap_or_default();
+        let mut buf = *b"0000-00-00T00:00:00.000000Z";
+        let fixed = (0..=9999).contains(&ts.year());
+        if fixed {
+            let mut put = |at: usize, width: usize, mut v: u32| {
+                for i in (at..at + width).rev() {
+                    buf[i] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                }
+            };
+            put(0, 4, ts.year() as u32);
+            put(5, 2, ts.month());
+            put(8, 2, ts.day());
+            put(11, 2, ts.hour());
+            put(14, 2, ts.minute());
+            put(17, 2, ts.second());
+            put(20, 6, ts.timestamp_subsec_micros());
+        }
+        TsText { buf, fixed, ts }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        if self.fixed {
+            f(std::str::from_utf8(&self.buf).expect("ASCII digits"))
+        } else {
+            f(&self.ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        }
+    }
+}
+
+impl Serialize for TsText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(&self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        self.with(|text| s.serialize_str(text))
     }
 }
 
@@ -238,7 +280,7 @@ impl<'de> Deserialize<'de> for Event {
             task_id: w.task_id,
             parent_id: w.parent_id,
             ty: Cow::Owned(w.ty),
-            ts: w.ts,
+            ts_us: w.ts.timestamp_micros(),
             source: Cow::Owned(w.source),
             payload,
             schema_version: w.schema_version,
@@ -263,6 +305,15 @@ struct EventWire {
     payload: Option<Box<RawValue>>,
     #[serde(default = "default_schema_version")]
     schema_version: u32,
+}
+
+/// The system clock in microseconds since the Unix epoch.
+fn now_micros() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(before) => -(before.duration().as_micros() as i64),
+    }
 }
 
 fn default_schema_version() -> u32 {
@@ -301,7 +352,7 @@ impl Event {
             task_id,
             parent_id,
             ty,
-            ts: Utc::now().trunc_subsecs(6),
+            ts_us: now_micros(),
             source: source.into(),
             payload: Payload::of(payload)?,
             schema_version: 1,
@@ -328,9 +379,14 @@ impl Event {
     pub fn event_type(&self) -> &str {
         &self.ty
     }
-    /// When the event was built.
+    /// When the event was built (to the microsecond).
     pub fn ts(&self) -> DateTime<Utc> {
-        self.ts
+        // Every stored value came from a `DateTime` or the system clock, so it is in range.
+        DateTime::from_timestamp_micros(self.ts_us).unwrap_or_default()
+    }
+    /// [`Event::ts`] as it travels: RFC 3339, microseconds, `Z`.
+    pub fn ts_text(&self) -> String {
+        TsText::of(self.ts_us).with(str::to_owned)
     }
     /// Who emitted the event.
     pub fn source(&self) -> &str {
@@ -398,6 +454,41 @@ mod tests {
             Event::with_payload(id, id, None, "data.x", "t", &3),
             Err(EventError::PayloadNotObject(_))
         ));
+    }
+
+    #[test]
+    fn timestamps_format_like_chrono_at_every_edge() {
+        let chrono_text = |us: i64| {
+            DateTime::from_timestamp_micros(us)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        };
+        let edges = [
+            0,                       // the epoch
+            -1,                      // one microsecond before it
+            1_764_064_800_123_456,   // 2025-11-25T10:00:00.123456Z
+            951_782_400_000_001,     // 2000-02-29 (leap day), 1 us
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z, the last fixed-width instant
+            253_402_300_800_000_000, // year 10000: chrono's own text
+            -62_167_219_200_000_000, // 0000-01-01T00:00:00Z
+            -62_167_219_200_000_001, // year -1: chrono's own text
+        ];
+        for us in edges {
+            let text = TsText::of(us).with(str::to_owned);
+            assert_eq!(text, chrono_text(us), "{us}");
+        }
+        // And a spread of ordinary instants.
+        for k in 0..10_000i64 {
+            let us = k * 7_919_000_003_117 % 4_102_444_800_000_000; // 1970..2100
+            assert_eq!(TsText::of(us).with(str::to_owned), chrono_text(us), "{us}");
+        }
+        let id = Uuid::new_v4();
+        let e = Event::new(id, id, None, "harness.a", "t", JsonObject::new()).unwrap();
+        let wire = serde_json::to_value(&e).unwrap();
+        assert_eq!(wire["ts"], e.ts_text());
+        let back: Event = serde_json::from_value(wire).unwrap();
+        assert_eq!(back.ts(), e.ts(), "a timestamp survives the wire exactly");
     }
 
     #[test]
