@@ -2,13 +2,16 @@
 //! `publish`: 100k pre-built events onto a fresh bus with a `SessionStore`
 //! (`bus_publish_memory`); `build`: the same, building each event
 //! (`event_build_publish`); `event`: building only; `scope`: `scope_event` on
-//! 100k events with a 2 KB text field. Each `REPS` times (default 20), best
+//! 100k events with a 2 KB text field; `register`: 100k registry registrations. Each `REPS` times (default 20), best
 //! repetition printed; `MODE=NAME` runs one of them.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
-use zu_host::{EventBus, MemorySink, SessionStore};
+use zu_host::{EventBus, MemorySink, PluginInfo, PluginObject, Registry, SessionStore};
+use zu_plugin_api::ports::Plugin;
+use zu_plugin_api::version::Kind;
+use zu_plugin_noop::Noop;
 use zu_plugin_api::contracts::{Event, JsonObject};
 
 #[global_allocator]
@@ -49,7 +52,9 @@ fn main() {
     let scoped: Vec<Event> = (0..N)
         .map(|_| Event::new(ID, ID, Some(PARENT), "harness.tool.returned", "noop", big.clone()).expect("namespaced"))
         .collect();
-    for (name, run) in [("publish", 0), ("build", 1), ("event", 2), ("scope", 3)] {
+    let names: Vec<String> = (0..N).map(|i| format!("tool_{i}")).collect();
+    let tool = PluginObject::Tool(Arc::new(Noop));
+    for (name, run) in [("publish", 0), ("build", 1), ("event", 2), ("scope", 3), ("register", 4)] {
         if !mode.is_empty() && mode != name {
             continue;
         }
@@ -69,6 +74,13 @@ fn main() {
                 for i in 0..N {
                     std::hint::black_box(event(i));
                 }
+            } else if run == 4 {
+                let mut reg = Registry::new();
+                for name in &names {
+                    reg.register(PluginInfo::native(Kind::Tools, name, Noop::ENVELOPE), tool.clone())
+                        .expect("distinct names");
+                }
+                std::hint::black_box(reg);
             } else {
                 for e in &scoped {
                     std::hint::black_box(zu_host::view::scope_event(e, false));

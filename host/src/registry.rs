@@ -2,10 +2,12 @@
 //! they came from a library or were registered in-process, plus a record of
 //! every plugin that was refused. No name is ever silently shadowed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustc_hash::FxHasher;
 use serde::Serialize;
 use zu_plugin_api::ports::{
     Detector, Envelope, EventSink, ModelProvider, Policy, SandboxBackend, Tool, Trigger, Validator,
@@ -116,10 +118,14 @@ pub struct LoadFailure {
     pub error: LoadError,
 }
 
+/// One kind's plugins by name (hashed: registration and lookup do not
+/// compare strings along a tree; listings sort).
+type ByName = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
+
 /// Plugins by kind and name, and the failures met while loading them.
 #[derive(Default)]
 pub struct Registry {
-    items: BTreeMap<Kind, BTreeMap<String, Entry>>,
+    items: BTreeMap<Kind, ByName>,
     failures: Vec<LoadFailure>,
 }
 
@@ -149,10 +155,8 @@ impl Registry {
         debug_assert_eq!(info.kind, object.kind());
         self.check_name_free(&info)?;
         tracing::debug!(kind = %info.kind, name = %info.name, origin = %info.origin(), "registered plugin");
-        self.items
-            .entry(info.kind)
-            .or_default()
-            .insert(info.name.clone(), Entry { info, object });
+        let by_name = self.items.entry(info.kind).or_default();
+        by_name.insert(info.name.clone(), Entry { info, object });
         Ok(())
     }
 
@@ -188,10 +192,7 @@ impl Registry {
 
     /// The names registered for `kind`, sorted.
     pub fn names(&self, kind: Kind) -> Vec<String> {
-        self.items
-            .get(&kind)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.entries_of(kind).map(|e| e.info.name.clone()).collect()
     }
 
     /// The entry for `kind`/`name`.
@@ -205,15 +206,14 @@ impl Registry {
 
     /// Every registered plugin, by kind (registry order) then name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        Kind::ALL
-            .into_iter()
-            .filter_map(|k| self.items.get(&k))
-            .flat_map(|m| m.values())
+        Kind::ALL.into_iter().flat_map(|k| self.entries_of(k))
     }
 
     /// Every registered plugin of one kind, by name.
     pub fn entries_of(&self, kind: Kind) -> impl Iterator<Item = &Entry> {
-        self.items.get(&kind).into_iter().flat_map(|m| m.values())
+        let mut entries: Vec<&Entry> = self.items.get(&kind).map_or_else(Vec::new, |m| m.values().collect());
+        entries.sort_unstable_by(|a, b| a.info.name.cmp(&b.info.name));
+        entries.into_iter()
     }
 
     typed_getters! {
