@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 use zu_host::{EventBus, MemorySink, PluginInfo, PluginObject, Registry, SessionStore};
+use zu_plugin_api::contracts::{Event, JsonObject};
 use zu_plugin_api::ports::Plugin;
 use zu_plugin_api::version::Kind;
 use zu_plugin_noop::Noop;
-use zu_plugin_api::contracts::{Event, JsonObject};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -54,7 +54,13 @@ fn main() {
         .collect();
     let names: Vec<String> = (0..N).map(|i| format!("tool_{i}")).collect();
     let tool = PluginObject::Tool(Arc::new(Noop));
-    for (name, run) in [("publish", 0), ("build", 1), ("event", 2), ("scope", 3), ("register", 4)] {
+    for (name, run) in [
+        ("publish", 0),
+        ("build", 1),
+        ("event", 2),
+        ("scope", 3),
+        ("register", 4),
+    ] {
         if !mode.is_empty() && mode != name {
             continue;
         }

@@ -255,6 +255,33 @@ mod tests {
     }
 
     #[test]
+    fn listings_are_by_kind_then_name_whatever_the_registration_order() {
+        struct NoVerdict;
+        impl zu_plugin_api::ports::Validator for NoVerdict {
+            fn check(
+                &self,
+                _: &zu_plugin_api::contracts::Result,
+                _: &dyn RunContext,
+            ) -> Result<Option<zu_plugin_api::ports::Verdict>, PluginError> {
+                Ok(None)
+            }
+        }
+        let mut reg = Registry::new();
+        for name in ["m", "z", "a", "q"] {
+            reg.register_native(name, Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+                .unwrap();
+        }
+        reg.register_native("v", Envelope::NONE, PluginObject::Validator(Arc::new(NoVerdict)))
+            .unwrap();
+        assert_eq!(reg.names(Kind::Tools), ["a", "m", "q", "z"]);
+        let listed: Vec<(Kind, &str)> = reg.entries().map(|e| (e.info.kind, e.info.name.as_str())).collect();
+        let mut expected: Vec<(Kind, &str)> = ["a", "m", "q", "z"].map(|n| (Kind::Tools, n)).to_vec();
+        expected.push((Kind::Validators, "v"));
+        expected.sort_by_key(|(k, _)| Kind::ALL.iter().position(|x| x == k));
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
     fn a_second_plugin_with_the_same_name_is_refused_not_shadowing() {
         let mut reg = Registry::new();
         reg.register_native("noop", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
