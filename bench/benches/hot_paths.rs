@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the hot paths, so a regression shows before
 //! it lands: publish, query, count, scope, the JSON boundary, and (when the
-//! release plugin libraries are built) one FFI tool call.
+//! release plugin libraries are built) one FFI tool call. The `floor:` group
+//! times the primitives the README's analysis of the missed targets rests on.
 
 use std::sync::Arc;
 
@@ -116,5 +117,32 @@ fn ffi_call(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, publish, query, scope, json_boundary, ffi_call);
+/// What the missed speed targets cannot go below (see README, Performance).
+fn floors(c: &mut Criterion) {
+    use sha2::{Digest, Sha256};
+    let lock = std::sync::Mutex::new(0u64);
+    c.bench_function("floor: uncontended Mutex lock + unlock", |b| {
+        b.iter(|| *black_box(&lock).lock().unwrap() += 1)
+    });
+    let shared = Arc::new(0u64);
+    c.bench_function("floor: Arc clone + drop", |b| {
+        b.iter(|| black_box(Arc::clone(black_box(&shared))))
+    });
+    let text = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(57)[..2048].to_owned();
+    c.bench_function("floor: SHA-256 of 2 KB", |b| {
+        b.iter(|| black_box(Sha256::digest(black_box(&text).as_bytes())))
+    });
+    c.bench_function("floor: the workload's payload maps, built and dropped", |b| {
+        b.iter(|| black_box(json!({"tool": "noop", "args": {"i": black_box(7)}})))
+    });
+    let payload = json!({"tool": "noop", "args": {"i": 7}});
+    c.bench_function("floor: payload encoded to JSON text", |b| {
+        b.iter(|| black_box(serde_json::value::to_raw_value(black_box(&payload)).unwrap()))
+    });
+    c.bench_function("floor: wall-clock read", |b| {
+        b.iter(|| black_box(std::time::SystemTime::now()))
+    });
+}
+
+criterion_group!(benches, publish, query, scope, json_boundary, ffi_call, floors);
 criterion_main!(benches);
