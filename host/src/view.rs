@@ -35,11 +35,11 @@ fn is_scalar(v: &Value) -> bool {
     matches!(v, Value::Null | Value::Bool(_) | Value::Number(_))
 }
 
-/// Python's `str()` of a non-string JSON value, for the summary digest.
-fn py_str(v: &Value) -> String {
+/// Python's `str()` of a JSON value, for the summary digest (a string is borrowed).
+fn py_str(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => s.into(),
+        other => other.to_string().into(),
     }
 }
 
