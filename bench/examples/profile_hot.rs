@@ -1,11 +1,15 @@
-//! The hot-path workloads for profilers: `perf record target/release/examples/profile_hot`.
+//! The hot-path workloads for profilers:
+//! `MODE=publish perf record target/release/examples/profile_hot`.
 //! `publish`: 100k pre-built events onto a fresh bus with a `SessionStore`
 //! (`bus_publish_memory`); `build`: the same, building each event
 //! (`event_build_publish`); `event`: building only; `scope`: `scope_event` on
-//! 100k events with a 2 KB text field; `register`: 100k registry registrations. Each `REPS` times (default 20), best
-//! repetition printed; `MODE=NAME` runs one of them.
+//! 100k events with a 2 KB text field; `register`: 100k registry
+//! registrations. Each `REPS` times (default 20), best repetition printed.
+//! Only the chosen mode's data is built, so a profile is mostly the timed work.
 
+use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use zu_host::{EventBus, MemorySink, PluginInfo, PluginObject, Registry, SessionStore};
@@ -40,61 +44,96 @@ fn bus() -> EventBus {
     bus
 }
 
+/// Times `body` on a fresh `setup()` `reps` times (the state is dropped
+/// outside the timing); the best repetition.
+fn best<S>(reps: usize, mut setup: impl FnMut() -> S, mut body: impl FnMut(&S)) -> Duration {
+    (0..reps)
+        .map(|_| {
+            let state = setup();
+            let start = Instant::now();
+            body(&state);
+            let took = start.elapsed();
+            drop(state);
+            took
+        })
+        .min()
+        .unwrap_or_default()
+}
+
 fn main() {
     let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     let mode = std::env::var("MODE").unwrap_or_default();
-    let prebuilt: Vec<Arc<Event>> = (0..N).map(|i| Arc::new(event(i))).collect();
-    let text: String = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(57)[..2048].to_owned();
-    let mut big = JsonObject::new();
-    big.insert("step".into(), 1.into());
-    big.insert("tool".into(), "noop".into());
-    big.insert("text".into(), text.into());
-    let scoped: Vec<Event> = (0..N)
-        .map(|_| Event::new(ID, ID, Some(PARENT), "harness.tool.returned", "noop", big.clone()).expect("namespaced"))
-        .collect();
-    let names: Vec<String> = (0..N).map(|i| format!("tool_{i}")).collect();
-    let tool = PluginObject::Tool(Arc::new(Noop));
-    for (name, run) in [
-        ("publish", 0),
-        ("build", 1),
-        ("event", 2),
-        ("scope", 3),
-        ("register", 4),
-    ] {
-        if !mode.is_empty() && mode != name {
-            continue;
-        }
-        let mut best = f64::MAX;
-        for _ in 0..reps {
-            let bus = bus();
-            let start = std::time::Instant::now();
-            if run == 0 {
-                for e in &prebuilt {
-                    bus.publish_shared(e).expect("memory sink");
-                }
-            } else if run == 1 {
+    let wanted = |name: &str| mode.is_empty() || mode == name;
+    let report =
+        |name: &str, took: Duration| eprintln!("{name}: best {:.1} ns/op", took.as_secs_f64() * 1e9 / N as f64);
+    if wanted("publish") {
+        let prebuilt: Vec<Arc<Event>> = (0..N).map(|i| Arc::new(event(i))).collect();
+        let took = best(reps, bus, |bus| {
+            for e in &prebuilt {
+                bus.publish_shared(e).expect("memory sink");
+            }
+        });
+        report("publish", took);
+    }
+    if wanted("build") {
+        let took = best(reps, bus, |bus| {
+            for i in 0..N {
+                bus.publish(event(i)).expect("memory sink");
+            }
+        });
+        report("build", took);
+    }
+    if wanted("event") {
+        let took = best(
+            reps,
+            || (),
+            |_| {
                 for i in 0..N {
-                    bus.publish(event(i)).expect("memory sink");
+                    black_box(event(i));
                 }
-            } else if run == 2 {
-                for i in 0..N {
-                    std::hint::black_box(event(i));
+            },
+        );
+        report("event", took);
+    }
+    if wanted("scope") {
+        let mut big = JsonObject::new();
+        big.insert("step".into(), 1.into());
+        big.insert("tool".into(), "noop".into());
+        big.insert(
+            "text".into(),
+            "abcdefghijklmnopqrstuvwxyz0123456789".repeat(57)[..2048].into(),
+        );
+        let events: Vec<Event> = (0..N)
+            .map(|_| {
+                Event::new(ID, ID, Some(PARENT), "harness.tool.returned", "noop", big.clone()).expect("namespaced")
+            })
+            .collect();
+        let took = best(
+            reps,
+            || (),
+            |_| {
+                for e in &events {
+                    black_box(zu_host::view::scope_event(e, false));
                 }
-            } else if run == 4 {
-                let mut reg = Registry::new();
+            },
+        );
+        report("scope", took);
+    }
+    if wanted("register") {
+        let names: Vec<String> = (0..N).map(|i| format!("tool_{i}")).collect();
+        let tool = PluginObject::Tool(Arc::new(Noop));
+        let registry = std::cell::RefCell::new(Registry::new());
+        let took = best(
+            reps,
+            || registry.replace(Registry::new()),
+            |_| {
+                let mut reg = registry.borrow_mut();
                 for name in &names {
                     reg.register(PluginInfo::native(Kind::Tools, name, Noop::ENVELOPE), tool.clone())
                         .expect("distinct names");
                 }
-                std::hint::black_box(reg);
-            } else {
-                for e in &scoped {
-                    std::hint::black_box(zu_host::view::scope_event(e, false));
-                }
-            }
-            best = best.min(start.elapsed().as_secs_f64());
-            drop(bus);
-        }
-        eprintln!("{name}: best {:.1} ns/event", best * 1e9 / N as f64);
+            },
+        );
+        report("register", took);
     }
 }
