@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-use zu_host::{EventBus, MemorySink, PluginInfo, PluginObject, Registry, SessionStore};
-use zu_plugin_api::contracts::{Event, JsonObject};
+use zu_bench::workloads::{bus_with_store, make_event, scope_events, TOOL_INVOKED};
+use zu_host::{PluginInfo, PluginObject, Registry};
+use zu_plugin_api::contracts::Event;
 use zu_plugin_api::ports::Plugin;
 use zu_plugin_api::version::Kind;
 use zu_plugin_noop::Noop;
@@ -21,28 +21,7 @@ use zu_plugin_noop::Noop;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
-const PARENT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
 const N: usize = 100_000;
-
-fn payload(i: usize) -> JsonObject {
-    let mut args = JsonObject::new();
-    args.insert("i".into(), i.into());
-    let mut p = JsonObject::new();
-    p.insert("tool".into(), "noop".into());
-    p.insert("args".into(), serde_json::Value::Object(args));
-    p
-}
-
-fn event(i: usize) -> Event {
-    Event::new(ID, ID, Some(PARENT), "harness.tool.invoked", "bench", payload(i)).expect("namespaced")
-}
-
-fn bus() -> EventBus {
-    let mut bus = EventBus::with_memory(Arc::new(MemorySink::new()));
-    bus.subscribe(Arc::new(SessionStore::default()));
-    bus
-}
 
 /// Times `body` on a fresh `setup()` `reps` times (the state is dropped
 /// outside the timing); the best repetition.
@@ -66,8 +45,9 @@ fn main() {
     let wanted = |name: &str| mode.is_empty() || mode == name;
     let report =
         |name: &str, took: Duration| eprintln!("{name}: best {:.1} ns/op", took.as_secs_f64() * 1e9 / N as f64);
+    let bus = || bus_with_store().0;
     if wanted("publish") {
-        let prebuilt: Vec<Arc<Event>> = (0..N).map(|i| Arc::new(event(i))).collect();
+        let prebuilt: Vec<Arc<Event>> = (0..N).map(|i| Arc::new(make_event(i, TOOL_INVOKED))).collect();
         let took = best(reps, bus, |bus| {
             for e in &prebuilt {
                 bus.publish_shared(e).expect("memory sink");
@@ -78,7 +58,7 @@ fn main() {
     if wanted("build") {
         let took = best(reps, bus, |bus| {
             for i in 0..N {
-                bus.publish(event(i)).expect("memory sink");
+                bus.publish(make_event(i, TOOL_INVOKED)).expect("memory sink");
             }
         });
         report("build", took);
@@ -89,25 +69,14 @@ fn main() {
             || (),
             |_| {
                 for i in 0..N {
-                    black_box(event(i));
+                    black_box(make_event(i, TOOL_INVOKED));
                 }
             },
         );
         report("event", took);
     }
     if wanted("scope") {
-        let mut big = JsonObject::new();
-        big.insert("step".into(), 1.into());
-        big.insert("tool".into(), "noop".into());
-        big.insert(
-            "text".into(),
-            "abcdefghijklmnopqrstuvwxyz0123456789".repeat(57)[..2048].into(),
-        );
-        let events: Vec<Event> = (0..N)
-            .map(|_| {
-                Event::new(ID, ID, Some(PARENT), "harness.tool.returned", "noop", big.clone()).expect("namespaced")
-            })
-            .collect();
+        let events = scope_events(N);
         let took = best(
             reps,
             || (),

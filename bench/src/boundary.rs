@@ -13,7 +13,7 @@ use zu_plugin_api::filter::EventFilter;
 use zu_plugin_api::ports::{EventSink, ModelProvider};
 use zu_plugin_api::version::Kind;
 
-use crate::harness::{check, measure, BenchError};
+use crate::harness::{check, measure, measure_repeated, BenchError};
 use crate::workloads::{make_event, stats, LoopPlugins};
 
 /// A view of an idle run, for calling plugins outside the loop.
@@ -121,17 +121,12 @@ pub fn bench_ffi_call(dir: &Path, calls: usize) -> Result<Value, BenchError> {
         tool.call(&ctx, args.clone()).ok() == json!({"ok": true}).as_object().cloned(),
         "noop answered wrongly",
     )?;
-    let mut m = measure(
+    let mut m = measure_repeated(
         "ffi tool call (noop, small JSON)",
-        calls as u64,
+        calls,
         "calls/s",
         json!({"calls": calls}),
-        || (),
-        |_| {
-            for _ in 0..calls {
-                std::hint::black_box(tool.call(&ctx, args.clone()).expect("noop"));
-            }
-        },
+        || tool.call(&ctx, args.clone()).expect("noop"),
     );
     m["median_ns_per_call"] = (1e9 / m["median"].as_f64().unwrap_or(f64::INFINITY)).into();
     Ok(m)
@@ -188,19 +183,30 @@ pub fn bench_scan_load(dir: &Path, libs: usize) -> Result<Value, BenchError> {
 pub fn bench_sqlite(dir: &Path, single: usize, batches: usize) -> Result<Value, BenchError> {
     let plugins = plugin_dir(dir, &["zu_plugin_sqlite"]);
     let work = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
-    let mut rep = 0;
-    let mut sink_for = |tag: &str| -> Arc<dyn EventSink> {
-        rep += 1;
-        let path = work.path().join(format!("{tag}{rep}.db"));
+    let open = |path: &Path| -> Arc<dyn EventSink> {
         load(plugins.path(), &[(Kind::Sinks, "sqlite", json!({"path": path}))])
             .expect("sqlite loads")
             .sink("sqlite")
             .expect("sqlite")
     };
+    // Every repetition writes a new file; after timing, each file is opened
+    // again and counted, so what is checked is what reached the disk.
+    let files = std::cell::RefCell::new(Vec::new());
+    let sink_for = |tag: &str| {
+        let path = work.path().join(format!("{tag}{}.db", files.borrow().len()));
+        files.borrow_mut().push(path.clone());
+        open(&path)
+    };
+    let reopened_counts = || -> Vec<u64> {
+        files
+            .take()
+            .iter()
+            .map(|p| open(p).count(&EventFilter::all()).expect("count"))
+            .collect()
+    };
     let events: Vec<Event> = (0..single.max(batches * 100))
         .map(|i| make_event(i, "harness.tool.invoked"))
         .collect();
-    let mut counted = Vec::new();
     let one = measure(
         "sqlite append, 1 event per transaction",
         single as u64,
@@ -211,14 +217,12 @@ pub fn bench_sqlite(dir: &Path, single: usize, batches: usize) -> Result<Value, 
             for e in &events[..single] {
                 sink.append(e).expect("append");
             }
-            counted.push(sink.count(&EventFilter::all()).expect("count"));
         },
     );
     check(
-        counted.iter().all(|c| *c == single as u64),
+        reopened_counts().iter().all(|c| *c == single as u64),
         "sqlite lost single appends",
     )?;
-    counted.clear();
     let batched = measure(
         "sqlite append_batch, 100 events per transaction",
         (batches * 100) as u64,
@@ -229,11 +233,10 @@ pub fn bench_sqlite(dir: &Path, single: usize, batches: usize) -> Result<Value, 
             for chunk in events[..batches * 100].chunks(100) {
                 sink.append_batch(chunk).expect("append_batch");
             }
-            counted.push(sink.count(&EventFilter::all()).expect("count"));
         },
     );
     check(
-        counted.iter().all(|c| *c == (batches * 100) as u64),
+        reopened_counts().iter().all(|c| *c == (batches * 100) as u64),
         "sqlite lost batched appends",
     )?;
     Ok(json!({"one_per_transaction": one, "batched_100": batched}))
@@ -277,17 +280,12 @@ pub fn bench_checkpoint(dir: &Path, calls: usize) -> Result<Value, BenchError> {
             counted["counted_events"] == json!(logged),
             format!("the detector saw {} events, not {logged}", counted["counted_events"]),
         )?;
-        let m = measure(
+        let m = measure_repeated(
             &format!("detector checkpoint, {logged} events logged"),
-            calls as u64,
+            calls,
             "checkpoints/s",
             json!({"events_on_log": logged}),
-            || (),
-            |_| {
-                for _ in 0..calls {
-                    std::hint::black_box(detector.inspect(&view).expect("inspect"));
-                }
-            },
+            || detector.inspect(&view).expect("inspect"),
         );
         out.insert(format!("events_{logged}"), m);
     }

@@ -91,6 +91,22 @@ pub fn measure<S>(
 
 /// Median milliseconds of a fixed integer loop, at the start and end of a run,
 /// so host contention shows.
+/// [`measure`] for `times` calls of one operation that needs no fresh state.
+pub fn measure_repeated<T>(name: &str, times: usize, unit: &str, extra: Value, op: impl Fn() -> T) -> Value {
+    measure(
+        name,
+        times as u64,
+        unit,
+        extra,
+        || (),
+        |_| {
+            for _ in 0..times {
+                std::hint::black_box(op());
+            }
+        },
+    )
+}
+
 pub fn calibration_loop_ms() -> f64 {
     fn f() -> u64 {
         let mut s = 0u64;

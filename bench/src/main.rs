@@ -6,15 +6,11 @@
 //!     cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite
 //!     cargo run --release -p zu-bench -- [--quick] [--out FILE]
 
-mod boundary;
-mod harness;
-mod workloads;
-
 use std::time::Instant;
 
 use serde_json::{json, Value};
-
-use harness::BenchError;
+use zu_bench::harness::BenchError;
+use zu_bench::{boundary, harness, workloads};
 
 /// The allocator the `zu` binary ships with, so the figures are `zu`'s.
 #[global_allocator]

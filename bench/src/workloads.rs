@@ -15,12 +15,12 @@ use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::ports::{Envelope, ModelProvider};
 use zu_plugin_api::version::Kind;
 
-use crate::harness::{check, measure, BenchError};
+use crate::harness::{check, measure, measure_repeated, BenchError};
 
 pub const TRACE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
 pub const TASK_ID: Uuid = TRACE_ID;
 pub const PARENT_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
-const TOOL_INVOKED: &str = "harness.tool.invoked";
+pub const TOOL_INVOKED: &str = "harness.tool.invoked";
 const SINK_TYPE_CYCLE: [&str; 4] = [
     "harness.turn.started",
     "harness.tool.invoked",
@@ -44,6 +44,15 @@ pub fn make_event(i: usize, ty: &'static str) -> Event {
     Event::new(TRACE_ID, TASK_ID, Some(PARENT_ID), ty, "bench", small_payload(i)).expect("namespaced")
 }
 
+/// The workloads' bus: an in-memory log with one `SessionStore` subscribed.
+pub fn bus_with_store() -> (EventBus, Arc<SessionStore>, Arc<MemorySink>) {
+    let sink = Arc::new(MemorySink::new());
+    let store = Arc::new(SessionStore::default());
+    let mut bus = EventBus::with_memory(sink.clone());
+    bus.subscribe(store.clone());
+    (bus, store, sink)
+}
+
 /// `bus_publish_memory`, `event_build_publish`, and the breakdown figures.
 pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
     let prebuilt: Vec<Arc<Event>> = (0..n).map(|i| Arc::new(make_event(i, TOOL_INVOKED))).collect();
@@ -51,10 +60,7 @@ pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
     type Kept = (Arc<EventBus>, Arc<SessionStore>, Arc<MemorySink>);
     let last: RefCell<Option<Kept>> = RefCell::new(None);
     let setup = || {
-        let sink = Arc::new(MemorySink::new());
-        let store = Arc::new(SessionStore::default());
-        let mut bus = EventBus::with_memory(sink.clone());
-        bus.subscribe(store.clone());
+        let (bus, store, sink) = bus_with_store();
         let bus = Arc::new(bus);
         *last.borrow_mut() = Some((bus.clone(), store, sink));
         bus
@@ -86,16 +92,7 @@ pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
         setup,
         |bus| {
             for i in 0..n {
-                let e = Event::new(
-                    TRACE_ID,
-                    TASK_ID,
-                    Some(PARENT_ID),
-                    TOOL_INVOKED,
-                    "bench",
-                    small_payload(i),
-                )
-                .unwrap();
-                bus.publish(e).expect("memory sink");
+                bus.publish(make_event(i, TOOL_INVOKED)).expect("memory sink");
             }
         },
     );
@@ -109,17 +106,7 @@ pub fn bench_bus(n: usize) -> Result<(Value, Value, Value), BenchError> {
         || (),
         |_| {
             for i in 0..n {
-                std::hint::black_box(
-                    Event::new(
-                        TRACE_ID,
-                        TASK_ID,
-                        Some(PARENT_ID),
-                        TOOL_INVOKED,
-                        "bench",
-                        small_payload(i),
-                    )
-                    .unwrap(),
-                );
+                std::hint::black_box(make_event(i, TOOL_INVOKED));
             }
         },
     );
@@ -178,41 +165,26 @@ pub fn bench_sink_query(n: usize, q_hit: usize, q_scan: usize) -> Result<Value, 
     )?;
     check(sink.count_matching(&hit) == hit_expected, "count wrong result")?;
 
-    let qh = measure(
+    let qh = measure_repeated(
         "sink_query hit limit=10",
-        q_hit as u64,
+        q_hit,
         "queries/s",
         json!({"type": QUERY_HIT_TYPE, "matches_in_sink": hit_expected}),
-        || (),
-        |_| {
-            for _ in 0..q_hit {
-                std::hint::black_box(sink.query_shared(&hit, Some(10), 0));
-            }
-        },
+        || sink.query_shared(&hit, Some(10), 0),
     );
-    let qm = measure(
+    let qm = measure_repeated(
         "sink_query miss limit=10",
-        q_scan as u64,
+        q_scan,
         "queries/s",
         json!({"type": QUERY_MISS_TYPE, "matches_in_sink": 0}),
-        || (),
-        |_| {
-            for _ in 0..q_scan {
-                std::hint::black_box(sink.query_shared(&miss, Some(10), 0));
-            }
-        },
+        || sink.query_shared(&miss, Some(10), 0),
     );
-    let c = measure(
+    let c = measure_repeated(
         "sink count",
-        q_scan as u64,
+        q_scan,
         "queries/s",
         json!({"type": QUERY_HIT_TYPE, "result": hit_expected}),
-        || (),
-        |_| {
-            for _ in 0..q_scan {
-                std::hint::black_box(sink.count_matching(&hit));
-            }
-        },
+        || sink.count_matching(&hit),
     );
     Ok(json!({"sink_size": n, "query_hit_limit10": qh, "query_miss_limit10": qm, "count": c}))
 }
@@ -266,7 +238,9 @@ pub fn stats(tool: &dyn zu_plugin_api::ports::Tool) -> (u64, u64, u64) {
     (get("tool_calls"), get("detector_calls"), get("validator_calls"))
 }
 
-fn job(k: usize, plugins: &LoopPlugins) -> (TaskSpec, Arc<dyn ModelProvider>, Arc<EventBus>) {
+/// One run's spec (K+5 steps, no practical wall time), a fresh provider for K
+/// turns and a fresh bus, as the reference builds them outside the timing.
+pub fn job(k: usize, plugins: &LoopPlugins) -> (TaskSpec, Arc<dyn ModelProvider>, Arc<EventBus>) {
     let mut spec = TaskSpec::new("bench");
     spec.budget = Budget {
         max_steps: k as u32 + 5,
@@ -388,18 +362,15 @@ pub fn bench_run_task(
     Ok(Value::Object(out))
 }
 
-/// `scope_event`: the scoped view of events with a 2 KB string field.
-pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
-    let text: String = "abcdefghijklmnopqrstuvwxyz0123456789"
-        .repeat(57)
-        .chars()
-        .take(2048)
-        .collect();
+/// `n` events as the `scope_event` workload has them: `harness.tool.returned`
+/// with `{"step": 1, "tool": "noop", "text": <2048 ASCII characters>}`.
+pub fn scope_events(n: usize) -> Vec<Event> {
+    let text = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(57)[..2048].to_owned();
     let payload = json!({"step": 1, "tool": "noop", "text": text})
         .as_object()
         .cloned()
         .unwrap();
-    let events: Vec<Event> = (0..n)
+    (0..n)
         .map(|_| {
             Event::new(
                 TRACE_ID,
@@ -411,7 +382,12 @@ pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
             )
             .unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// `scope_event`: the scoped view of events with a 2 KB string field.
+pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
+    let events = scope_events(n);
     let v = zu_host::view::scope_event(&events[0], false);
     check(
         v["payload"]["text"]["_type"] == "str" && v["payload"]["text"]["len"] == 2048,
