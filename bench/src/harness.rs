@@ -89,8 +89,6 @@ pub fn measure<S>(
     out
 }
 
-/// Median milliseconds of a fixed integer loop, at the start and end of a run,
-/// so host contention shows.
 /// [`measure`] for `times` calls of one operation that needs no fresh state.
 pub fn measure_repeated<T>(name: &str, times: usize, unit: &str, extra: Value, op: impl Fn() -> T) -> Value {
     measure(
@@ -107,6 +105,8 @@ pub fn measure_repeated<T>(name: &str, times: usize, unit: &str, extra: Value, o
     )
 }
 
+/// Median milliseconds of a fixed integer loop, at the start and end of a run,
+/// so host contention shows.
 pub fn calibration_loop_ms() -> f64 {
     fn f() -> u64 {
         let mut s = 0u64;

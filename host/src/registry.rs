@@ -155,8 +155,10 @@ impl Registry {
         debug_assert_eq!(info.kind, object.kind());
         self.check_name_free(&info)?;
         tracing::debug!(kind = %info.kind, name = %info.name, origin = %info.origin(), "registered plugin");
-        let by_name = self.items.entry(info.kind).or_default();
-        by_name.insert(info.name.clone(), Entry { info, object });
+        self.items
+            .entry(info.kind)
+            .or_default()
+            .insert(info.name.clone(), Entry { info, object });
         Ok(())
     }
 
