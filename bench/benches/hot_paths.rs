@@ -7,16 +7,10 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
-use uuid::Uuid;
+use zu_bench::workloads::{make_event, scope_events};
 use zu_host::{EventBus, Loader, MemorySink, Registry, RunView, SessionStore};
-use zu_plugin_api::contracts::{Event, JsonObject, TaskSpec};
+use zu_plugin_api::contracts::{JsonObject, TaskSpec};
 use zu_plugin_api::filter::{EventFilter, FilterField};
-
-fn event(i: usize, ty: &'static str) -> Event {
-    let id = Uuid::from_u128(1);
-    let payload = json!({"tool": "noop", "args": {"i": i}}).as_object().cloned().unwrap();
-    Event::new(id, id, Some(Uuid::from_u128(2)), ty, "bench", payload).unwrap()
-}
 
 /// The allocator the `zu` binary ships with.
 #[global_allocator]
@@ -28,13 +22,13 @@ fn publish(c: &mut Criterion) {
     c.bench_function("bus publish (memory + session store)", |b| {
         // A fresh event each time (built outside the timing) so no append is a duplicate.
         b.iter_batched(
-            || Arc::new(event(0, "harness.tool.invoked")),
+            || Arc::new(make_event(0, "harness.tool.invoked")),
             |e| bus.publish_shared(black_box(&e)).unwrap(),
             BatchSize::SmallInput,
         )
     });
     c.bench_function("event build", |b| {
-        b.iter(|| black_box(event(black_box(7), "harness.tool.invoked")))
+        b.iter(|| black_box(make_event(black_box(7), "harness.tool.invoked")))
     });
 }
 
@@ -47,7 +41,7 @@ fn query(c: &mut Criterion) {
         "harness.turn.completed",
     ];
     for i in 0..100_000 {
-        sink.append_shared(Arc::new(event(i, types[i % 4])));
+        sink.append_shared(Arc::new(make_event(i, types[i % 4])));
     }
     let hit = EventFilter::all().with(FilterField::Type, Some("harness.tool.invoked"));
     c.bench_function("query hit limit 10 (100k log)", |b| {
@@ -57,17 +51,7 @@ fn query(c: &mut Criterion) {
 }
 
 fn scope(c: &mut Criterion) {
-    let text: String = "abcdefghijklmnopqrstuvwxyz0123456789"
-        .repeat(57)
-        .chars()
-        .take(2048)
-        .collect();
-    let id = Uuid::from_u128(1);
-    let payload = json!({"step": 1, "tool": "noop", "text": text})
-        .as_object()
-        .cloned()
-        .unwrap();
-    let e = Event::new(id, id, None, "harness.tool.returned", "noop", payload).unwrap();
+    let e = scope_events(1).remove(0);
     c.bench_function("scope_event (2KB field)", |b| {
         b.iter(|| black_box(zu_host::view::scope_event(&e, false)))
     });
