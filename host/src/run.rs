@@ -854,19 +854,30 @@ impl Loop {
             self.halting = checkpoint(&self.run, self.turn, &self.detectors, None, Scope::PerTurn)?;
         }
         if let Some(h) = self.halting.take() {
-            if h.severity == Severity::Terminal {
-                return self.terminal(&h.detector);
-            }
-            if let Some(done) = escalate(
-                &self.run,
-                &mut self.ladder,
-                &self.tools,
-                Arc::make_mut(&mut self.request),
-                &h,
-            )? {
-                return self.finish(Ok(done));
-            }
+            return self.halt(&h);
         }
+        self.next_step()
+    }
+
+    /// Acts on a halting verdict: TERMINAL ends the run; ESCALATE climbs a
+    /// tier (or ends the run exhausted) and the run goes on at the next step.
+    fn halt(&mut self, v: &Verdict) -> Result<(), RunError> {
+        if v.severity == Severity::Terminal {
+            return self.terminal(&v.detector);
+        }
+        if let Some(done) = escalate(
+            &self.run,
+            &mut self.ladder,
+            &self.tools,
+            Arc::make_mut(&mut self.request),
+            v,
+        )? {
+            return self.finish(Ok(done));
+        }
+        self.next_step()
+    }
+
+    fn next_step(&mut self) -> Result<(), RunError> {
         self.step += 1;
         self.phase = Phase::StepTop;
         Ok(())
@@ -891,21 +902,7 @@ impl Loop {
                 &v.detector,
             )?;
             match v.severity {
-                Severity::Terminal => return self.terminal(&v.detector),
-                Severity::Escalate => {
-                    if let Some(done) = escalate(
-                        &self.run,
-                        &mut self.ladder,
-                        &self.tools,
-                        Arc::make_mut(&mut self.request),
-                        &v,
-                    )? {
-                        return self.finish(Ok(done));
-                    }
-                    self.step += 1;
-                    self.phase = Phase::StepTop;
-                    return Ok(());
-                }
+                Severity::Terminal | Severity::Escalate => return self.halt(&v),
                 Severity::Retry => {
                     let note = format!(
                         "Validation failed ({}): {}. Correct the output and resubmit.",
@@ -915,9 +912,7 @@ impl Loop {
                     Arc::make_mut(&mut self.request)
                         .messages
                         .push(json!({"role": "user", "content": note}));
-                    self.step += 1;
-                    self.phase = Phase::StepTop;
-                    return Ok(());
+                    return self.next_step();
                 }
                 Severity::Warn => {}
             }
