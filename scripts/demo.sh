@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 plugins=(scripted checks files http validators sqlite jsonl)
-cargo build --release -p zu-host "${plugins[@]/#/-pzu-plugin-}"
+cargo build --release -p zu-cli "${plugins[@]/#/-pzu-plugin-}"
 
 case "$(uname -s)" in
   Darwin) ext=dylib ;;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
 use zu_bench::workloads::{make_event, scope_events};
-use zu_host::{EventBus, Loader, MemorySink, Registry, RunView, SessionStore};
+use zu_loader::Loader;
 use zu_plugin_api::contracts::{JsonObject, TaskSpec};
 use zu_plugin_api::filter::{EventFilter, FilterField};
+use zu_runtime::{EventBus, MemorySink, Registry, RunView, SessionStore};
 
 /// The allocator the `zu` binary ships with.
 #[global_allocator]
@@ -53,7 +54,7 @@ fn query(c: &mut Criterion) {
 fn scope(c: &mut Criterion) {
     let e = scope_events(1).remove(0);
     c.bench_function("scope_event (2KB field)", |b| {
-        b.iter(|| black_box(zu_host::view::scope_event(&e, false)))
+        b.iter(|| black_box(zu_runtime::view::scope_event(&e, false)))
     });
 }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zu_bench::workloads::{bus_with_store, make_event, scope_events, TOOL_INVOKED};
-use zu_host::{PluginInfo, PluginObject, Registry};
 use zu_plugin_api::contracts::Event;
 use zu_plugin_api::ports::Plugin;
 use zu_plugin_api::version::Kind;
 use zu_plugin_noop::Noop;
+use zu_runtime::{PluginInfo, PluginObject, Registry};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -82,7 +82,7 @@ fn main() {
             || (),
             |_| {
                 for e in &events {
-                    black_box(zu_host::view::scope_event(e, false));
+                    black_box(zu_runtime::view::scope_event(e, false));
                 }
             },
         );

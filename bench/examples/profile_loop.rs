@@ -3,7 +3,7 @@
 //! with the noop plugins in-process, `RUNS` times (default 5).
 
 use zu_bench::workloads::{in_process, job};
-use zu_host::{run_task, RunOptions};
+use zu_runtime::{run_task, RunOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use zu_host::{EventBus, Loader, Registry, RunView};
+use zu_loader::Loader;
 use zu_plugin_api::contracts::{Event, JsonObject, TaskSpec};
 use zu_plugin_api::filter::EventFilter;
 use zu_plugin_api::ports::{EventSink, ModelProvider};
 use zu_plugin_api::version::Kind;
+use zu_runtime::{EventBus, Registry, RunView};
 
 use crate::harness::{check, measure, measure_repeated, BenchError};
 use crate::workloads::{make_event, stats, LoopPlugins};

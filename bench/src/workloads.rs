@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
-use zu_host::{run_task, EventBus, MemorySink, PluginInfo, PluginObject, Registry, RunOptions, SessionStore};
 use zu_plugin_api::contracts::{Budget, Event, JsonObject, Status, TaskSpec};
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::ports::{Envelope, ModelProvider};
 use zu_plugin_api::version::Kind;
+use zu_runtime::{run_task, EventBus, MemorySink, PluginInfo, PluginObject, Registry, RunOptions, SessionStore};
 
 use crate::harness::{check, measure, measure_repeated, BenchError};
 
@@ -250,7 +250,7 @@ pub fn job(k: usize, plugins: &LoopPlugins) -> (TaskSpec, Arc<dyn ModelProvider>
     (spec, (plugins.provider)(k), Arc::new(EventBus::new()))
 }
 
-fn verify_run(k: usize, result: &zu_plugin_api::contracts::Result, bus: &EventBus) -> Result<(), BenchError> {
+fn verify_run(k: usize, result: &zu_plugin_api::contracts::RunResult, bus: &EventBus) -> Result<(), BenchError> {
     check(
         result.status == Status::Success,
         format!("run_task K={k}: status {:?} ({:?})", result.status, result.reason),
@@ -388,7 +388,7 @@ pub fn scope_events(n: usize) -> Vec<Event> {
 /// `scope_event`: the scoped view of events with a 2 KB string field.
 pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
     let events = scope_events(n);
-    let v = zu_host::view::scope_event(&events[0], false);
+    let v = zu_runtime::view::scope_event(&events[0], false);
     check(
         v["payload"]["text"]["_type"] == "str" && v["payload"]["text"]["len"] == 2048,
         "scope_event did not summarize",
@@ -405,7 +405,7 @@ pub fn bench_scope_event(n: usize) -> Result<Value, BenchError> {
         || (),
         |_| {
             for e in &events {
-                std::hint::black_box(zu_host::view::scope_event(e, false));
+                std::hint::black_box(zu_runtime::view::scope_event(e, false));
             }
         },
     ))

@@ -1,4 +1,4 @@
-//! The typed boundaries of a run: `TaskSpec` in, `Result` out, and the frozen
+//! The typed boundaries of a run: `TaskSpec` in, `RunResult` out, and the frozen
 //! `Event` envelope every record on the log travels in. Pure serde types, no I/O;
 //! the JSON they produce is the Python reference's, field for field.
 
@@ -97,7 +97,7 @@ impl TaskSpec {
 
 /// The typed output of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Result {
+pub struct RunResult {
     /// How the run ended.
     pub status: Status,
     /// The extracted value, when there is one.
@@ -120,7 +120,7 @@ pub enum EventError {
 }
 
 /// Checks that an event type is namespaced under `harness.` or `data.`.
-pub fn check_event_type(ty: &str) -> std::result::Result<(), EventError> {
+pub fn check_event_type(ty: &str) -> Result<(), EventError> {
     if ty.starts_with("harness.") || ty.starts_with("data.") {
         Ok(())
     } else {
@@ -136,7 +136,7 @@ struct Payload {
 }
 
 impl Payload {
-    fn from_text(text: Box<RawValue>) -> std::result::Result<Self, EventError> {
+    fn from_text(text: Box<RawValue>) -> Result<Self, EventError> {
         if !text.get().trim_start().starts_with('{') {
             return Err(EventError::PayloadNotObject(text.get().chars().take(40).collect()));
         }
@@ -146,7 +146,7 @@ impl Payload {
         })
     }
 
-    fn of<P: Serialize + ?Sized>(value: &P) -> std::result::Result<Self, EventError> {
+    fn of<P: Serialize + ?Sized>(value: &P) -> Result<Self, EventError> {
         let text = serde_json::value::to_raw_value(value).map_err(|e| EventError::PayloadNotObject(e.to_string()))?;
         Payload::from_text(text)
     }
@@ -200,7 +200,7 @@ pub struct Event {
 }
 
 impl Serialize for Event {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Event", 9)?;
         st.serialize_field("event_id", &self.event_id)?;
@@ -261,13 +261,13 @@ impl TsText {
 }
 
 impl Serialize for TsText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.with(|text| s.serialize_str(text))
     }
 }
 
 impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = EventWire::deserialize(d)?;
         check_event_type(&w.ty).map_err(serde::de::Error::custom)?;
         let payload = match w.payload {
@@ -330,7 +330,7 @@ impl Event {
         ty: impl Into<Cow<'static, str>>,
         source: impl Into<Cow<'static, str>>,
         payload: JsonObject,
-    ) -> std::result::Result<Self, EventError> {
+    ) -> Result<Self, EventError> {
         Event::with_payload(trace_id, task_id, parent_id, ty, source, &payload)
     }
 
@@ -343,7 +343,7 @@ impl Event {
         ty: impl Into<Cow<'static, str>>,
         source: impl Into<Cow<'static, str>>,
         payload: &P,
-    ) -> std::result::Result<Self, EventError> {
+    ) -> Result<Self, EventError> {
         let ty = ty.into();
         check_event_type(&ty)?;
         Ok(Event {
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn result_status_is_snake_case_on_the_wire() {
-        let r = Result {
+        let r = RunResult {
             status: Status::Escalate,
             value: None,
             reason: Some("empty".into()),

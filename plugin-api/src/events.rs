@@ -25,6 +25,10 @@ pub const TOOL_RETURNED: &str = "harness.tool.returned";
 pub const DETECTOR_FIRED: &str = "harness.detector.fired";
 /// A validator refused the result.
 pub const VALIDATION_FAILED: &str = "harness.validation.failed";
+/// A detector or validator failed (returned an error or panicked) instead of
+/// giving a verdict: `{check, kind: "detector"|"validator", error}`. Beyond
+/// the reference, which only logs it.
+pub const CHECK_FAILED: &str = "harness.check.failed";
 /// A guard contained an unsafe attempt (SSRF, oversized observation, ...).
 pub const DEFENSE_BLOCKED: &str = "harness.defense.blocked";
 /// A connection the egress proxy observed (out-of-band fact).
@@ -48,8 +52,13 @@ pub const SOURCE_FETCHED: &str = "data.source.fetched";
 /// The value extracted from the final answer.
 pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 
+/// Observation keys that carry retrieved content: the loop stores such an
+/// observation once in `data.source.fetched` and summarises it in
+/// `harness.tool.returned`; checks read the content under these keys.
+pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
+
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 20] = [
+pub const HARNESS_TYPES: [&str; 21] = [
     TASK_STARTED,
     ENVELOPE_DECLARED,
     TASK_COMPLETED,
@@ -61,6 +70,7 @@ pub const HARNESS_TYPES: [&str; 20] = [
     TOOL_RETURNED,
     DETECTOR_FIRED,
     VALIDATION_FAILED,
+    CHECK_FAILED,
     DEFENSE_BLOCKED,
     EGRESS_OBSERVED,
     HOST_EFFECT_OBSERVED,

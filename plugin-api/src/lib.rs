@@ -1,7 +1,25 @@
 //! Everything a Zu plugin author needs: the contracts of a run, the port traits
-//! of the eight plugin kinds, and one export macro. No `unsafe`, no FFI types.
+//! of the eight plugin kinds, `#[tool]`, one export macro, and [`testing`].
+//! No `unsafe`, no FFI types.
 //!
-//! A complete plugin library (`crate-type = ["cdylib"]`, one dependency):
+//! A complete tool library (`crate-type = ["cdylib"]`, one dependency):
+//!
+//! ```
+//! use zu_plugin_api::prelude::*;
+//!
+//! /// Counts the words of `text`.
+//! #[tool(parameters = r#"{"type": "object", "properties": {"text": {"type": "string"}}}"#)]
+//! fn word_count(args: JsonObject) -> Result<Value, PluginError> {
+//!     let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
+//!     Ok(json!({"words": text.split_whitespace().count()}))
+//! }
+//!
+//! zu_plugin_api::export_plugins! { tools: [word_count] }
+//! ```
+//!
+//! A plugin with state or config implements [`ports::Plugin`] and its kind's
+//! port trait ([`ports::Tool`], [`ports::Detector`], [`ports::Validator`],
+//! ...) on a type of its own and lists that type:
 //!
 //! ```
 //! use zu_plugin_api::prelude::*;
@@ -29,7 +47,8 @@
 //! directory, and `zu plugins --plugins DIR` lists it. The macro records, per
 //! plugin, the interface version of its kind this crate provides
 //! ([`version::INTERFACE_VERSION`]); the host accepts it under the semver caret
-//! rule and checks the real FFI layout too.
+//! rule and checks the real FFI layout too. [`testing`] calls a plugin the way
+//! the host will, from the plugin's own `cargo test`.
 //!
 //! Panics inside any plugin method, constructor or destructor are caught on
 //! the plugin's side and reach the host as [`PluginError::Panicked`]. Build
@@ -43,23 +62,29 @@ pub mod contracts;
 pub mod events;
 pub mod filter;
 pub mod ports;
+pub mod testing;
 pub mod version;
 
 #[doc(hidden)]
 pub mod ffi;
 
 pub use ports::PluginError;
+pub use zu_plugin_api_macros::tool;
+
+#[doc(hidden)]
+pub use serde_json;
 
 /// What a plugin author imports: `use zu_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::content::{Action, ActionKind, ContentPart, Observation};
-    pub use crate::contracts::{Budget, Event, JsonObject, Result as RunResult, Status, TaskSpec};
+    pub use crate::contracts::{Budget, Event, JsonObject, RunResult, Status, TaskSpec};
     pub use crate::filter::{EventFilter, FilterField, StoredEvent};
     pub use crate::ports::{
         Capabilities, Detector, Envelope, EventSink, Finish, ModelProvider, ModelRequest, ModelResponse, Plugin,
         PluginError, Policy, RunContext, SandboxBackend, Scope, Severity, Tool, ToolCall, ToolSpec, Trigger,
         TriggerEvent, Validator, Verdict, CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SANDBOX, CAP_SUBPROCESS, EGRESS_OPEN,
     };
+    pub use crate::tool;
     pub use serde_json::{json, Value};
 }
 
@@ -84,41 +109,30 @@ macro_rules! export_plugins {
     };
 }
 
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __declare {
-    (providers, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::ProviderObject, $p>()
-    };
-    (tools, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::ToolObject, $p>()
-    };
-    (detectors, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::DetectorObject, $p>()
-    };
-    (validators, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::ValidatorObject, $p>()
-    };
-    (backends, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::BackendObject, $p>()
-    };
-    (sinks, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::SinkObject, $p>()
-    };
-    (policies, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::PolicyObject, $p>()
-    };
-    (triggers, $p:ty) => {
-        $crate::ffi::Declaration::of::<$crate::ffi::TriggerObject, $p>()
-    };
-    ($other:ident, $p:ty) => {
-        ::std::compile_error!(::std::concat!(
-            "unknown plugin kind `",
-            ::std::stringify!($other),
-            "`: use providers, tools, detectors, validators, backends, sinks, policies or triggers"
-        ))
+/// Generates `__declare!(kind, Type)`, one arm per kind of the table, plus
+/// an arm that names the kinds when the author wrote another word. (`$d` is
+/// a literal `$`, so the generated macro can have metavariables of its own.)
+macro_rules! declare_macro {
+    ($d:tt $($(#[$doc:meta])* $Kind:ident { name: $name:ident, $($rest:tt)* }),* $(,)?) => {
+        #[doc(hidden)]
+        #[macro_export]
+        macro_rules! __declare {
+            $(($name, $d p:ty) => {
+                $d crate::ffi::kind::$name::declare::<$d p>()
+            };)*
+            ($d other:ident, $d p:ty) => {
+                ::std::compile_error!(::std::concat!(
+                    "unknown plugin kind `",
+                    ::std::stringify!($d other),
+                    "`: use one of ",
+                    $(::std::stringify!($name), " "),*
+                ))
+            };
+        }
     };
 }
+
+crate::__for_each_kind!(declare_macro, $);
 
 /// Exports a library whose declarations are built by an expression of type
 /// `Vec<ffi::Declaration>`. `export_plugins!` is the way to use it; the host's

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{Action, Observation};
-use crate::contracts::{Event, JsonObject, Result as RunResult, TaskSpec};
+use crate::contracts::{Event, JsonObject, RunResult, TaskSpec};
 use crate::filter::{EventFilter, StoredEvent};
 
 /// Capability token: opens outbound network connections.
@@ -26,6 +26,52 @@ pub const EGRESS_OPEN: &str = "*";
 /// The largest tool observation, in bytes of JSON, the host accepts; a
 /// larger one is refused (`oversized_observation`) without being built whole.
 pub const MAX_OBSERVATION_BYTES: usize = 1_000_000;
+
+/// The text of a caught panic payload (`&str` or `String`; anything else
+/// is described, not shown).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// A byte buffer that refuses to grow past a limit, so an oversized value is
+/// detected without ever being encoded whole.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON text of `value` if it fits in `limit` bytes, else
+/// [`PluginError::TooLarge`], found without encoding an oversized value whole.
+pub fn to_json_capped<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<String, PluginError> {
+    let mut out = Capped {
+        buf: Vec::with_capacity(256),
+        limit,
+    };
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => Ok(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
+        Err(e) if e.is_io() => Err(PluginError::TooLarge { limit }),
+        Err(e) => Err(PluginError::failed(format!("cannot encode JSON: {e}"))),
+    }
+}
 
 /// A guard refused an action: what kind of refusal, what was refused, why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +112,10 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// The error for a caught panic, with the panic's message.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        PluginError::Panicked(panic_message(payload))
+    }
     /// A generic failure with a message.
     pub fn failed(msg: impl Into<String>) -> Self {
         PluginError::Failed(msg.into())
@@ -108,6 +158,10 @@ impl Envelope {
 /// A plugin's registry name, envelope, and constructor. Implement it next to
 /// the port trait of the plugin's kind, then list the type in
 /// [`export_plugins!`](crate::export_plugins).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Zu plugin: it does not implement `Plugin`",
+    label = "every listed plugin needs `impl Plugin` (its NAME and constructor), or `#[tool]` on a function"
+)]
 pub trait Plugin: Sized + Send + Sync + 'static {
     /// The registry name (`http_fetch`, `sqlite`, ...).
     const NAME: &'static str;
@@ -176,6 +230,46 @@ pub struct ModelRequest {
     /// Provider parameters.
     #[serde(default)]
     pub params: JsonObject,
+    /// Set by the host's loop; read by the transports that carry a request
+    /// to a provider in another library or process (see [`Continuation`]).
+    #[serde(skip)]
+    continuation: Option<Continuation>,
+}
+
+impl ModelRequest {
+    /// A request with `messages` and `tools` and no parameters.
+    pub fn new(messages: Vec<Value>, tools: Vec<Value>) -> Self {
+        ModelRequest {
+            messages,
+            tools,
+            ..ModelRequest::default()
+        }
+    }
+
+    /// Marks the request as the next turn of a conversation (host side).
+    #[doc(hidden)]
+    pub fn set_continuation(&mut self, continuation: Option<Continuation>) {
+        self.continuation = continuation;
+    }
+
+    /// The mark set by [`ModelRequest::set_continuation`], if any.
+    #[doc(hidden)]
+    pub fn continuation(&self) -> Option<Continuation> {
+        self.continuation
+    }
+}
+
+/// The host's promise about a request: its first `unchanged` messages are
+/// those of its previous request with the same `conversation` id. A
+/// transport uses it to send only what is new, so a turn costs the same at
+/// step 1000 as at step 1. Providers never see it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    /// The conversation's id, unique per run.
+    pub conversation: u64,
+    /// How many leading messages are unchanged since the previous request.
+    pub unchanged: usize,
 }
 
 /// One answer from a model.
@@ -282,6 +376,11 @@ pub trait RunContext {
 }
 
 /// A tool the model may call.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tool: it does not implement `Tool`",
+    label = "listed under `tools:`, so it must implement `Tool`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait Tool: Send + Sync {
     /// The schema offered to the model (a function-calling tool object).
     fn schema(&self) -> Value {
@@ -295,7 +394,35 @@ pub trait Tool: Send + Sync {
     fn call(&self, ctx: &dyn RunContext, args: JsonObject) -> Result<JsonObject, PluginError>;
 }
 
+/// What a `#[tool]` function may return: an object, or any JSON value (a
+/// value that is not an object becomes `{"value": ...}`).
+#[doc(hidden)]
+pub trait IntoObservation {
+    /// The observation the model sees.
+    fn into_observation(self) -> Result<JsonObject, PluginError>;
+}
+
+impl IntoObservation for Result<JsonObject, PluginError> {
+    fn into_observation(self) -> Result<JsonObject, PluginError> {
+        self
+    }
+}
+
+impl IntoObservation for Result<Value, PluginError> {
+    fn into_observation(self) -> Result<JsonObject, PluginError> {
+        Ok(match self? {
+            Value::Object(o) => o,
+            other => JsonObject::from_iter([("value".to_owned(), other)]),
+        })
+    }
+}
+
 /// A model: messages in, text and tool calls out.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a model provider: it does not implement `ModelProvider`",
+    label = "listed under `providers:`, so it must implement `ModelProvider`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait ModelProvider: Send + Sync {
     /// What the model can do.
     fn capabilities(&self) -> Capabilities {
@@ -307,24 +434,14 @@ pub trait ModelProvider: Send + Sync {
     }
     /// Answers one request.
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError>;
-
-    /// Answers a request that continues a conversation: the host promises the
-    /// first `unchanged` messages are those it sent in its previous call with
-    /// the same `conversation` id. A provider across the library boundary uses
-    /// this to send only what is new, so a turn costs the same at step 1000 as
-    /// at step 1. The default simply calls [`ModelProvider::complete`].
-    fn complete_continued(
-        &self,
-        request: &ModelRequest,
-        conversation: u64,
-        unchanged: usize,
-    ) -> Result<ModelResponse, PluginError> {
-        let _ = (conversation, unchanged);
-        self.complete(request)
-    }
 }
 
 /// An observation-time check whose verdict drives the loop.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a detector: it does not implement `Detector`",
+    label = "listed under `detectors:`, so it must implement `Detector`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait Detector: Send + Sync {
     /// When the detector runs.
     fn scope(&self) -> Scope;
@@ -333,12 +450,22 @@ pub trait Detector: Send + Sync {
 }
 
 /// An on-final check of the result.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a validator: it does not implement `Validator`",
+    label = "listed under `validators:`, so it must implement `Validator`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait Validator: Send + Sync {
     /// Checks the result; `None` when it passes.
     fn check(&self, result: &RunResult, ctx: &dyn RunContext) -> Result<Option<Verdict>, PluginError>;
 }
 
 /// Provisions and runs commands inside an isolated environment.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a sandbox backend: it does not implement `SandboxBackend`",
+    label = "listed under `backends:`, so it must implement `SandboxBackend`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait SandboxBackend: Send + Sync {
     /// Starts a sandbox from a free-form spec; returns its handle.
     fn launch(&self, spec: &JsonObject) -> Result<Value, PluginError>;
@@ -349,6 +476,11 @@ pub trait SandboxBackend: Send + Sync {
 }
 
 /// An event store. `append` is idempotent on `event_id`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event sink: it does not implement `EventSink`",
+    label = "listed under `sinks:`, so it must implement `EventSink`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait EventSink: Send + Sync {
     /// Stores one event; appending the same `event_id` again is a no-op.
     fn append(&self, event: &Event) -> Result<(), PluginError>;
@@ -368,6 +500,11 @@ pub trait EventSink: Send + Sync {
 }
 
 /// The generalised decision-maker: observation in, action out.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a policy: it does not implement `Policy`",
+    label = "listed under `policies:`, so it must implement `Policy`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait Policy: Send + Sync {
     /// What the policy can do.
     fn capabilities(&self) -> Capabilities {
@@ -382,6 +519,11 @@ pub trait Policy: Send + Sync {
 }
 
 /// An inbound source of runs (email, webhook, queue, schedule, ...).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a trigger: it does not implement `Trigger`",
+    label = "listed under `triggers:`, so it must implement `Trigger`",
+    note = "list each plugin under the kind whose trait it implements: providers: ModelProvider, tools: Tool (or #[tool] on a function), detectors: Detector, validators: Validator, backends: SandboxBackend, sinks: EventSink, policies: Policy, triggers: Trigger"
+)]
 pub trait Trigger: Send + Sync {
     /// The source label stamped on every event it yields.
     fn source(&self) -> String;
@@ -398,6 +540,28 @@ mod tests {
         assert!(Severity::Warn < Severity::Retry);
         assert!(Severity::Retry < Severity::Escalate);
         assert!(Severity::Escalate < Severity::Terminal);
+    }
+
+    #[test]
+    fn size_is_checked_without_encoding_everything() {
+        let big = serde_json::json!({"blob": "x".repeat(2_000_000)});
+        let limit = MAX_OBSERVATION_BYTES;
+        assert_eq!(to_json_capped(&big, limit), Err(PluginError::TooLarge { limit }));
+        assert_eq!(
+            to_json_capped(&serde_json::json!({"ok": true}), limit).unwrap(),
+            r#"{"ok":true}"#
+        );
+    }
+
+    #[test]
+    fn panic_payloads_become_messages() {
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(
+            PluginError::from_panic(&*caught),
+            PluginError::Panicked("boom 7".into())
+        );
+        let odd = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&*odd), "a panic with a non-string payload");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn artifacts() -> &'static Artifacts {
         cargo(&[
             "build",
             "-p",
-            "zu-host",
+            "zu-cli",
             "-p",
             "zu-plugin-scripted",
             "-p",

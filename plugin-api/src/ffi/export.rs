@@ -27,6 +27,9 @@ pub trait Exports<O: FfiKind>: Plugin {
 struct Guard<T>(Option<T>);
 
 impl<T> Guard<T> {
+    fn new(value: T) -> Self {
+        Guard(Some(value))
+    }
     fn get(&self) -> &T {
         self.0.as_ref().expect("a plugin value is present until it is dropped")
     }
@@ -133,6 +136,15 @@ impl<T: Tool> ToolFfi for Guard<T> {
 struct ProviderGuard<T> {
     guard: Guard<T>,
     conversation: Mutex<Option<(u64, ModelRequest)>>,
+}
+
+impl<T> ProviderGuard<T> {
+    fn new(value: T) -> Self {
+        ProviderGuard {
+            guard: Guard::new(value),
+            conversation: Mutex::new(None),
+        }
+    }
 }
 
 impl<T: ModelProvider> ProviderFfi for ProviderGuard<T> {
@@ -290,31 +302,14 @@ impl<T: Trigger> TriggerFfi for Guard<T> {
 }
 
 macro_rules! exports {
-    ($($port:ident => $object:ty, $to:ident;)*) => {
-        $(impl<T: Plugin + $port> Exports<$object> for T {
-            fn into_object(self) -> $object {
-                $to::from_value(Guard(Some(self)), TD_Opaque)
+    ($($(#[$doc:meta])* $Kind:ident { name: $name:ident, object: $o:ident, getter: $g:ident, version: $v:literal,
+        port: $port:ident, ffi: $ffi:ident, export: $export:ident, import: $i:path }),* $(,)?) => {
+        $(impl<T: Plugin + $port> Exports<kind::$name::Object> for T {
+            fn into_object(self) -> kind::$name::Object {
+                $ffi::from_value($export::new(self), TD_Opaque)
             }
         })*
     };
 }
 
-impl<T: Plugin + ModelProvider> Exports<ProviderObject> for T {
-    fn into_object(self) -> ProviderObject {
-        let guard = ProviderGuard {
-            guard: Guard(Some(self)),
-            conversation: Mutex::new(None),
-        };
-        ProviderFfi_TO::from_value(guard, TD_Opaque)
-    }
-}
-
-exports! {
-    Tool => ToolObject, ToolFfi_TO;
-    Detector => DetectorObject, DetectorFfi_TO;
-    Validator => ValidatorObject, ValidatorFfi_TO;
-    SandboxBackend => BackendObject, BackendFfi_TO;
-    EventSink => SinkObject, SinkFfi_TO;
-    Policy => PolicyObject, PolicyFfi_TO;
-    Trigger => TriggerObject, TriggerFfi_TO;
-}
+crate::__for_each_kind!(exports);

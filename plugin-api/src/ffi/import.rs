@@ -13,10 +13,11 @@ use abi_stable::{
 };
 use serde_json::Value;
 
+use super::kind;
 use super::objects::*;
 use super::{from_json, to_json, Delta, FfiErrorKind, FfiResult};
 use crate::content::{Action, Observation};
-use crate::contracts::{Event, JsonObject, Result as RunResult};
+use crate::contracts::{Event, JsonObject, RunResult};
 use crate::filter::{EventFilter, StoredEvent};
 use crate::ports::*;
 
@@ -82,7 +83,7 @@ fn with_ctx<T>(ctx: &dyn RunContext, f: impl FnOnce(HostContext<'_>) -> T) -> T 
     f(context_bridge(&bridge))
 }
 
-impl Tool for ToolObject {
+impl Tool for kind::tools::Object {
     fn schema(&self) -> Value {
         serde_json::from_str(self.ffi_schema().as_str()).unwrap_or(Value::Object(JsonObject::new()))
     }
@@ -101,7 +102,7 @@ impl Tool for ToolObject {
 /// A provider loaded from a library. Remembers what it last sent of each
 /// conversation so a continued one crosses the boundary as its new messages.
 pub struct ImportedProvider {
-    object: ProviderObject,
+    object: kind::providers::Object,
     sent: Mutex<Option<Sent>>,
 }
 
@@ -113,7 +114,7 @@ struct Sent {
 
 impl ImportedProvider {
     /// Wraps a checked provider object.
-    pub fn new(object: ProviderObject) -> Self {
+    pub fn new(object: kind::providers::Object) -> Self {
         ImportedProvider {
             object,
             sent: Mutex::new(None),
@@ -142,16 +143,18 @@ impl ModelProvider for ImportedProvider {
     fn model(&self) -> Option<String> {
         self.object.ffi_model().into_option().map(RString::into_string)
     }
+    /// Sends only the new messages of a request marked as continuing the
+    /// conversation this provider was last sent; anything else whole.
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let request = to_json(request)?;
-        reply(self.object.ffi_complete(request.as_str().into()), "model response")
-    }
-    fn complete_continued(
-        &self,
-        request: &ModelRequest,
-        conversation: u64,
-        unchanged: usize,
-    ) -> Result<ModelResponse, PluginError> {
+        let Some(Continuation {
+            conversation,
+            unchanged,
+        }) = request.continuation()
+        else {
+            *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let request = to_json(request)?;
+            return reply(self.object.ffi_complete(request.as_str().into()), "model response");
+        };
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let (base, tools_changed) = match &*sent {
             Some(s) if s.conversation == conversation && s.len <= unchanged.min(request.messages.len()) => {
@@ -172,7 +175,7 @@ impl ModelProvider for ImportedProvider {
     }
 }
 
-impl Detector for DetectorObject {
+impl Detector for kind::detectors::Object {
     fn scope(&self) -> Scope {
         match self.ffi_scope() {
             FfiScope::PerObservation => Scope::PerObservation,
@@ -185,14 +188,14 @@ impl Detector for DetectorObject {
     }
 }
 
-impl Validator for ValidatorObject {
+impl Validator for kind::validators::Object {
     fn check(&self, result: &RunResult, ctx: &dyn RunContext) -> Result<Option<Verdict>, PluginError> {
         let result = to_json(result)?;
         maybe_verdict(with_ctx(ctx, |c| self.ffi_check(result.as_str().into(), c)))
     }
 }
 
-impl SandboxBackend for BackendObject {
+impl SandboxBackend for kind::backends::Object {
     fn launch(&self, spec: &JsonObject) -> Result<Value, PluginError> {
         reply(self.ffi_launch(to_json(spec)?.as_str().into()), "sandbox handle")
     }
@@ -208,7 +211,7 @@ impl SandboxBackend for BackendObject {
     }
 }
 
-impl EventSink for SinkObject {
+impl EventSink for kind::sinks::Object {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
         Ok(self.ffi_append(to_json(event)?.as_str().into()).into_result()?)
     }
@@ -232,7 +235,7 @@ impl EventSink for SinkObject {
     }
 }
 
-impl Policy for PolicyObject {
+impl Policy for kind::policies::Object {
     fn capabilities(&self) -> Capabilities {
         serde_json::from_str(self.ffi_capabilities().as_str()).unwrap_or_default()
     }
@@ -248,7 +251,7 @@ impl Policy for PolicyObject {
     }
 }
 
-impl Trigger for TriggerObject {
+impl Trigger for kind::triggers::Object {
     fn source(&self) -> String {
         self.ffi_source().into_string()
     }

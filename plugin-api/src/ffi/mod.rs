@@ -2,7 +2,7 @@
 //! library exports, the per-plugin declarations it lists, and the glue that
 //! carries each port across as JSON with every panic caught on the plugin side.
 //!
-//! Only the export macro and `zu-host` use this module.
+//! Only the export macro, `testing`, and the loader (`zu-loader`) use this module.
 
 #![allow(missing_docs, non_camel_case_types)]
 
@@ -28,9 +28,11 @@ use abi_stable::{
 
 pub use export::Exports;
 pub use import::{context_bridge, ContextBridge, ImportedProvider};
+pub use objects::kind;
 pub use objects::*;
 
-use crate::ports::{Envelope, Plugin, PluginError};
+pub(crate) use crate::ports::to_json_capped;
+use crate::ports::{panic_message, Envelope, Plugin, PluginError};
 use crate::version::Kind;
 
 /// The symbol every abi_stable library exports its header under. The export
@@ -113,17 +115,6 @@ pub(crate) struct Delta {
     pub params: crate::contracts::JsonObject,
 }
 
-/// The text of a caught panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_owned()
-    }
-}
-
 /// Runs `f`, turning a panic into [`PluginError::Panicked`].
 pub fn catch<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -140,39 +131,6 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> FfiResul
 
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, PluginError> {
     serde_json::to_string(value).map_err(|e| PluginError::failed(format!("cannot encode JSON: {e}")))
-}
-
-/// A byte buffer that refuses to grow past a limit, so an oversized value is
-/// detected without ever being encoded whole.
-struct Capped {
-    buf: Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for Capped {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + data.len() > self.limit {
-            return Err(std::io::Error::other("over the size limit"));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// JSON of `value` if it fits in `limit` bytes, else [`PluginError::TooLarge`].
-pub fn to_json_capped<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> Result<String, PluginError> {
-    let mut out = Capped {
-        buf: Vec::with_capacity(256),
-        limit,
-    };
-    match serde_json::to_writer(&mut out, value) {
-        Ok(()) => Ok(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
-        Err(e) if e.is_io() => Err(PluginError::TooLarge { limit }),
-        Err(e) => Err(PluginError::failed(format!("cannot encode JSON: {e}"))),
-    }
 }
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, PluginError> {
@@ -204,6 +162,11 @@ pub struct Declaration {
 pub trait FfiKind: StableAbi + Sized + 'static {
     /// The kind the object implements.
     const KIND: Kind;
+    /// The author's trait of that kind, as the host holds it.
+    type Port: ?Sized + Send + Sync;
+    /// The host's handle on a checked object: the port trait, served
+    /// across the boundary.
+    fn import(self) -> std::sync::Arc<Self::Port>;
 }
 
 impl Declaration {
@@ -313,8 +276,7 @@ impl RootModule for ZuRootModule_Ref {
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
-/// The crate version that plugins built against this copy of the API report.
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::version::API_VERSION;
 
 /// Builds the root module; called by the code `export_plugins!` generates,
 /// inside the plugin. Also installs a one-line panic hook in the plugin's copy
@@ -365,17 +327,6 @@ mod tests {
     #[test]
     fn root_module_symbol_matches_abi_stable() {
         assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
-    }
-
-    #[test]
-    fn size_is_checked_without_encoding_everything() {
-        let big = serde_json::json!({"blob": "x".repeat(2_000_000)});
-        let limit = crate::ports::MAX_OBSERVATION_BYTES;
-        assert_eq!(to_json_capped(&big, limit), Err(PluginError::TooLarge { limit }));
-        assert_eq!(
-            to_json_capped(&serde_json::json!({"ok": true}), limit).unwrap(),
-            r#"{"ok":true}"#
-        );
     }
 
     #[test]

@@ -7,12 +7,11 @@
 use abi_stable::{
     sabi_trait,
     sabi_types::RRef,
-    std_types::{RBox, ROption, RStr, RString},
+    std_types::{ROption, RStr, RString},
     StableAbi,
 };
 
-use super::{FfiKind, FfiResult};
-use crate::version::Kind;
+use super::FfiResult;
 
 /// When a detector runs, in FFI form.
 #[repr(u8)]
@@ -123,28 +122,44 @@ pub trait TriggerFfi: Send + Sync {
     fn ffi_next_event(&self) -> FfiResult<ROption<RString>>;
 }
 
-pub type ToolObject = ToolFfi_TO<'static, RBox<()>>;
-pub type ProviderObject = ProviderFfi_TO<'static, RBox<()>>;
-pub type DetectorObject = DetectorFfi_TO<'static, RBox<()>>;
-pub type ValidatorObject = ValidatorFfi_TO<'static, RBox<()>>;
-pub type BackendObject = BackendFfi_TO<'static, RBox<()>>;
-pub type SinkObject = SinkFfi_TO<'static, RBox<()>>;
-pub type PolicyObject = PolicyFfi_TO<'static, RBox<()>>;
-pub type TriggerObject = TriggerFfi_TO<'static, RBox<()>>;
+macro_rules! kind_modules {
+    ($($(#[$doc:meta])* $Kind:ident { name: $name:ident, object: $o:ident, getter: $g:ident, version: $v:literal,
+        port: $port:ident, ffi: $ffi:ident, export: $e:ident, import: $import:path }),* $(,)?) => {
+        /// One module per kind: its FFI object type and how a plugin of that
+        /// kind is declared and imported.
+        pub mod kind {
+            $($(#[$doc])*
+            pub mod $name {
+                use std::sync::Arc;
 
-macro_rules! kinds {
-    ($($object:ty => $kind:expr),* $(,)?) => {
-        $(impl FfiKind for $object { const KIND: Kind = $kind; })*
+                use abi_stable::std_types::RBox;
+
+                use crate::ffi::{Declaration, FfiKind};
+                use crate::ports::{Plugin, $port};
+                use crate::version::Kind;
+
+                /// The FFI object that carries a plugin of this kind.
+                pub type Object = crate::ffi::$ffi<'static, RBox<()>>;
+
+                impl FfiKind for Object {
+                    const KIND: Kind = Kind::$Kind;
+                    type Port = dyn $port;
+                    fn import(self) -> Arc<dyn $port> {
+                        #[allow(unused_imports)]
+                        use crate::ffi::ImportedProvider;
+                        Arc::new($import(self))
+                    }
+                }
+
+                /// The declaration of plugin `T` of this kind. The bound names
+                /// the author's trait, so a plugin listed under the wrong kind
+                /// is reported in the author's terms.
+                pub fn declare<T: Plugin + $port>() -> Declaration {
+                    Declaration::of::<Object, T>()
+                }
+            })*
+        }
     };
 }
 
-kinds! {
-    ToolObject => Kind::Tools,
-    ProviderObject => Kind::Providers,
-    DetectorObject => Kind::Detectors,
-    ValidatorObject => Kind::Validators,
-    BackendObject => Kind::Backends,
-    SinkObject => Kind::Sinks,
-    PolicyObject => Kind::Policies,
-    TriggerObject => Kind::Triggers,
-}
+crate::__for_each_kind!(kind_modules);

@@ -2,10 +2,8 @@
 //! reference `zu-checks` 0.8.0. Both run per observation and read only the
 //! observation the host hands them.
 
+use zu_plugin_api::events::CONTENT_KEYS;
 use zu_plugin_api::prelude::*;
-
-/// What counts as page content in an observation, in preference order.
-pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Python truthiness of `str(value or "")`: is the value blank?
 fn is_blank(value: &Value) -> bool {

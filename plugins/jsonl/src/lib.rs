@@ -3,8 +3,9 @@
 //! 1-based line number as the sequence, tolerate a torn last line left by a
 //! crash (skipped, with a line on stderr), and lose nothing before it.
 //!
-//! Config: `{"path": "zu-trace.jsonl"}`. Payloads are stored as plaintext;
-//! use the `sqlite` sink for encryption at rest.
+//! Config: `{"path": "zu-trace.jsonl", "read_only": false}`. Payloads are
+//! stored as plaintext; use the `sqlite` sink for encryption at rest.
+//! Read-only (what `zu events` asks for) never creates a file or directory.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -22,6 +23,8 @@ struct Config {
     path: Option<PathBuf>,
     #[serde(default)]
     codec: Option<Value>,
+    #[serde(default)]
+    read_only: bool,
 }
 
 struct Writer {
@@ -33,6 +36,7 @@ struct Writer {
 pub struct JsonlSink {
     path: Result<PathBuf, String>,
     writer: Mutex<Option<Writer>>,
+    read_only: bool,
 }
 
 fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> PluginError {
@@ -53,6 +57,7 @@ impl Plugin for JsonlSink {
             return Ok(JsonlSink {
                 path: Err(why.into()),
                 writer: Mutex::new(None),
+                read_only: false,
             });
         }
         let config: Config =
@@ -69,6 +74,18 @@ impl Plugin for JsonlSink {
         let path = config.path.ok_or_else(|| {
             PluginError::invalid("jsonl sink config has no \"path\" (the log file, e.g. {\"path\": \"zu.jsonl\"})")
         })?;
+        if config.read_only {
+            if !path.is_file() {
+                return Err(PluginError::invalid(format!(
+                    "no event log at {} (a reader never creates one; check the path)",
+                    path.display()
+                )));
+            }
+            return Ok(JsonlSink {
+                read_only: true,
+                ..JsonlSink::at(path)
+            });
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| fail(&path, "cannot create its directory", e))?;
         }
@@ -125,6 +142,7 @@ impl JsonlSink {
         JsonlSink {
             path: Ok(path),
             writer: Mutex::new(None),
+            read_only: false,
         }
     }
 
@@ -172,6 +190,9 @@ impl JsonlSink {
 impl EventSink for JsonlSink {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
         let path = self.path()?;
+        if self.read_only {
+            return Err(fail(path, "cannot append", "the sink was opened read-only"));
+        }
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(JsonlSink::open_writer(path)?);

@@ -4,7 +4,9 @@
 //! through the codec (plaintext or AES-256-GCM bound to the row's columns).
 //!
 //! Config: `{"path": "zu.db", "codec": null | "plaintext" | {"kind": "aes-gcm",
-//! "key_env": "ZU_EVENT_KEY"} | {"kind": "managed-aes-gcm"}, "busy_timeout_ms": 5000}`.
+//! "key_env": "ZU_EVENT_KEY"} | {"kind": "managed-aes-gcm"}, "busy_timeout_ms": 5000,
+//! "read_only": false}`. Read-only (what `zu events` asks for) never creates
+//! or changes a file, and reads a log on read-only media.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -40,6 +42,8 @@ struct Config {
     codec: Option<Value>,
     #[serde(default = "default_busy_timeout")]
     busy_timeout_ms: u64,
+    #[serde(default)]
+    read_only: bool,
 }
 
 fn default_busy_timeout() -> u64 {
@@ -81,6 +85,51 @@ impl SqliteSink {
         })
     }
 
+    /// Opens the existing log at `path` for reading only: nothing is
+    /// created or changed, and a log on read-only media (where SQLite cannot
+    /// create its WAL index) is opened as immutable.
+    pub fn open_read_only(path: &Path, codecs: Codecs, busy_timeout_ms: u64) -> Result<Self, PluginError> {
+        use rusqlite::OpenFlags;
+        if !path.is_file() {
+            return Err(PluginError::invalid(format!(
+                "no event log at {} (a reader never creates one; check the path)",
+                path.display()
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let has_events = |conn: &Connection| -> rusqlite::Result<bool> {
+            conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        };
+        let open_with = |uri: String| -> rusqlite::Result<(Connection, bool)> {
+            let conn = Connection::open_with_flags(uri, flags)?;
+            let ok = has_events(&conn)?;
+            Ok((conn, ok))
+        };
+        let plain = format!("file:{}", uri_path(path));
+        let (conn, is_log) = open_with(plain.clone())
+            .or_else(|_| open_with(format!("{plain}?immutable=1")))
+            .map_err(|e| fail(path, "cannot open for reading", e))?;
+        if !is_log {
+            return Err(PluginError::invalid(format!(
+                "{} is not a Zu event log (it has no events table)",
+                path.display()
+            )));
+        }
+        Ok(SqliteSink {
+            state: Mutex::new(Ok(Open {
+                conn,
+                codecs,
+                path: path.to_owned(),
+            })),
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Open) -> Result<T, PluginError>) -> Result<T, PluginError> {
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
@@ -111,8 +160,28 @@ impl Plugin for SqliteSink {
             PluginError::invalid("sqlite sink config has no \"path\" (the database file, e.g. {\"path\": \"zu.db\"})")
         })?;
         let codecs = Codecs::from_config(config.codec.as_ref()).map_err(|e| PluginError::invalid(e.to_string()))?;
-        SqliteSink::open(&path, codecs, config.busy_timeout_ms)
+        if config.read_only {
+            SqliteSink::open_read_only(&path, codecs, config.busy_timeout_ms)
+        } else {
+            SqliteSink::open(&path, codecs, config.busy_timeout_ms)
+        }
     }
+}
+
+/// A path as the path part of an SQLite `file:` URI (`?`, `#` and `%`
+/// escaped, so a file name is never read as URI parameters).
+fn uri_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn where_clause(filter: &EventFilter) -> (String, Vec<String>) {

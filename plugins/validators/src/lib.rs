@@ -4,6 +4,7 @@
 //! from the reference `zu-checks` 0.8.0. Grounding reads the run's
 //! `data.source.fetched` events through the host's run context.
 
+use zu_plugin_api::events::CONTENT_KEYS;
 use zu_plugin_api::events::SOURCE_FETCHED;
 use zu_plugin_api::filter::FilterField;
 use zu_plugin_api::prelude::*;
@@ -50,8 +51,6 @@ impl Plugin for GroundingValidator {
         Ok(GroundingValidator)
     }
 }
-
-const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Collapses whitespace and lowercases, as the reference does.
 fn normalize(s: &str) -> String {

@@ -8,9 +8,10 @@ use std::io::Write;
 
 use serde_json::json;
 use uuid::Uuid;
-use zu_host::{Loader, Registry};
+use zu_loader::Loader;
 use zu_plugin_api::contracts::Event;
 use zu_plugin_api::version::Kind;
+use zu_runtime::Registry;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

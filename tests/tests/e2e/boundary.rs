@@ -2,10 +2,11 @@
 //! served by callback, and panics that come back as values.
 
 use serde_json::{json, Value};
-use zu_host::{Loader, Registry};
+use zu_loader::Loader;
 use zu_plugin_api::filter::StoredEvent;
 use zu_plugin_api::prelude::*;
 use zu_plugin_api::version::Kind;
+use zu_runtime::Registry;
 use zu_tests::{artifacts, plugin_dir};
 
 use crate::codes;
@@ -65,10 +66,7 @@ fn scripted_provider_answers_across_the_boundary_in_order() {
     let p = reg.provider("scripted").expect("loaded");
     assert_eq!(p.model().as_deref(), Some("script-1"));
     assert_eq!(p.capabilities(), Capabilities::default());
-    let req = ModelRequest {
-        messages: vec![json!({"role": "user", "content": "hi"})],
-        ..Default::default()
-    };
+    let req = ModelRequest::new(vec![json!({"role": "user", "content": "hi"})], Vec::new());
     let first = p.complete(&req).unwrap();
     assert_eq!(first.tool_calls[0].args["x"], 1);
     assert_eq!(first.finish, Finish::ToolCalls);
@@ -161,7 +159,7 @@ fn in_process_and_loaded_plugins_share_one_registry() {
     reg.register_native(
         "dup",
         Envelope::NONE,
-        zu_host::PluginObject::Tool(std::sync::Arc::new(Native)),
+        zu_runtime::PluginObject::Tool(std::sync::Arc::new(Native)),
     )
     .unwrap();
     Loader::new().load_dir(&mut reg, dir.path()).unwrap();

@@ -1,4 +1,4 @@
-//! Embedding: a new binary crate links the host library and three plugin
+//! Embedding: a new binary crate links the runtime library and three plugin
 //! crates as Rust libraries (their library export turned off, so their
 //! symbols do not clash), registers the plugins in-process and runs a task.
 
@@ -8,8 +8,8 @@ use zu_tests::workspace_root;
 
 const MAIN: &str = r#"
 use std::sync::Arc;
-use zu_host::api::prelude::*;
-use zu_host::{run_task, EventBus, PluginObject, Registry, RunOptions};
+use zu_runtime::api::prelude::*;
+use zu_runtime::{run_task, EventBus, PluginObject, Registry, RunOptions};
 use zu_plugin_checks::EmptyDetector;
 use zu_plugin_files::FileRead;
 use zu_plugin_scripted::Scripted;
@@ -26,7 +26,7 @@ fn main() {
     ]})).unwrap();
     let bus = Arc::new(EventBus::new());
     let result = run_task(&TaskSpec::new("read a.txt"), Arc::new(provider), &registry, &bus, &RunOptions::default()).unwrap();
-    let fetched = bus.count(&EventFilter::all().with(zu_host::api::filter::FilterField::Type, Some("data.source.fetched"))).unwrap();
+    let fetched = bus.count(&EventFilter::all().with(zu_runtime::api::filter::FilterField::Type, Some("data.source.fetched"))).unwrap();
     println!("{} {fetched}", serde_json::to_string(&result).unwrap());
 }
 "#;
@@ -40,12 +40,12 @@ fn several_plugin_crates_link_into_one_embedding_binary() {
     let path = |p: &str| workspace_root().join(p).display().to_string();
     let manifest = format!(
         "[package]\nname = \"embedder\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n\
-         zu-host = {{ path = {:?} }}\n\
+         zu-runtime = {{ path = {:?} }}\n\
          zu-plugin-files = {{ path = {:?}, default-features = false }}\n\
          zu-plugin-checks = {{ path = {:?}, default-features = false }}\n\
          zu-plugin-scripted = {{ path = {:?}, default-features = false }}\n\
          serde_json = \"1\"\n\n[workspace]\n",
-        path("host"),
+        path("host/runtime"),
         path("plugins/files"),
         path("plugins/checks"),
         path("plugins/scripted"),

@@ -3,8 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use zu_host::{LoadError, Loader, Registry};
+use zu_loader::Loader;
 use zu_plugin_api::version::Kind;
+use zu_runtime::{LoadError, Registry};
 use zu_tests::{artifacts, lib_file, plugin_dir};
 
 use crate::{codes, failures_of, load};

@@ -12,7 +12,8 @@ mod sinks;
 
 use std::path::Path;
 
-use zu_host::{LoadFailure, Loader, Registry};
+use zu_loader::Loader;
+use zu_runtime::{LoadFailure, Registry};
 
 /// Loads one directory into a fresh registry.
 pub fn load(dir: &Path) -> Registry {

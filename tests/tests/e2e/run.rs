@@ -9,10 +9,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use zu_host::{run_task, EventBus, Loader, Registry, RunOptions};
+use zu_loader::Loader;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::prelude::*;
 use zu_plugin_api::version::Kind;
+use zu_runtime::{run_task, EventBus, Registry, RunOptions};
 use zu_tests::{artifacts, plugin_dir};
 
 /// Every real plugin, in one directory.
@@ -190,31 +191,46 @@ fn a_task_file_and_provider_flags_work_without_zu_toml() {
 fn bad_settings_are_errors_naming_what_is_wrong() {
     let plugins = real_plugins();
     let script = json!({"responses": [{"text": "{}"}]});
-    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+    // (zu.toml extra, flags, expected exit code, expected message)
+    let cases: Vec<(&str, Vec<&str>, i32, &str)> = vec![
         (
             "",
             vec!["--provider", "gpt-nine"],
+            1,
             "no provider plugin named \"gpt-nine\"",
         ),
         (
             "\n[sink]\nname = \"postgres\"\n",
             vec![],
+            1,
             "no sink plugin named \"postgres\"",
         ),
-        ("\n[task.budget]\nmax_stepz = 3\n", vec![], "unknown field `max_stepz`"),
+        (
+            "\n[task.budget]\nmax_stepz = 3\n",
+            vec![],
+            2,
+            "unknown field `max_stepz`",
+        ),
         (
             "",
             vec!["--config", "tools.file_read=not json"],
+            2,
             "invalid plugin config",
         ),
-        ("", vec!["--containment", "maybe"], "unknown containment \"maybe\""),
-        ("\n[config.tools.file_read]\nroot = 7\n", vec![], "zu.toml"),
-        ("", vec!["--sink", "sqlite", "--sink-config", "{}"], "has no \"path\""),
+        ("", vec!["--containment", "maybe"], 2, "unknown containment \"maybe\""),
+        // A table given twice: zu.toml does not parse.
+        ("\n[config.tools.file_read]\nroot = 7\n", vec![], 2, "zu.toml"),
+        (
+            "",
+            vec!["--sink", "sqlite", "--sink-config", "{}"],
+            1,
+            "has no \"path\"",
+        ),
     ];
-    for (toml, args, needle) in cases {
+    for (toml, args, code, needle) in cases {
         let dir = workdir(plugins.path(), script.clone(), toml);
         let out = zu_run(dir.path(), &args, &[]);
-        assert_eq!(out.status.code(), Some(1), "{args:?} {toml}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(code), "{args:?} {toml}: {}", stderr(&out));
         assert!(
             stderr(&out).contains(needle),
             "{args:?} {toml}: expected {needle:?} in {}",

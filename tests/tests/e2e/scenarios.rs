@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use zu_host::{run_task, EventBus, Loader, PluginObject, Registry, RunOptions};
+use zu_loader::Loader;
 use zu_plugin_api::filter::EventFilter;
 use zu_plugin_api::prelude::*;
 use zu_plugin_api::version::Kind;
+use zu_runtime::{run_task, EventBus, PluginObject, Registry, RunOptions};
 use zu_tests::{artifacts, plugin_dir, workspace_root};
 
 fn golden_dir() -> std::path::PathBuf {

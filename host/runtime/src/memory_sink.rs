@@ -13,7 +13,24 @@ use zu_plugin_api::contracts::Event;
 use zu_plugin_api::filter::{EventFilter, FilterField, StoredEvent};
 use zu_plugin_api::ports::{EventSink, PluginError};
 
-use crate::bus::LoggedEvent;
+/// An event as read from the log, with its 1-based sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// Position in the canonical log.
+    pub seq: u64,
+    /// The event, shared with the log.
+    pub event: Arc<Event>,
+}
+
+impl LoggedEvent {
+    /// The owned form plugins exchange.
+    pub fn into_stored(self) -> StoredEvent {
+        StoredEvent {
+            seq: self.seq,
+            event: Arc::unwrap_or_clone(self.event),
+        }
+    }
+}
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 

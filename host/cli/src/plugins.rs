@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use zu_host::{discovery, HostError, Registry};
+use zu_loader::discovery;
 
-use super::{configured_loader, load_registry, parse_configs};
-use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::config::parse_config_args;
+use crate::load::{self, config_flag, Loaded};
+use crate::{exit, Failure};
 
 #[derive(Args)]
 pub struct PluginsArgs {
@@ -40,35 +41,28 @@ pub struct CheckArgs {
     json: bool,
 }
 
-pub fn run_plugins(args: PluginsArgs) -> u8 {
+pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
     let dirs = discovery::plugin_dirs(&args.dirs);
-    let loaded = parse_configs(&args.configs).and_then(|c| load_registry(&dirs, c));
-    finish(loaded, args.json, args.strict)
+    if let Some(hint) = dirs.nowhere_hint() {
+        eprintln!("zu: {hint}");
+    }
+    let loaded = load::load(dirs, parse_config_args(&args.configs)?, config_flag)?;
+    Ok(finish(&loaded, args.json, args.strict))
 }
 
-pub fn run_check(args: CheckArgs) -> u8 {
-    let loaded = parse_configs(&args.configs).and_then(|configs| {
-        if !args.library.exists() {
-            return Err(HostError::MissingLibrary {
-                path: args.library.clone(),
-            });
-        }
-        let mut registry = Registry::new();
-        configured_loader(configs).load_file(&mut registry, &args.library);
-        Ok(registry)
-    });
-    finish(loaded, args.json, true)
+pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
+    let configs = parse_config_args(&args.configs)?;
+    if !args.library.exists() {
+        return Err(Failure::usage(
+            zu_loader::LoaderError::MissingLibrary { path: args.library }.to_string(),
+        ));
+    }
+    let loaded = load::load_file(&args.library, configs, config_flag)?;
+    Ok(finish(&loaded, args.json, true))
 }
 
-fn finish(loaded: Result<Registry, HostError>, json: bool, strict: bool) -> u8 {
-    let registry = match loaded {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("zu: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let report = Report::of(&registry);
+fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
+    let report = Report::of(loaded);
     if json {
         println!(
             "{}",
@@ -78,9 +72,9 @@ fn finish(loaded: Result<Registry, HostError>, json: bool, strict: bool) -> u8 {
         print!("{}", report.table());
     }
     if strict && !report.failures.is_empty() {
-        EXIT_FAILED
+        exit::FAILED
     } else {
-        EXIT_OK
+        exit::OK
     }
 }
 
@@ -116,7 +110,8 @@ struct ErrorRow {
 }
 
 impl Report {
-    fn of(registry: &Registry) -> Self {
+    fn of(loaded: &Loaded) -> Self {
+        let registry = &loaded.registry;
         let plugins = registry
             .entries()
             .map(|e| PluginRow {
@@ -138,7 +133,7 @@ impl Report {
                 name: f.name.clone(),
                 error: ErrorRow {
                     code: f.error.code(),
-                    message: f.error.to_string(),
+                    message: loaded.describe(f),
                 },
             })
             .collect();

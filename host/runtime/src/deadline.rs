@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use zu_plugin_api::ffi::panic_message;
+use zu_plugin_api::ports::panic_message;
 
 type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 

@@ -1,26 +1,15 @@
-//! The Zu plugin host as a library: discover plugin libraries, check and load
-//! them into a [`Registry`] (or register native Rust plugins in-process), and
-//! record a typed [`LoadFailure`] for everything refused.
+//! The Zu runtime, as an embedder links it: the [`Registry`] of plugins by
+//! kind, the [`EventBus`] over one canonical sink (the in-memory
+//! [`MemorySink`] by default), projections, the scoped view of events, and
+//! the loop ([`run_task`]). No library is opened here: plugins arrive
+//! registered in-process, or through `zu-loader`.
 //!
-//! ```no_run
-//! use zu_host::{Loader, Registry};
-//!
-//! let mut registry = Registry::new();
-//! let mut loader = Loader::new();
-//! loader.load_dir(&mut registry, "plugins".as_ref())?;
-//! for failure in registry.failures() {
-//!     eprintln!("[{}] {}", failure.error.code(), failure.error);
-//! }
-//! # Ok::<(), zu_host::HostError>(())
-//! ```
-//!
-//! Embedding: register native Rust plugins in-process, run a task, read its log.
+//! Register native Rust plugins, run a task, read its log:
 //!
 //! ```
 //! use std::sync::Arc;
-//! use zu_host::api::prelude::*;
-//! use zu_host::api::filter::FilterField;
-//! use zu_host::{run_task, EventBus, Registry, RunOptions};
+//! use zu_runtime::api::prelude::*;
+//! use zu_runtime::{run_task, EventBus, Registry, RunOptions};
 //!
 //! struct Answer;
 //! impl ModelProvider for Answer {
@@ -42,20 +31,17 @@
 
 pub mod bus;
 pub mod deadline;
-pub mod discovery;
 pub mod error;
-pub mod loader;
 pub mod memory_sink;
 pub mod projections;
 pub mod registry;
 pub mod run;
 pub mod view;
 
-pub use bus::{BusError, EventBus, LoggedEvent, Subscriber, SubscriberFailure};
-pub use error::{HostError, LoadError};
-pub use loader::Loader;
-pub use memory_sink::MemorySink;
+pub use bus::{BusError, EventBus, Subscriber, SubscriberFailure};
+pub use error::LoadError;
+pub use memory_sink::{LoggedEvent, MemorySink};
 pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
-pub use run::{run_task, Containment, RunError, RunOptions, RunView};
+pub use run::{run_task, Checks, Containment, RunError, RunOptions, RunView};
 pub use zu_plugin_api as api;

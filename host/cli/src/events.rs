@@ -1,6 +1,7 @@
 //! `zu events`: read the log of a durable sink plugin, filtered, as a table or
 //! one JSON event per line, scoped by default; `--follow` keeps printing new
-//! events as they are appended.
+//! events as they are appended. The sink opens the log read-only: reading
+//! never creates or changes a log.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,12 +9,14 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
-use zu_host::{discovery, view, EventBus};
+use uuid::Uuid;
+use zu_loader::discovery;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::version::Kind;
+use zu_runtime::{view, EventBus};
 
-use super::{config_value, load_registry, missing_plugin};
-use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::config::{json_flag, PluginConfig};
+use crate::{exit, load, Failure};
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -29,10 +32,10 @@ pub struct EventsArgs {
     dirs: Vec<PathBuf>,
     /// Only events of this trace.
     #[arg(long, value_name = "UUID")]
-    trace: Option<String>,
+    trace: Option<Uuid>,
     /// Only events of this task.
     #[arg(long, value_name = "UUID")]
-    task: Option<String>,
+    task: Option<Uuid>,
     /// Only events of this type (e.g. harness.tool.invoked).
     #[arg(long = "type", value_name = "TYPE")]
     ty: Option<String>,
@@ -59,28 +62,32 @@ pub struct EventsArgs {
     poll_ms: u64,
 }
 
-pub fn run(args: EventsArgs) -> u8 {
-    let mut configs = Vec::new();
-    if let Some(raw) = &args.sink_config {
-        match config_value(raw) {
-            Ok(v) => configs.push((Kind::Sinks, args.sink.clone(), v)),
-            Err(e) => {
-                eprintln!("zu: invalid --sink-config: {e}");
-                return EXIT_USAGE;
-            }
-        }
-    }
-    let registry = match load_registry(&discovery::plugin_dirs(&args.dirs), configs) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("zu: {e}");
-            return EXIT_USAGE;
-        }
+fn sink_config_flag(_: Kind, _: &str) -> String {
+    "--sink-config JSON".to_owned()
+}
+
+pub fn run(args: EventsArgs) -> Result<u8, Failure> {
+    // Readers never create or change a log: the sink opens it read-only.
+    let mut config = match &args.sink_config {
+        Some(raw) => json_flag("--sink-config", raw)?,
+        None => Value::Null,
     };
-    let Some(sink) = registry.sink(&args.sink) else {
-        let why = missing_plugin(&registry, Kind::Sinks, "sink", &args.sink, "");
-        eprintln!("zu: {why}");
-        return EXIT_USAGE;
+    if let Value::Object(o) = &mut config {
+        o.insert("read_only".into(), true.into());
+    }
+    let configs = if config.is_null() {
+        Vec::new()
+    } else {
+        vec![PluginConfig {
+            kind: Kind::Sinks,
+            name: args.sink.clone(),
+            value: config,
+            origin: "--sink-config".into(),
+        }]
+    };
+    let loaded = load::load(discovery::plugin_dirs(&args.dirs), configs, sink_config_flag)?;
+    let Some(sink) = loaded.registry.sink(&args.sink) else {
+        return Err(Failure::failed(loaded.missing(Kind::Sinks, &args.sink, "")));
     };
     let bus = EventBus::with_sink(sink);
     let filter = args.filter();
@@ -92,12 +99,14 @@ pub fn run(args: EventsArgs) -> u8 {
 impl EventsArgs {
     fn filter(&self) -> EventFilter {
         let mut f = EventFilter::all();
-        for (field, value) in [
-            (FilterField::TraceId, &self.trace),
-            (FilterField::TaskId, &self.task),
-            (FilterField::Type, &self.ty),
-            (FilterField::Source, &self.source),
-        ] {
+        let uuids = [(FilterField::TraceId, self.trace), (FilterField::TaskId, self.task)];
+        let texts = [(FilterField::Type, &self.ty), (FilterField::Source, &self.source)];
+        for (field, value) in uuids {
+            if let Some(v) = value {
+                f = f.with(field, Some(v.to_string()));
+            }
+        }
+        for (field, value) in texts {
             if let Some(v) = value {
                 f = f.with(field, Some(v.clone()));
             }
@@ -106,7 +115,7 @@ impl EventsArgs {
     }
 }
 
-fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> u8 {
+fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Result<u8, Failure> {
     let mut after = args.after_seq;
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -119,10 +128,7 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> u8 {
     loop {
         let page = match bus.query(filter, args.limit, after) {
             Ok(p) => p,
-            Err(e) => {
-                eprintln!("zu: {e}");
-                return EXIT_FAILED;
-            }
+            Err(e) => return Err(Failure::failed(e.to_string())),
         };
         for logged in &page {
             after = logged.seq;
@@ -133,15 +139,15 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> u8 {
                 }
                 view.to_string()
             } else {
-                table_row(logged.seq, &view)
+                table_row(logged.seq, &view, args.full)
             };
             if writeln!(out, "{line}").is_err() {
-                return EXIT_OK; // stdout closed (e.g. piped into head)
+                return Ok(exit::OK); // stdout closed (e.g. piped into head)
             }
         }
         let _ = out.flush();
         if !args.follow {
-            return EXIT_OK;
+            return Ok(exit::OK);
         }
         if page.is_empty() {
             std::thread::sleep(Duration::from_millis(args.poll_ms.max(10)));
@@ -149,10 +155,11 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> u8 {
     }
 }
 
-fn table_row(seq: u64, view: &Value) -> String {
+/// One table line; the payload is cut at 100 characters unless `full`.
+fn table_row(seq: u64, view: &Value, full: bool) -> String {
     let s = |k: &str| view[k].as_str().unwrap_or("").to_owned();
     let mut payload = view["payload"].to_string();
-    if payload.chars().count() > 100 {
+    if !full && payload.chars().count() > 100 {
         payload = payload.chars().take(99).collect::<String>() + "…";
     }
     let task: String = s("task_id").chars().take(8).collect();

@@ -39,7 +39,7 @@ pub enum LoadError {
     ///
     /// ## Resolution
     /// Rebuild the plugin against the zu-plugin-api this host was built with.
-    #[error("{}: root module is incompatible with this host ({detail}); rebuild the plugin against zu-plugin-api {}", library.display(), zu_plugin_api::ffi::API_VERSION)]
+    #[error("{}: root module is incompatible with this host ({detail}); rebuild the plugin against zu-plugin-api {}", library.display(), zu_plugin_api::version::API_VERSION)]
     AbiMismatch {
         /// The file.
         library: PathBuf,
@@ -105,7 +105,7 @@ pub enum LoadError {
     ///
     /// ## Resolution
     /// Rebuild the plugin against an unmodified zu-plugin-api.
-    #[error("{}: {kind} plugin {name:?} declares a compatible interface but its FFI layout differs ({detail}); rebuild it against an unmodified zu-plugin-api {}", library.display(), zu_plugin_api::ffi::API_VERSION)]
+    #[error("{}: {kind} plugin {name:?} declares a compatible interface but its FFI layout differs ({detail}); rebuild it against an unmodified zu-plugin-api {}", library.display(), zu_plugin_api::version::API_VERSION)]
     LayoutMismatch {
         /// The file.
         library: PathBuf,
@@ -120,10 +120,9 @@ pub enum LoadError {
     /// The plugin's constructor returned an error.
     ///
     /// ## Resolution
-    /// Fix the plugin's config (`--config KIND.NAME=JSON`) as the message says.
-    #[error(
-        "{origin}: {kind} plugin {name:?} failed to start: {message}; check its config (--config {kind}.{name}=JSON)"
-    )]
+    /// Fix the plugin's config as the message says (`zu` adds which flag or
+    /// file the config came from).
+    #[error("{origin}: {kind} plugin {name:?} failed to start: {message}")]
     ConstructorFailed {
         /// The file, or `in-process`.
         origin: String,
@@ -167,16 +166,19 @@ pub enum LoadError {
         first: String,
     },
 
-    /// The file or its directory may be written by someone other than its owner.
+    /// The file or its directory may be written by someone other than its
+    /// owner (group write is accepted only for the owner's private group).
     ///
     /// ## Resolution
     /// `chmod go-w` the file and its directory.
-    #[error("{}: may be written by users other than its owner (mode {mode:o}); run `chmod go-w {}` before loading it", path.display(), path.display())]
+    #[error("{}: may be written by users other than its owner (mode {mode:o}: {rule}); run `chmod go-w {}` before loading it", path.display(), path.display())]
     InsecurePermissions {
         /// The file or directory.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// The rule that refused it.
+        rule: String,
     },
 
     /// The library was built with `panic = "abort"`: its first panic would end
@@ -209,32 +211,4 @@ impl LoadError {
             LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
         }
     }
-}
-
-/// Bad input to the host itself (not to one plugin).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HostError {
-    /// A plugin directory that cannot be read.
-    #[error("cannot read plugin directory {}: {source}", path.display())]
-    PluginDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A library path that does not exist.
-    #[error("no plugin library at {}", path.display())]
-    MissingLibrary {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// A `--config` value that is not `KIND.NAME=JSON`.
-    #[error("invalid plugin config {given:?}: {reason} (expected KIND.NAME=JSON, e.g. 'tools.file_read={{\"root\": \"docs\"}}')")]
-    BadConfig {
-        /// What was given.
-        given: String,
-        /// What is wrong with it.
-        reason: String,
-    },
 }

@@ -10,30 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 use zu_plugin_api::contracts::Event;
-use zu_plugin_api::ffi::panic_message;
-use zu_plugin_api::filter::{EventFilter, StoredEvent};
-use zu_plugin_api::ports::{EventSink, PluginError};
+use zu_plugin_api::filter::EventFilter;
+use zu_plugin_api::ports::{panic_message, EventSink, PluginError};
 
-use crate::memory_sink::MemorySink;
-
-/// An event as read from the log, with its 1-based sequence number.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedEvent {
-    /// Position in the canonical log.
-    pub seq: u64,
-    /// The event, shared with the log.
-    pub event: Arc<Event>,
-}
-
-impl LoggedEvent {
-    /// The owned form plugins exchange.
-    pub fn into_stored(self) -> StoredEvent {
-        StoredEvent {
-            seq: self.seq,
-            event: Arc::unwrap_or_clone(self.event),
-        }
-    }
-}
+use crate::memory_sink::{LoggedEvent, MemorySink};
 
 /// A destination that folds events into something: a projection, a shipper.
 pub trait Subscriber: Send + Sync {
@@ -330,6 +310,7 @@ mod tests {
     use super::*;
     use crate::projections::SessionStore;
     use zu_plugin_api::contracts::JsonObject;
+    use zu_plugin_api::filter::StoredEvent;
 
     fn event(ty: &'static str) -> Event {
         let id = Uuid::new_v4();

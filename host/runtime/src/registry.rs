@@ -9,49 +9,44 @@ use std::sync::Arc;
 
 use rustc_hash::FxHasher;
 use serde::Serialize;
-use zu_plugin_api::ports::{
-    Detector, Envelope, EventSink, ModelProvider, Policy, SandboxBackend, Tool, Trigger, Validator,
-};
+use zu_plugin_api::ports::{self, Envelope};
 use zu_plugin_api::version::Kind;
 
 use crate::error::LoadError;
 
-/// A live plugin instance, typed by kind.
-#[derive(Clone)]
-pub enum PluginObject {
-    /// A model provider.
-    Provider(Arc<dyn ModelProvider>),
-    /// A tool.
-    Tool(Arc<dyn Tool>),
-    /// A detector.
-    Detector(Arc<dyn Detector>),
-    /// A validator.
-    Validator(Arc<dyn Validator>),
-    /// A sandbox backend.
-    Backend(Arc<dyn SandboxBackend>),
-    /// An event sink.
-    Sink(Arc<dyn EventSink>),
-    /// A policy.
-    Policy(Arc<dyn Policy>),
-    /// A trigger.
-    Trigger(Arc<dyn Trigger>),
+macro_rules! plugin_object {
+    ($($(#[$doc:meta])* $Kind:ident { name: $name:ident, object: $Object:ident, getter: $getter:ident, version: $v:literal,
+        port: $port:ident, $($rest:tt)* }),* $(,)?) => {
+        /// A live plugin instance, typed by kind: the port trait of its kind.
+        #[derive(Clone)]
+        pub enum PluginObject {
+            $($(#[$doc])* $Object(Arc<dyn ports::$port>),)*
+        }
+
+        impl PluginObject {
+            /// The kind this object implements.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(PluginObject::$Object(_) => Kind::$Kind,)*
+                }
+            }
+        }
+
+        impl Registry {
+            $(
+                #[doc = concat!("The `", stringify!($port), "` registered under `name`, if any.")]
+                pub fn $getter(&self, name: &str) -> Option<Arc<dyn ports::$port>> {
+                    match &self.get(Kind::$Kind, name)?.object {
+                        PluginObject::$Object(o) => Some(o.clone()),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
 }
 
-impl PluginObject {
-    /// The kind this object implements.
-    pub fn kind(&self) -> Kind {
-        match self {
-            PluginObject::Provider(_) => Kind::Providers,
-            PluginObject::Tool(_) => Kind::Tools,
-            PluginObject::Detector(_) => Kind::Detectors,
-            PluginObject::Validator(_) => Kind::Validators,
-            PluginObject::Backend(_) => Kind::Backends,
-            PluginObject::Sink(_) => Kind::Sinks,
-            PluginObject::Policy(_) => Kind::Policies,
-            PluginObject::Trigger(_) => Kind::Triggers,
-        }
-    }
-}
+zu_plugin_api::__for_each_kind!(plugin_object);
 
 /// What the registry knows about a plugin besides the object itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,7 +87,8 @@ impl PluginInfo {
     }
 }
 
-pub(crate) fn origin_of(library: Option<&std::path::Path>) -> String {
+/// Where a plugin came from: its library path, or `in-process`.
+pub fn origin_of(library: Option<&std::path::Path>) -> String {
     library.map_or_else(|| "in-process".to_owned(), |p| p.display().to_string())
 }
 
@@ -129,20 +125,6 @@ pub struct Registry {
     failures: Vec<LoadFailure>,
 }
 
-macro_rules! typed_getters {
-    ($($fn_name:ident => $kind:ident, $variant:ident : $port:ident),* $(,)?) => {
-        $(
-            #[doc = concat!("The `", stringify!($port), "` registered under `name`, if any.")]
-            pub fn $fn_name(&self, name: &str) -> Option<Arc<dyn $port>> {
-                match self.get_object(name, Kind::$kind)? {
-                    PluginObject::$variant(o) => Some(o.clone()),
-                    _ => None,
-                }
-            }
-        )*
-    };
-}
-
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
@@ -169,7 +151,7 @@ impl Registry {
     }
 
     /// `Err(NameTaken)` if `info`'s kind already holds its name.
-    pub(crate) fn check_name_free(&self, info: &PluginInfo) -> Result<(), LoadError> {
+    pub fn check_name_free(&self, info: &PluginInfo) -> Result<(), LoadError> {
         match self.items.get(&info.kind).and_then(|m| m.get(&info.name)) {
             Some(existing) => Err(LoadError::NameTaken {
                 origin: info.origin(),
@@ -202,10 +184,6 @@ impl Registry {
         self.items.get(&kind)?.get(name)
     }
 
-    fn get_object(&self, name: &str, kind: Kind) -> Option<&PluginObject> {
-        self.get(kind, name).map(|e| &e.object)
-    }
-
     /// Every registered plugin, by kind (registry order) then name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         Kind::ALL.into_iter().flat_map(|k| self.entries_of(k))
@@ -216,17 +194,6 @@ impl Registry {
         let mut entries: Vec<&Entry> = self.items.get(&kind).map_or_else(Vec::new, |m| m.values().collect());
         entries.sort_unstable_by(|a, b| a.info.name.cmp(&b.info.name));
         entries.into_iter()
-    }
-
-    typed_getters! {
-        provider => Providers, Provider: ModelProvider,
-        tool => Tools, Tool: Tool,
-        detector => Detectors, Detector: Detector,
-        validator => Validators, Validator: Validator,
-        backend => Backends, Backend: SandboxBackend,
-        sink => Sinks, Sink: EventSink,
-        policy => Policies, Policy: Policy,
-        trigger => Triggers, Trigger: Trigger,
     }
 }
 
@@ -252,7 +219,7 @@ mod tests {
         assert!(reg.detector("noop").is_none());
         assert!(reg.names(Kind::Detectors).is_empty());
         let info = &reg.get(Kind::Tools, "noop").unwrap().info;
-        assert_eq!(info.interface_version, zu_plugin_api::version::TOOLS);
+        assert_eq!(info.interface_version, Kind::Tools.interface_version());
         assert_eq!(info.origin(), "in-process");
     }
 
@@ -262,7 +229,7 @@ mod tests {
         impl zu_plugin_api::ports::Validator for NoVerdict {
             fn check(
                 &self,
-                _: &zu_plugin_api::contracts::Result,
+                _: &zu_plugin_api::contracts::RunResult,
                 _: &dyn RunContext,
             ) -> Result<Option<zu_plugin_api::ports::Verdict>, PluginError> {
                 Ok(None)

@@ -1,0 +1,31 @@
+//! The exit codes of `zu`, defined once: every subcommand means the same by
+//! each, and `zu --help` prints this table.
+
+/// The command did its job.
+pub const OK: u8 = 0;
+/// What the command was asked to check or run failed: a plugin was refused
+/// (`zu check`, `zu plugins --strict`), a plugin the command names is not
+/// loaded, a log could not be read, or `zu run` could not start its run.
+pub const FAILED: u8 = 1;
+/// The invocation is wrong: a bad flag value or config (JSON, zu.toml, a
+/// config for a plugin that does not exist), or an unreadable plugin directory.
+pub const USAGE: u8 = 2;
+/// `zu run`: the run ended ESCALATE (the ladder was exhausted).
+pub const ESCALATE: u8 = 3;
+/// `zu run`: the run ended TERMINAL (a budget, a detector, a provider error).
+pub const TERMINAL: u8 = 4;
+
+/// Every code and what it means, for `--help`.
+pub const TABLE: [(u8, &str); 5] = [
+    (OK, "success"),
+    (FAILED, "a plugin was refused (zu check, zu plugins --strict), a named plugin is not loaded, the log could not be read, or zu run could not start"),
+    (USAGE, "bad usage: a bad flag, config or zu.toml, a config for a plugin that does not exist, or an unreadable plugin directory"),
+    (ESCALATE, "zu run ended ESCALATE"),
+    (TERMINAL, "zu run ended TERMINAL"),
+];
+
+/// The `Exit codes:` paragraph of `--help`.
+pub fn help() -> String {
+    let lines: Vec<String> = TABLE.iter().map(|(c, m)| format!("  {c}  {m}")).collect();
+    format!("Exit codes:\n{}", lines.join("\n"))
+}

@@ -1,0 +1,151 @@
+//! Loading the plugins a subcommand needs: the directories (or where zu
+//! looked when there are none), each plugin's config with where it came
+//! from, a refusal of configs that name no plugin, and messages about
+//! refused or missing plugins that name the flag the user actually used.
+
+use zu_loader::discovery::PluginDirs;
+use zu_loader::Loader;
+use zu_plugin_api::version::Kind;
+use zu_runtime::{LoadError, LoadFailure, Registry};
+
+use crate::config::{ConfigError, PluginConfig};
+use crate::Failure;
+
+/// A registry loaded for one command, with the configs it was given.
+pub struct Loaded {
+    /// What loaded and what was refused.
+    pub registry: Registry,
+    /// Where the plugins came from.
+    pub dirs: PluginDirs,
+    configs: Vec<PluginConfig>,
+    /// How this command configures an unconfigured plugin of a kind.
+    how_to_configure: fn(Kind, &str) -> String,
+}
+
+/// `--config KIND.NAME=JSON`: how `zu plugins` and `zu check` configure a plugin.
+pub fn config_flag(kind: Kind, name: &str) -> String {
+    format!("--config {kind}.{name}=JSON")
+}
+
+/// Loads every library of `dirs`, passing each plugin its config. A config
+/// for a plugin that is neither loaded nor refused is a usage error.
+pub fn load(
+    dirs: PluginDirs,
+    configs: Vec<PluginConfig>,
+    how_to_configure: fn(Kind, &str) -> String,
+) -> Result<Loaded, Failure> {
+    let mut loader = Loader::new();
+    for c in &configs {
+        loader.set_config(c.kind, &c.name, c.value.clone());
+    }
+    let mut registry = Registry::new();
+    loader
+        .load_dirs(&mut registry, &dirs.dirs)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let loaded = Loaded {
+        registry,
+        dirs,
+        configs,
+        how_to_configure,
+    };
+    loaded.check_configs()?;
+    Ok(loaded)
+}
+
+/// Loads one library file (`zu check`).
+pub fn load_file(
+    path: &std::path::Path,
+    configs: Vec<PluginConfig>,
+    how_to_configure: fn(Kind, &str) -> String,
+) -> Result<Loaded, Failure> {
+    let mut loader = Loader::new();
+    for c in &configs {
+        loader.set_config(c.kind, &c.name, c.value.clone());
+    }
+    let mut registry = Registry::new();
+    loader.load_file(&mut registry, path);
+    let loaded = Loaded {
+        registry,
+        dirs: zu_loader::discovery::plugin_dirs(&[path.to_owned()]),
+        configs,
+        how_to_configure,
+    };
+    loaded.check_configs()?;
+    Ok(loaded)
+}
+
+impl Loaded {
+    fn refusal(&self, kind: Kind, name: &str) -> Option<&LoadFailure> {
+        self.registry
+            .failures()
+            .iter()
+            .find(|f| f.kind.as_deref() == Some(kind.as_str()) && f.name.as_deref() == Some(name))
+    }
+
+    /// A config naming a plugin that did not even try to load is a typo.
+    fn check_configs(&self) -> Result<(), Failure> {
+        for c in &self.configs {
+            if self.registry.get(c.kind, &c.name).is_none() && self.refusal(c.kind, &c.name).is_none() {
+                return Err(Failure::usage(
+                    ConfigError::NoSuchPlugin {
+                        origin: c.origin.clone(),
+                        kind: c.kind,
+                        name: c.name.clone(),
+                        loaded: self.registry.names(c.kind),
+                    }
+                    .to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A refusal's message, with a hint on the plugin's config where the
+    /// constructor refused it.
+    pub fn describe(&self, failure: &LoadFailure) -> String {
+        let message = failure.error.to_string();
+        let LoadError::ConstructorFailed { kind, name, .. } = &failure.error else {
+            return message;
+        };
+        match self.configs.iter().find(|c| c.kind == *kind && &c.name == name) {
+            Some(c) => format!("{message}; check its config ({})", c.origin),
+            None => format!(
+                "{message}; it was given no config: give it one with {}",
+                (self.how_to_configure)(*kind, name)
+            ),
+        }
+    }
+
+    /// Why the `kind` plugin `name` is not in the registry: its refusal if it
+    /// was refused, else what did load (and where zu looked, if nowhere).
+    pub fn missing(&self, kind: Kind, name: &str, context: &str) -> String {
+        if let Some(f) = self.refusal(kind, name) {
+            return self.describe(f);
+        }
+        let loaded = self.registry.names(kind);
+        let loaded = if loaded.is_empty() {
+            "none".to_owned()
+        } else {
+            loaded.join(", ")
+        };
+        let noun = kind.noun();
+        let mut message = format!("no {noun} plugin named {name:?}{context}; loaded {kind}: {loaded}");
+        if let Some(hint) = self.dirs.nowhere_hint() {
+            message.push_str(&format!(" ({hint})"));
+        }
+        message
+    }
+
+    /// Prints every refusal once, on stderr, except those of `skip` (which
+    /// the caller reports as its error).
+    pub fn warn_refused(&self, skip: &[(Kind, &str)]) {
+        for f in self.registry.failures() {
+            let skipped = skip
+                .iter()
+                .any(|(k, n)| f.kind.as_deref() == Some(k.as_str()) && f.name.as_deref() == Some(*n));
+            if !skipped {
+                eprintln!("zu: refused [{}] {}", f.error.code(), self.describe(f));
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `zu`: the Zu plugin host on the command line. Parses arguments, installs
+//! the log subscriber, and dispatches to one module per subcommand; each
+//! returns an exit code or a [`Failure`], printed here once.
+
+mod config;
+mod events;
+mod exit;
+mod load;
+mod plugins;
+mod run;
+mod settings;
+
+/// The allocator `zu` runs with (and that `zu-bench` measures): the loop
+/// allocates and frees small objects across threads, where it is much faster
+/// than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Why a command stopped: the message (printed once, as `zu: ...`) and the
+/// exit code it means.
+#[derive(Debug)]
+pub struct Failure {
+    /// One of [`exit`]'s codes.
+    pub code: u8,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad usage or config: exit 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+    /// The command's work failed: exit 1.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: exit::FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "zu",
+    version,
+    about = "The Zu plugin host: load agent-runtime plugins from shared libraries and run them",
+    long_about = "The Zu plugin host.\n\n\
+        Plugins are shared libraries (.so, .dylib, .dll) built against zu-plugin-api. \
+        Drop them into a directory and point zu at it with --plugins DIR, or list \
+        directories in ZU_PLUGIN_PATH (colon-separated). Without either, zu reads \
+        $HOME/.local/share/zu/plugins if it exists.\n\n\
+        Every plugin that cannot be trusted is refused with a stable error code \
+        (not_a_library, not_a_plugin, abi_mismatch, unknown_kind, invalid_version, \
+        incompatible_interface, layout_mismatch, constructor_failed, \
+        constructor_panicked, name_taken, insecure_permissions, aborts_on_panic).\n\n\
+        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu=debug) for more; colour only on a \
+        terminal, never with NO_COLOR set."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the plugins found in the plugin directories, and every one refused with its reason.
+    Plugins(plugins::PluginsArgs),
+    /// Check one plugin library the way the host loads it: what a plugin author runs after each build.
+    Check(plugins::CheckArgs),
+    /// Run one task through the loop with a provider, tools, checks and a sink; print the Result as JSON.
+    ///
+    /// Settings come from flags, else from ./zu.toml (see README). Exit codes: 0 success,
+    /// 1 the run could not start (a named plugin is not loaded), 2 bad usage or config,
+    /// 3 escalate, 4 terminal.
+    Run(Box<run::RunArgs>),
+    /// Read the event log of a durable sink (read-only): filtered, scoped by default, as a table or JSON lines.
+    Events(events::EventsArgs),
+}
+
+/// Logs to stderr, coloured only on a terminal and never with `NO_COLOR`.
+fn install_logging() {
+    let stderr = std::io::stderr();
+    let colour = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    install_logging();
+    let command = Cli::command().after_help(exit::help());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let outcome = match cli.command {
+        Command::Plugins(args) => plugins::run_plugins(args),
+        Command::Check(args) => plugins::run_check(args),
+        Command::Events(args) => events::run(args),
+        Command::Run(args) => run::run(*args),
+    };
+    ExitCode::from(match outcome {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            eprintln!("zu: {message}");
+            code
+        }
+    })
+}

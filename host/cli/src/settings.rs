@@ -1,0 +1,160 @@
+//! `zu.toml`, the settings file of `zu run`: the same settings as its flags
+//! (flags win), parsed strictly (an unknown key is an error naming it).
+//! Paths in it are relative to the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use zu_plugin_api::version::Kind;
+
+use crate::config::{json_file, PluginConfig};
+use crate::Failure;
+
+/// The whole file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// `plugins = ["dir"]`, or a `[plugins]` table.
+    #[serde(default)]
+    pub plugins: Option<FilePlugins>,
+    pub containment: Option<String>,
+    /// `checks = "fail-open" | "fail-closed"`.
+    pub checks: Option<String>,
+    pub task: Option<FileTask>,
+    pub provider: Option<Named>,
+    /// `[tier_providers]`: `"2" = "strong-model"`.
+    #[serde(default)]
+    pub tier_providers: BTreeMap<String, String>,
+    pub sink: Option<Named>,
+    /// `[config.<kind>.<name>]` tables: each plugin's config.
+    #[serde(default)]
+    pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+/// `plugins = ["dir", ...]` (directories only) or the `[plugins]` table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum FilePlugins {
+    /// Directories to scan.
+    Dirs(Vec<PathBuf>),
+    /// Directories and the plugins that take part in a run.
+    Table(PluginsTable),
+}
+
+/// `[plugins]`: where plugins are, and which of them a run uses (a kind
+/// that is not listed uses every loaded plugin of that kind).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsTable {
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    pub tools: Option<Vec<String>>,
+    pub detectors: Option<Vec<String>>,
+    pub validators: Option<Vec<String>>,
+}
+
+impl FilePlugins {
+    /// As a table (the list form names directories only).
+    pub fn into_table(self) -> PluginsTable {
+        match self {
+            FilePlugins::Dirs(dirs) => PluginsTable {
+                dirs,
+                ..PluginsTable::default()
+            },
+            FilePlugins::Table(t) => t,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileTask {
+    pub query: Option<String>,
+    pub target: Option<String>,
+    pub output_schema: Option<toml::Value>,
+    pub max_tier: Option<u32>,
+    pub budget: Option<FileBudget>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudget {
+    pub max_steps: Option<u32>,
+    pub max_tokens: Option<u64>,
+    pub wall_time_s: Option<u64>,
+    pub max_tool_calls: Option<u32>,
+}
+
+/// `[provider]` or `[sink]`: a plugin by name, with its config inline or in
+/// a JSON file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Named {
+    pub name: String,
+    pub config: Option<toml::Value>,
+    /// A JSON file holding the config, relative to zu.toml.
+    pub config_file: Option<PathBuf>,
+}
+
+/// A TOML value as JSON.
+pub fn to_json(v: toml::Value) -> Value {
+    serde_json::to_value(v).expect("TOML values are JSON values")
+}
+
+/// A settings file and the directory its relative paths start from.
+pub struct Settings {
+    pub file: FileSettings,
+    pub path: PathBuf,
+    pub base: PathBuf,
+}
+
+impl Settings {
+    /// Reads `path`; a missing file is empty settings unless `required`.
+    pub fn read(path: &Path, required: bool) -> Result<Settings, Failure> {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let file = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => FileSettings::default(),
+            Err(e) => return Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
+        };
+        Ok(Settings {
+            file,
+            path: path.to_owned(),
+            base,
+        })
+    }
+
+    /// The config of `[provider]`/`[sink]` (`key`), inline or from its file.
+    pub fn named_config(&self, named: &Named, key: &str) -> Result<Option<Value>, Failure> {
+        let origin = format!("{} [{key}]", self.path.display());
+        match (&named.config, &named.config_file) {
+            (Some(_), Some(_)) => Err(Failure::usage(format!(
+                "{origin} has both config and config_file; give one"
+            ))),
+            (Some(v), None) => Ok(Some(to_json(v.clone()))),
+            (None, Some(f)) => Ok(Some(json_file(&self.base.join(f), &format!("{origin} config_file"))?)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Every `[config.<kind>.<name>]` table.
+    pub fn plugin_configs(&mut self) -> Result<Vec<PluginConfig>, Failure> {
+        let mut out = Vec::new();
+        for (kind, plugins) in std::mem::take(&mut self.file.config) {
+            let parsed: Kind = kind
+                .parse()
+                .map_err(|e| Failure::usage(format!("{}: [config.{kind}]: {e}", self.path.display())))?;
+            for (name, value) in plugins {
+                out.push(PluginConfig {
+                    kind: parsed,
+                    origin: format!("{} [config.{kind}.{name}]", self.path.display()),
+                    name,
+                    value: to_json(value),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

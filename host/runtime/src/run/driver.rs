@@ -1,0 +1,155 @@
+//! The driver: who holds a run and when. A pooled worker thread drives the
+//! step state machine under the run's lock, releasing it only while a
+//! provider or tool call runs. The caller waits until the wall time; if the
+//! worker is then stuck in a call, the caller takes the run over (that call
+//! counts as timed out, no further plugin call is made); if the worker holds
+//! the lock past a grace period (a detector or validator that does not
+//! return), the caller abandons it and ends the run on the log itself.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use zu_plugin_api::contracts::RunResult;
+use zu_plugin_api::ports::{panic_message, to_json_capped, PluginError, MAX_OBSERVATION_BYTES};
+
+use super::record::abandoned_terminal;
+use super::steps::{Called, Loop, Phase};
+use super::RunError;
+use crate::deadline::{CallError, DeadlineRunner};
+
+/// How long past the wall time the caller waits for a worker that holds the
+/// run (host code, or a detector or validator) before abandoning it.
+const GRACE: Duration = Duration::from_secs(1);
+
+type Shared = Mutex<Loop>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Loop> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `call` without holding the run's lock, unless the deadline passed
+/// (then the call is not made) or this thread took the run over from one
+/// stuck in the call (then it timed out). Returns `None` when the run was
+/// taken over while this thread was in the call: it must stop driving.
+fn call_unlocked<'a, T>(
+    shared: &'a Shared,
+    mut st: MutexGuard<'a, Loop>,
+    call: impl FnOnce() -> Result<T, PluginError>,
+) -> Option<(MutexGuard<'a, Loop>, Called<T>)> {
+    if st.in_call {
+        st.in_call = false;
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    if Instant::now() >= st.deadline {
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    st.in_call = true;
+    drop(st);
+    let out = catch_unwind(AssertUnwindSafe(call)).map_err(|p| CallError::Panicked(panic_message(&*p)));
+    let mut st = lock(shared);
+    if st.taken_over {
+        return None;
+    }
+    st.in_call = false;
+    if Instant::now() > st.deadline {
+        return Some((st, Err(CallError::TimedOut)));
+    }
+    Some((st, out))
+}
+
+/// Drives the run until it ends or this thread must stop. The worker passes
+/// `takeover = false` and stops as soon as it finds the run taken over.
+fn drive(shared: &Shared, takeover: bool) {
+    let mut st = lock(shared);
+    if st.taken_over && !takeover {
+        return;
+    }
+    while st.outcome.is_none() {
+        let step = match st.phase.clone() {
+            Phase::Start => st.start_run(),
+            Phase::StepTop => st.step_top(),
+            Phase::Provider { turn, provider } => {
+                let request = st.request_for_call();
+                let calling = provider.clone();
+                let Some((next, out)) = call_unlocked(shared, st, move || calling.complete(&request)) else {
+                    return;
+                };
+                st = next;
+                st.after_provider(turn, &*provider, out)
+            }
+            Phase::Tool(turn, i) => st.before_tool(turn, i),
+            Phase::ToolCall(turn, i) => {
+                let (tool, args) = st.pending_tool(&turn, i);
+                let view = st.record.view(None);
+                let Some((next, out)) = call_unlocked(shared, st, move || {
+                    let out = tool.call(&view, args)?;
+                    // Encoded once, for the model's history, and refused
+                    // before an oversized observation is encoded whole.
+                    let text = to_json_capped(&out, MAX_OBSERVATION_BYTES)?;
+                    Ok((out, text))
+                }) else {
+                    return;
+                };
+                st = next;
+                st.after_tool(turn, i, Some(out))
+            }
+            Phase::TurnEnd {
+                turn,
+                dispatched,
+                halting,
+            } => st.turn_end(turn, dispatched, halting),
+        };
+        if let Err(e) = step {
+            st.outcome = Some(Err(e));
+        }
+    }
+    // Free the conversation on the thread that built it.
+    st.request = Arc::default();
+    st.phase = Phase::Start;
+}
+
+/// Drives `state` to its Result under its deadline, inside `span`.
+pub(super) fn run_to_end(state: Loop, span: tracing::Span) -> Result<RunResult, RunError> {
+    let deadline = state.deadline;
+    let (bus, trace_id, task_id, stop) = (
+        state.record.bus.clone(),
+        state.record.trace_id,
+        state.record.task_id,
+        state.record.stop.clone(),
+    );
+    let shared = Arc::new(Mutex::new(state));
+    let worker = shared.clone();
+    let worker_span = span.clone();
+    let mut runner = DeadlineRunner::new();
+    let _ = runner.call(deadline, move || worker_span.in_scope(|| drive(&worker, false)));
+    let grace_ends = Instant::now() + GRACE;
+    let st = loop {
+        match shared.try_lock() {
+            Ok(st) => break Some(st),
+            Err(TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) if Instant::now() < grace_ends => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(TryLockError::WouldBlock) => break None,
+        }
+    };
+    let _entered = span.enter();
+    let Some(mut st) = st else {
+        tracing::warn!("a detector or validator held the run past its wall time; the run ends without it");
+        return Ok(abandoned_terminal(
+            &bus,
+            trace_id,
+            task_id,
+            &stop,
+            "budget:wall_time_s",
+        )?);
+    };
+    if st.outcome.is_none() {
+        st.taken_over = true;
+    }
+    drop(st);
+    drive(&shared, true);
+    let mut st = lock(&shared);
+    st.outcome.take().expect("a run taken over is driven to its end")
+}

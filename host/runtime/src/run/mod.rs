@@ -1,0 +1,291 @@
+//! The interpreter loop, a port of the reference `run_task`: ask the provider
+//! for an action, dispatch tools at or below the current tier, run detector
+//! checkpoints, repeat until the model finalises or a budget is spent; on
+//! finalise run the validators; climb the tier ladder on ESCALATE. This file
+//! is the public face: [`run_task`], its options and errors.
+
+mod checkpoints;
+mod driver;
+mod record;
+mod steps;
+mod text;
+mod view;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use zu_plugin_api::contracts::{RunResult, TaskSpec};
+use zu_plugin_api::ports::{ModelProvider, ModelRequest};
+use zu_plugin_api::version::Kind;
+
+use checkpoints::{CheckSet, Ladder, ToolEntry};
+use record::{Abandon, Record};
+use steps::{Loop, Phase};
+pub use text::parse_value;
+pub use view::RunView;
+
+use crate::bus::{BusError, EventBus};
+use crate::registry::Registry;
+
+/// The environment variable the sandboxed launcher sets inside the sandbox.
+pub const SANDBOX_ENV: &str = "ZU_SANDBOXED";
+
+/// How strictly tools with off-box reach are contained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Containment {
+    /// Run in-process; envelopes are recorded (the default).
+    #[default]
+    Audit,
+    /// Refuse, before anything runs, any tool with egress, capabilities or
+    /// tier >= 2 unless the run is inside the sandbox (`ZU_SANDBOXED`).
+    Required,
+}
+
+impl std::str::FromStr for Containment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "audit" => Ok(Containment::Audit),
+            "required" => Ok(Containment::Required),
+            other => Err(format!("unknown containment {other:?}: expected audit or required")),
+        }
+    }
+}
+
+/// What a detector or validator that fails to give a verdict (an error, a
+/// panic) means for the run. Either way the failure is on the log as
+/// `harness.check.failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checks {
+    /// Skip the failed check and go on, as the reference does (the default).
+    #[default]
+    FailOpen,
+    /// End the run TERMINAL with reason `check_failed:<name>`.
+    FailClosed,
+}
+
+impl std::str::FromStr for Checks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fail-open" => Ok(Checks::FailOpen),
+            "fail-closed" => Ok(Checks::FailClosed),
+            other => Err(format!(
+                "unknown checks mode {other:?}: expected fail-open or fail-closed"
+            )),
+        }
+    }
+}
+
+/// Per-run settings beyond the task spec.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Providers that take over when the ladder reaches a tier.
+    pub providers_by_tier: BTreeMap<u32, Arc<dyn ModelProvider>>,
+    /// The containment floor.
+    pub containment: Containment,
+    /// What a failing detector or validator means.
+    pub checks: Checks,
+    /// A trace id shared with other runs (default: the task id).
+    pub trace_id: Option<Uuid>,
+    /// The tools that take part, by name (`None`: every registered tool).
+    pub tools: Option<Vec<String>>,
+    /// The detectors that take part (`None`: every registered detector).
+    pub detectors: Option<Vec<String>>,
+    /// The validators that take part (`None`: every registered validator).
+    pub validators: Option<Vec<String>>,
+}
+
+/// Why a run could not produce a Result at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// `containment = required` outside the sandbox with tools that need it.
+    #[error("containment is required but this run is not inside the Zu sandbox (${SANDBOX_ENV} unset), so these tools with off-box reach would run unguarded: {}; run inside the sandbox or use --containment audit", tools.join(", "))]
+    ContainmentRequired {
+        /// The tools that need containment, sorted.
+        tools: Vec<String>,
+    },
+    /// The options name a plugin the registry does not hold.
+    #[error("the run names {kind} plugin {name:?}, which is not loaded; loaded {kind}: {}", if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") })]
+    UnknownPlugin {
+        /// Its kind.
+        kind: Kind,
+        /// The name given.
+        name: String,
+        /// What the registry holds of that kind, sorted.
+        loaded: Vec<String>,
+    },
+    /// The canonical event log refused an event.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// The names of `kind` that take part: `chosen` (each one checked), or all.
+fn participants(registry: &Registry, kind: Kind, chosen: Option<&[String]>) -> Result<Vec<String>, RunError> {
+    let loaded = registry.names(kind);
+    let Some(chosen) = chosen else {
+        return Ok(loaded);
+    };
+    for name in chosen {
+        if !loaded.contains(name) {
+            return Err(RunError::UnknownPlugin {
+                kind,
+                name: name.clone(),
+                loaded,
+            });
+        }
+    }
+    Ok(chosen.to_vec())
+}
+
+fn tool_entries(registry: &Registry, names: &[String]) -> Vec<ToolEntry> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let entry = registry.get(Kind::Tools, name)?;
+            let tool = registry.tool(name)?;
+            let mut capabilities = entry.info.capabilities.clone();
+            let mut egress = entry.info.egress.clone();
+            capabilities.sort();
+            egress.sort();
+            Some(ToolEntry {
+                name: name.clone(),
+                schema: tool.schema(),
+                prompt_fragment: tool.prompt_fragment(),
+                tool,
+                tier: entry.info.tier,
+                capabilities,
+                egress,
+            })
+        })
+        .collect()
+}
+
+/// Runs one task to a Result. `provider` answers every tier without an
+/// override in `options`; the registry supplies tools, detectors and
+/// validators (all of them, or those `options` names); every event goes
+/// through `bus`. Provider and tool calls run under the run's remaining wall
+/// time: a call that overruns is abandoned and counts as timed out. Every
+/// log line of the run carries its task and trace ids (a `run` span).
+pub fn run_task(
+    spec: &TaskSpec,
+    provider: Arc<dyn ModelProvider>,
+    registry: &Registry,
+    bus: &Arc<EventBus>,
+    options: &RunOptions,
+) -> Result<RunResult, RunError> {
+    let mut tool_names = participants(registry, Kind::Tools, options.tools.as_deref())?;
+    tool_names.sort();
+    tool_names.dedup();
+    let tools = tool_entries(registry, &tool_names);
+    let checks = CheckSet {
+        detectors: participants(registry, Kind::Detectors, options.detectors.as_deref())?
+            .into_iter()
+            .filter_map(|n| {
+                let d = registry.detector(&n)?;
+                let scope = d.scope();
+                Some((n, d, scope))
+            })
+            .collect(),
+        validators: participants(registry, Kind::Validators, options.validators.as_deref())?
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), registry.validator(&n)?)))
+            .collect(),
+        mode: options.checks,
+    };
+
+    if options.containment == Containment::Required && std::env::var_os(SANDBOX_ENV).is_none() {
+        let offenders: Vec<String> = tools
+            .iter()
+            .filter(|t| !t.capabilities.is_empty() || !t.egress.is_empty() || t.tier >= 2)
+            .map(|t| t.name.clone())
+            .collect();
+        if !offenders.is_empty() {
+            return Err(RunError::ContainmentRequired { tools: offenders });
+        }
+    }
+
+    let spec = Arc::new(spec.clone());
+    let top = tools.iter().map(|t| t.tier).max().unwrap_or(1);
+    let start = Instant::now();
+    // A wall time too large for the clock means "no deadline" in practice.
+    let deadline = start
+        .checked_add(Duration::from_secs(spec.budget.wall_time_s))
+        .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
+    let (trace_id, task_id) = (options.trace_id.unwrap_or(spec.task_id), spec.task_id);
+    let span = tracing::info_span!("run", task = %task_id, trace = %trace_id);
+    let state = Loop {
+        record: Record {
+            bus: bus.clone(),
+            trace_id,
+            task_id,
+            view: RunView::new(spec.clone(), bus.clone(), None),
+            stop: Arc::new(Abandon::default()),
+        },
+        ladder: Ladder {
+            current: 1,
+            ceiling: spec.max_tier.min(top),
+        },
+        spec,
+        tools,
+        checks,
+        provider,
+        providers_by_tier: options.providers_by_tier.clone(),
+        request: Arc::new(ModelRequest::default()),
+        conversation: Uuid::new_v4().as_u64_pair().0,
+        sent: 0,
+        tokens: 0,
+        tools_tier: 0,
+        start,
+        deadline,
+        step: 0,
+        phase: Phase::Start,
+        last_verdict: None,
+        in_call: false,
+        taken_over: false,
+        outcome: None,
+    };
+    driver::run_to_end(state, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zu_plugin_api::contracts::Status;
+    use zu_plugin_api::ports::{ModelResponse, PluginError};
+
+    struct Answer;
+    impl ModelProvider for Answer {
+        fn complete(&self, _: &ModelRequest) -> Result<ModelResponse, PluginError> {
+            Ok(ModelResponse {
+                text: Some("{\"ok\": 1}".into()),
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn an_enormous_wall_time_is_no_deadline_rather_than_a_crash() {
+        let mut spec = TaskSpec::new("q");
+        spec.budget.wall_time_s = u64::MAX;
+        let bus = Arc::new(EventBus::new());
+        let r = run_task(&spec, Arc::new(Answer), &Registry::new(), &bus, &RunOptions::default()).unwrap();
+        assert_eq!(r.status, Status::Success);
+    }
+
+    #[test]
+    fn a_run_naming_a_plugin_that_is_not_loaded_is_refused_before_it_starts() {
+        let bus = Arc::new(EventBus::new());
+        let options = RunOptions {
+            validators: Some(vec!["grounding".into()]),
+            ..RunOptions::default()
+        };
+        let err = run_task(&TaskSpec::new("q"), Arc::new(Answer), &Registry::new(), &bus, &options).unwrap_err();
+        assert!(matches!(&err, RunError::UnknownPlugin { kind: Kind::Validators, name, .. } if name == "grounding"));
+        assert!(err.to_string().contains("loaded validators: none"), "{err}");
+        assert_eq!(bus.count(&zu_plugin_api::filter::EventFilter::all()).unwrap(), 0);
+    }
+}

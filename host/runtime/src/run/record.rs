@@ -1,0 +1,106 @@
+//! The run's record: every event of a run is emitted here, under the run's
+//! trace and task, to the bus. Once the caller has abandoned a stuck worker,
+//! the record is closed to it, so nothing more reaches the log from there.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+use zu_plugin_api::contracts::{Event, RunResult, Status};
+use zu_plugin_api::events as ev;
+
+use super::view::RunView;
+use crate::bus::{BusError, EventBus};
+
+/// Shared with the caller outside the run's lock: lets it end a run whose
+/// worker is stuck while holding the lock (in a detector or validator).
+#[derive(Default)]
+pub(super) struct Abandon {
+    pub(super) abandoned: AtomicBool,
+    /// The run's `task.started` event, the parent of its end.
+    pub(super) root: OnceLock<Uuid>,
+}
+
+/// Where a run's events go, and the view plugins read it through.
+pub(super) struct Record {
+    pub(super) bus: Arc<EventBus>,
+    pub(super) trace_id: Uuid,
+    pub(super) task_id: Uuid,
+    pub(super) view: RunView,
+    pub(super) stop: Arc<Abandon>,
+}
+
+impl Record {
+    /// The run's `task.started` event, once emitted.
+    pub(super) fn root(&self) -> Option<Uuid> {
+        self.stop.root.get().copied()
+    }
+
+    /// Publishes one event of this run.
+    pub(super) fn emit(
+        &self,
+        ty: &'static str,
+        payload: &impl serde::Serialize,
+        parent: Option<Uuid>,
+        source: &str,
+    ) -> Result<Uuid, BusError> {
+        if self.stop.abandoned.load(Ordering::Acquire) {
+            return Err(BusError::Closed); // the caller ended this run; nothing more goes on its log
+        }
+        let source: Cow<'static, str> = if source == "loop" {
+            "loop".into()
+        } else {
+            source.to_owned().into()
+        };
+        let event = Event::with_payload(self.trace_id, self.task_id, parent, ty, source, payload)
+            .expect("the loop emits only namespaced event types and object payloads");
+        let id = event.event_id();
+        self.bus.publish(event)?;
+        Ok(id)
+    }
+
+    /// Emits `task.terminal` with `reason` and returns the matching Result.
+    pub(super) fn terminal(&self, reason: &str) -> Result<RunResult, BusError> {
+        self.emit(ev::TASK_TERMINAL, &json!({"reason": reason}), self.root(), "loop")?;
+        Ok(terminal_result(reason))
+    }
+
+    /// A view of the run inspecting `observation`.
+    pub(super) fn view(&self, observation: Option<Arc<Value>>) -> RunView {
+        self.view.inspecting(observation)
+    }
+}
+
+/// A TERMINAL Result with `reason`.
+pub(super) fn terminal_result(reason: &str) -> RunResult {
+    RunResult {
+        status: Status::Terminal,
+        value: None,
+        reason: Some(reason.to_owned()),
+    }
+}
+
+/// Writes `task.terminal` for a run whose worker was abandoned (the caller's
+/// side; the worker's record is closed by then).
+pub(super) fn abandoned_terminal(
+    bus: &EventBus,
+    trace_id: Uuid,
+    task_id: Uuid,
+    stop: &Abandon,
+    reason: &str,
+) -> Result<RunResult, BusError> {
+    stop.abandoned.store(true, Ordering::Release);
+    let event = Event::with_payload(
+        trace_id,
+        task_id,
+        stop.root.get().copied(),
+        ev::TASK_TERMINAL,
+        "loop",
+        &json!({"reason": reason}),
+    )
+    .expect("a namespaced type and an object payload");
+    bus.publish(event)?;
+    Ok(terminal_result(reason))
+}

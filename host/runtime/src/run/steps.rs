@@ -1,0 +1,538 @@
+//! The step state machine: where a run is between plugin calls ([`Phase`])
+//! and what each phase does — start, the top of a step (budgets, the turn's
+//! provider), the answer, each tool call and its observation, the end of the
+//! turn, the final answer. Data that belongs to one turn lives in the phase
+//! that carries it; the driver makes the plugin calls in between.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+use zu_plugin_api::contracts::{JsonObject, RunResult, Status, TaskSpec};
+use zu_plugin_api::events::{self as ev, CONTENT_KEYS};
+use zu_plugin_api::ports::{
+    Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Scope, Severity, Tool, Verdict,
+};
+
+use super::checkpoints::{checkpoint, escalate, on_final, CheckSet, Ladder, ToolEntry};
+use super::record::Record;
+use super::text::{initial_messages, obj, parse_value, severity_name, skipped_note, summarize, validation_retry_note};
+use super::RunError;
+use crate::bus::BusError;
+use crate::deadline::CallError;
+
+/// What a plugin call produced: its value, or why there is none.
+pub(super) type Called<T> = Result<Result<T, PluginError>, CallError>;
+
+/// A turn in progress: its `turn.started` event and the model's answer.
+#[derive(Clone)]
+pub(super) struct Turn {
+    pub(super) id: Uuid,
+    pub(super) response: Arc<ModelResponse>,
+}
+
+/// Where a run is between plugin calls.
+#[derive(Clone)]
+pub(super) enum Phase {
+    Start,
+    StepTop,
+    /// Ask `provider` for the answer of turn `turn`.
+    Provider {
+        turn: Uuid,
+        provider: Arc<dyn ModelProvider>,
+    },
+    /// Record tool call `i` of the turn (or answer an unknown tool).
+    Tool(Turn, usize),
+    /// Make tool call `i`, recorded already.
+    ToolCall(Turn, usize),
+    /// The calls are over: the first `dispatched` ran; `halting` stopped the rest.
+    TurnEnd {
+        turn: Turn,
+        dispatched: usize,
+        halting: Option<Verdict>,
+    },
+}
+
+/// Everything a run holds. One thread at a time drives it, holding its lock;
+/// the lock is released only while a provider or tool call runs (see the
+/// driver), so a call that overruns the wall time leaves the state free for
+/// the caller to finish the run with that call timed out.
+pub(super) struct Loop {
+    pub(super) record: Record,
+    pub(super) spec: Arc<TaskSpec>,
+    pub(super) tools: Vec<ToolEntry>,
+    pub(super) checks: CheckSet,
+    pub(super) provider: Arc<dyn ModelProvider>,
+    pub(super) providers_by_tier: BTreeMap<u32, Arc<dyn ModelProvider>>,
+    pub(super) ladder: Ladder,
+    /// The conversation, shared with the provider call in flight.
+    pub(super) request: Arc<ModelRequest>,
+    pub(super) conversation: u64,
+    /// How many messages the previous provider call was sent: the prefix the
+    /// next call continues.
+    pub(super) sent: usize,
+    pub(super) tokens: u64,
+    /// The tier whose tool schemas the request carries.
+    pub(super) tools_tier: u32,
+    pub(super) start: Instant,
+    pub(super) deadline: Instant,
+    pub(super) step: u32,
+    pub(super) phase: Phase,
+    /// The last verdict that sent the run on (a RETRY, a climb), named when
+    /// the provider then fails.
+    pub(super) last_verdict: Option<Verdict>,
+    /// A call is running on a thread that does not hold the lock.
+    pub(super) in_call: bool,
+    /// The caller took the run over from a thread stuck in a call.
+    pub(super) taken_over: bool,
+    pub(super) outcome: Option<Result<RunResult, RunError>>,
+}
+
+/// Payloads of the per-step events, serialized straight to their JSON text.
+#[derive(serde::Serialize)]
+struct StepPayload {
+    step: u32,
+}
+
+#[derive(serde::Serialize)]
+struct TurnCompleted<'a> {
+    step: u32,
+    tier: u32,
+    model: Option<String>,
+    usage: &'a JsonObject,
+    text: &'a Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ToolInvoked<'a> {
+    tool: &'a str,
+    args: &'a JsonObject,
+}
+
+#[derive(serde::Serialize)]
+struct ToolReturned<'a> {
+    tool: &'a str,
+    observation: &'a JsonObject,
+}
+
+fn as_int(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            .unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+        Some(Value::Bool(b)) => u64::from(*b),
+        _ => 0,
+    }
+}
+
+fn usage_tokens(usage: &JsonObject) -> u64 {
+    if usage.contains_key("total_tokens") {
+        return as_int(usage.get("total_tokens"));
+    }
+    as_int(usage.get("input_tokens")) + as_int(usage.get("output_tokens"))
+}
+
+fn budget_reason(elapsed: Duration, tokens: u64, spec: &TaskSpec) -> Option<&'static str> {
+    if elapsed.as_secs_f64() > spec.budget.wall_time_s as f64 {
+        Some("budget:wall_time_s")
+    } else if tokens >= spec.budget.max_tokens {
+        Some("budget:max_tokens")
+    } else {
+        None
+    }
+}
+
+fn is_empty_schema(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+impl Loop {
+    fn finish(&mut self, result: RunResult) -> Result<(), RunError> {
+        self.outcome = Some(Ok(result));
+        Ok(())
+    }
+
+    fn terminal(&mut self, reason: &str) -> Result<(), RunError> {
+        let r = self.record.terminal(reason)?;
+        self.finish(r)
+    }
+
+    fn next_step(&mut self) -> Result<(), RunError> {
+        self.step += 1;
+        self.phase = Phase::StepTop;
+        Ok(())
+    }
+
+    fn push_message(&mut self, message: Value) {
+        Arc::make_mut(&mut self.request).messages.push(message);
+    }
+
+    /// `task.started`, the envelope of every tool, the first messages.
+    pub(super) fn start_run(&mut self) -> Result<(), RunError> {
+        let spec = self.spec.clone();
+        let root = self.record.emit(
+            ev::TASK_STARTED,
+            &json!({"query": spec.query, "target": spec.target}),
+            None,
+            "loop",
+        )?;
+        let _ = self.record.stop.root.set(root);
+        let envelope: Map<String, Value> = self
+            .tools
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    json!({"tier": t.tier, "capabilities": t.capabilities, "egress": t.egress}),
+                )
+            })
+            .collect();
+        self.record
+            .emit(ev::ENVELOPE_DECLARED, &json!({"tools": envelope}), Some(root), "loop")?;
+        let fragments = self.ladder.active(&self.tools).map(|t| t.prompt_fragment.as_str());
+        Arc::make_mut(&mut self.request).messages = initial_messages(&spec, fragments);
+        self.step = 1;
+        self.phase = Phase::StepTop;
+        Ok(())
+    }
+
+    /// Budgets, the tools of the current tier, `turn.started`, the turn's provider.
+    pub(super) fn step_top(&mut self) -> Result<(), RunError> {
+        if self.step > self.spec.budget.max_steps {
+            return self.terminal("budget:max_steps");
+        }
+        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+            return self.terminal(reason);
+        }
+        if self.tools_tier != self.ladder.current {
+            self.tools_tier = self.ladder.current;
+            let schemas: Vec<Value> = self
+                .ladder
+                .active(&self.tools)
+                .filter(|t| !is_empty_schema(&t.schema))
+                .map(|t| t.schema.clone())
+                .collect();
+            Arc::make_mut(&mut self.request).tools = schemas;
+        }
+        let provider = self
+            .providers_by_tier
+            .get(&self.ladder.current)
+            .unwrap_or(&self.provider)
+            .clone();
+        let turn = self.record.emit(
+            ev::TURN_STARTED,
+            &StepPayload { step: self.step },
+            self.record.root(),
+            "loop",
+        )?;
+        if Instant::now() >= self.deadline {
+            return self.terminal("budget:wall_time_s");
+        }
+        self.phase = Phase::Provider { turn, provider };
+        Ok(())
+    }
+
+    /// The request for the provider call about to be made: the conversation,
+    /// marked as continuing what the previous call was sent.
+    pub(super) fn request_for_call(&mut self) -> Arc<ModelRequest> {
+        let continuation = Continuation {
+            conversation: self.conversation,
+            unchanged: self.sent,
+        };
+        Arc::make_mut(&mut self.request).set_continuation(Some(continuation));
+        self.request.clone()
+    }
+
+    /// The answer of turn `turn`: budgets, then a final answer or tool calls.
+    pub(super) fn after_provider(
+        &mut self,
+        turn: Uuid,
+        provider: &dyn ModelProvider,
+        answer: Called<ModelResponse>,
+    ) -> Result<(), RunError> {
+        self.sent = self.request.messages.len();
+        let resp = match answer {
+            Ok(Ok(r)) => r,
+            Err(CallError::TimedOut) => return self.terminal("budget:wall_time_s"),
+            Ok(Err(e)) => return self.provider_failed(&e.to_string()),
+            Err(CallError::Panicked(m)) => return self.provider_failed(&format!("panicked: {m}")),
+        };
+        self.tokens += usage_tokens(&resp.usage);
+        self.record.emit(
+            ev::TURN_COMPLETED,
+            &TurnCompleted {
+                step: self.step,
+                tier: self.ladder.current,
+                model: provider.model(),
+                usage: &resp.usage,
+                text: &resp.text,
+            },
+            Some(turn),
+            "loop",
+        )?;
+        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+            return self.terminal(reason);
+        }
+        if resp.finish == Finish::Length {
+            return self.terminal("model truncated (length)");
+        }
+        if resp.tool_calls.is_empty() {
+            return self.finalise(resp.text.as_deref());
+        }
+        if resp.tool_calls.len() > self.spec.budget.max_tool_calls as usize {
+            return self.terminal("budget:max_tool_calls");
+        }
+        let calls: Vec<Value> = resp
+            .tool_calls
+            .iter()
+            .map(|c| json!({"name": c.name, "args": c.args}))
+            .collect();
+        let mut assistant = obj(json!({"role": "assistant", "tool_calls": calls}));
+        if let Some(text) = resp.text.as_ref().filter(|t| !t.is_empty()) {
+            assistant.insert("content".into(), text.clone().into());
+        }
+        self.push_message(Value::Object(assistant));
+        let turn = Turn {
+            id: turn,
+            response: Arc::new(resp),
+        };
+        self.phase = Phase::Tool(turn, 0);
+        Ok(())
+    }
+
+    /// The provider failed: the run ends TERMINAL, naming the last verdict
+    /// that sent it on, if any (a scripted provider running out after a
+    /// validator's RETRY is about the RETRY).
+    fn provider_failed(&mut self, error: &str) -> Result<(), RunError> {
+        let mut reason = format!("provider error: {error}");
+        if let Some(v) = &self.last_verdict {
+            reason.push_str(&format!(
+                " (after {} {}: {})",
+                v.detector,
+                severity_name(v.severity),
+                v.detail.as_deref().unwrap_or("no detail")
+            ));
+        }
+        self.terminal(&reason)
+    }
+
+    /// Records tool call `i`; an unknown tool (or one above the current tier)
+    /// is answered here, a known one is called next.
+    pub(super) fn before_tool(&mut self, turn: Turn, i: usize) -> Result<(), RunError> {
+        let Some(call) = turn.response.tool_calls.get(i) else {
+            let dispatched = turn.response.tool_calls.len();
+            self.phase = Phase::TurnEnd {
+                turn,
+                dispatched,
+                halting: None,
+            };
+            return Ok(());
+        };
+        self.record.emit(
+            ev::TOOL_INVOKED,
+            &ToolInvoked {
+                tool: &call.name,
+                args: &call.args,
+            },
+            Some(turn.id),
+            &call.name,
+        )?;
+        if self.ladder.active(&self.tools).any(|t| t.name == call.name) {
+            self.phase = Phase::ToolCall(turn, i);
+            Ok(())
+        } else {
+            self.after_tool(turn, i, None)
+        }
+    }
+
+    /// The tool and arguments of recorded call `i`.
+    pub(super) fn pending_tool(&self, turn: &Turn, i: usize) -> (Arc<dyn Tool>, JsonObject) {
+        let call = &turn.response.tool_calls[i];
+        let entry = self
+            .ladder
+            .active(&self.tools)
+            .find(|t| t.name == call.name)
+            .expect("checked in before_tool");
+        (entry.tool.clone(), call.args.clone())
+    }
+
+    /// Turns tool `i`'s outcome (`None`: no such tool at this tier) into the
+    /// observation, records it, and runs the per-observation detectors.
+    pub(super) fn after_tool(
+        &mut self,
+        turn: Turn,
+        i: usize,
+        outcome: Option<Called<(JsonObject, String)>>,
+    ) -> Result<(), RunError> {
+        let name = turn.response.tool_calls[i].name.as_str();
+        let record = &self.record;
+        let block = |kind: &str, extra: Value| -> Result<(), BusError> {
+            let mut payload = obj(json!({"kind": kind, "tool": name}));
+            if let Value::Object(more) = extra {
+                payload.extend(more);
+            }
+            record
+                .emit(ev::DEFENSE_BLOCKED, &payload, Some(turn.id), name)
+                .map(|_| ())
+        };
+        let mut encoded = None;
+        let obs: JsonObject = match outcome {
+            None => obj(json!({"error": format!("unknown tool: {name}")})),
+            Some(Ok(Ok((o, text)))) => {
+                encoded = Some(text);
+                o
+            }
+            Some(Err(CallError::TimedOut)) => {
+                tracing::warn!(tool = name, "tool call exceeded the run's remaining wall time");
+                block(
+                    "tool_timeout",
+                    json!({"detail": "tool call exceeded the run's remaining wall-time and was cancelled"}),
+                )?;
+                obj(json!({"error": "tool call timed out", "blocked": "tool_timeout"}))
+            }
+            Some(Ok(Err(PluginError::SecurityBlock(b)))) => {
+                tracing::warn!(tool = name, kind = %b.kind, message = %b.message, "tool blocked");
+                block(&b.kind, json!({"target": b.target, "detail": b.message}))?;
+                obj(json!({"error": format!("SecurityBlock: {}", b.message), "blocked": b.kind}))
+            }
+            Some(Ok(Err(PluginError::TooLarge { .. }))) => {
+                tracing::warn!(tool = name, "tool returned an oversized observation");
+                block(
+                    "oversized_observation",
+                    json!({"detail": "tool observation exceeds the size limit and was rejected"}),
+                )?;
+                obj(
+                    json!({"error": "tool observation exceeds the size limit and was rejected", "blocked": "oversized_observation"}),
+                )
+            }
+            Some(Ok(Err(e))) => {
+                tracing::warn!(tool = name, error = %e, "tool failed");
+                obj(json!({"error": e.to_string()}))
+            }
+            Some(Err(CallError::Panicked(m))) => obj(json!({"error": format!("plugin panicked: {m}")})),
+        };
+        let summary;
+        let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
+            record.emit(ev::SOURCE_FETCHED, &obs, Some(turn.id), name)?;
+            summary = summarize(&obs);
+            &summary
+        } else {
+            &obs
+        };
+        record.emit(
+            ev::TOOL_RETURNED,
+            &ToolReturned {
+                tool: name,
+                observation: returned,
+            },
+            Some(turn.id),
+            name,
+        )?;
+        let content = encoded.unwrap_or_else(|| serde_json::to_string(&obs).unwrap_or_default());
+        let message = json!({"role": "tool", "name": name, "content": content});
+        self.push_message(message);
+        let obs = Arc::new(Value::Object(obs));
+        let halting = checkpoint(&self.record, turn.id, &self.checks, Some(obs), Scope::PerObservation)?;
+        self.phase = match halting {
+            Some(v) => Phase::TurnEnd {
+                turn,
+                dispatched: i + 1,
+                halting: Some(v),
+            },
+            None => Phase::Tool(turn, i + 1),
+        };
+        Ok(())
+    }
+
+    /// Tells the model which calls a halting verdict skipped, runs the
+    /// per-turn detectors, and acts on a halting verdict or goes on.
+    pub(super) fn turn_end(&mut self, turn: Turn, dispatched: usize, halting: Option<Verdict>) -> Result<(), RunError> {
+        for skipped in &turn.response.tool_calls[dispatched..] {
+            let content = skipped_note(halting.as_ref());
+            self.push_message(json!({"role": "tool", "name": skipped.name, "content": content}));
+        }
+        let halting = match halting {
+            Some(h) => Some(h),
+            None => checkpoint(&self.record, turn.id, &self.checks, None, Scope::PerTurn)?,
+        };
+        match halting {
+            Some(h) => self.halt(&h),
+            None => self.next_step(),
+        }
+    }
+
+    /// Acts on a halting verdict: TERMINAL ends the run; ESCALATE climbs a
+    /// tier (or ends the run exhausted) and the run goes on at the next step.
+    fn halt(&mut self, v: &Verdict) -> Result<(), RunError> {
+        if v.severity == Severity::Terminal {
+            return self.terminal(&v.detector);
+        }
+        self.last_verdict = Some(v.clone());
+        let request = Arc::make_mut(&mut self.request);
+        if let Some(done) = escalate(&self.record, &mut self.ladder, &self.tools, request, v)? {
+            return self.finish(done);
+        }
+        self.next_step()
+    }
+
+    /// The model answered without tools: parse, validate, then complete,
+    /// retry, escalate or end.
+    fn finalise(&mut self, text: Option<&str>) -> Result<(), RunError> {
+        let Some(value) = parse_value(text) else {
+            return self.terminal("model finalised with no answer");
+        };
+        let candidate = RunResult {
+            status: Status::Success,
+            value: Some(value.clone()),
+            reason: None,
+        };
+        if let Some(v) = on_final(&self.record, &self.checks, &candidate)? {
+            self.record.emit(
+                ev::VALIDATION_FAILED,
+                &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
+                self.record.root(),
+                &v.detector,
+            )?;
+            match v.severity {
+                Severity::Terminal | Severity::Escalate => return self.halt(&v),
+                Severity::Retry => {
+                    self.push_message(json!({"role": "user", "content": validation_retry_note(&v)}));
+                    self.last_verdict = Some(v);
+                    return self.next_step();
+                }
+                Severity::Warn => {}
+            }
+        }
+        let root = self.record.root();
+        self.record
+            .emit(ev::RECORD_EXTRACTED, &json!({"value": value}), root, "loop")?;
+        self.record
+            .emit(ev::TASK_COMPLETED, &json!({"value": value}), root, "loop")?;
+        self.finish(candidate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_tokens_prefer_total_and_tolerate_garbage() {
+        assert_eq!(usage_tokens(&obj(json!({"total_tokens": 9, "input_tokens": 100}))), 9);
+        assert_eq!(usage_tokens(&obj(json!({"input_tokens": 3, "output_tokens": "4"}))), 7);
+        assert_eq!(
+            usage_tokens(&obj(json!({"input_tokens": null, "output_tokens": [1]}))),
+            0
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The run as plugins read it: the spec, the observation being inspected, and
+//! this run's own events, read from the canonical log on demand, so reading
+//! it costs the same with 10 or 100,000 events logged.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use zu_plugin_api::contracts::TaskSpec;
+use zu_plugin_api::filter::{EventFilter, FilterField, StoredEvent};
+use zu_plugin_api::ports::{PluginError, RunContext};
+
+use crate::bus::EventBus;
+
+/// The run's view for plugins: the spec, the observation being inspected,
+/// and the run's own events (its task id's).
+#[derive(Clone)]
+pub struct RunView {
+    run: Arc<ViewOf>,
+    observation: Option<Arc<Value>>,
+}
+
+/// What every view of one run shares (a view is cloned per plugin call).
+struct ViewOf {
+    spec: Arc<TaskSpec>,
+    bus: Arc<EventBus>,
+    /// `task_id = <this task>`: the run's own events.
+    scope: EventFilter,
+}
+
+impl RunView {
+    /// A view of `spec`'s run on `bus`, inspecting `observation`.
+    pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
+        let scope = EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string()));
+        RunView {
+            run: Arc::new(ViewOf { spec, bus, scope }),
+            observation,
+        }
+    }
+
+    /// The same run, inspecting another observation.
+    pub fn inspecting(&self, observation: Option<Arc<Value>>) -> Self {
+        RunView {
+            run: self.run.clone(),
+            observation,
+        }
+    }
+
+    fn task(&self) -> &str {
+        self.run.scope.get(FilterField::TaskId).flatten().unwrap_or_default()
+    }
+}
+
+impl RunContext for RunView {
+    fn spec(&self) -> &TaskSpec {
+        &self.run.spec
+    }
+    fn observation(&self) -> Option<&Value> {
+        self.observation.as_deref()
+    }
+    fn event_count(&self) -> u64 {
+        self.run.bus.count(&self.run.scope).unwrap_or(0)
+    }
+    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
+        // Only this run's events: a filter naming another task (or asking for
+        // a null task id, which no event has) matches nothing.
+        match filter.get(FilterField::TaskId) {
+            Some(Some(task)) if task == self.task() => {}
+            Some(_) => return Ok(Vec::new()),
+            None => {}
+        }
+        let scoped = filter.clone().with(FilterField::TaskId, Some(self.task()));
+        self.run
+            .bus
+            .query(&scoped, limit, after_seq)
+            .map(|v| v.into_iter().map(|e| e.into_stored()).collect())
+            .map_err(|e| PluginError::failed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zu_plugin_api::contracts::{Event, JsonObject};
+
+    #[test]
+    fn a_run_view_reads_only_its_own_task() {
+        let bus = Arc::new(EventBus::new());
+        let (mine, other) = (Arc::new(TaskSpec::new("a")), TaskSpec::new("b"));
+        for spec in [&*mine, &other] {
+            let e = Event::new(spec.task_id, spec.task_id, None, "harness.a", "t", JsonObject::new()).unwrap();
+            bus.publish(e).unwrap();
+        }
+        let view = RunView::new(mine.clone(), bus, None);
+        assert_eq!(view.event_count(), 1);
+        let all = view.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].event.task_id(), mine.task_id);
+        for f in [
+            EventFilter::all().with(FilterField::TaskId, Some(other.task_id.to_string())),
+            EventFilter::all().with(FilterField::TaskId, None::<String>),
+        ] {
+            assert!(view.query(&f, None, 0).unwrap().is_empty(), "{f:?}");
+        }
+        let own = EventFilter::all().with(FilterField::TaskId, Some(mine.task_id.to_string()));
+        assert_eq!(view.query(&own, None, 0).unwrap().len(), 1);
+    }
+}
