@@ -308,6 +308,14 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let mut named = vec![(Kind::Providers, plan.provider.as_str())];
     named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
     named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));
+    for (kind, names) in [
+        (Kind::Tools, &plan.tools),
+        (Kind::Detectors, &plan.detectors),
+        (Kind::Validators, &plan.validators),
+    ] {
+        named.extend(names.iter().flatten().map(|n| (kind, n.as_str())));
+    }
+    // Refusals of the plugins the run names are reported once, as its error.
     loaded.warn_refused(&named);
     let provider = registry
         .provider(&plan.provider)

@@ -165,7 +165,7 @@ impl Registry {
 
     /// Records a plugin or library that was refused.
     pub fn record_failure(&mut self, failure: LoadFailure) {
-        tracing::info!(code = failure.error.code(), "{}", failure.error);
+        tracing::debug!(code = failure.error.code(), error = %failure.error, "refused");
         self.failures.push(failure);
     }
 

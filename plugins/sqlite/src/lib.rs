@@ -68,6 +68,9 @@ fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> PluginError {
 impl SqliteSink {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, codecs: Codecs, busy_timeout_ms: u64) -> Result<Self, PluginError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| fail(path, "cannot create its directory", e))?;
+        }
         let conn = Connection::open(path).map_err(|e| fail(path, "cannot open", e))?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;

@@ -6,6 +6,7 @@ mod boundary;
 mod cli;
 mod embed;
 mod loading;
+mod newcomer;
 mod run;
 mod scenarios;
 mod sinks;

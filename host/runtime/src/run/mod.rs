@@ -6,6 +6,7 @@
 
 mod checkpoints;
 mod driver;
+mod observation;
 mod record;
 mod steps;
 mod text;

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 use zu_plugin_api::contracts::{JsonObject, RunResult, Status, TaskSpec};
-use zu_plugin_api::events::{self as ev, CONTENT_KEYS};
+use zu_plugin_api::events as ev;
 use zu_plugin_api::ports::{
     Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Scope, Severity, Tool, Verdict,
 };
 
 use super::checkpoints::{checkpoint, escalate, on_final, CheckSet, Ladder, ToolEntry};
+use super::observation;
 use super::record::Record;
-use super::text::{initial_messages, obj, parse_value, severity_name, skipped_note, summarize, validation_retry_note};
+use super::text::{initial_messages, obj, parse_value, severity_name, skipped_note, validation_retry_note};
 use super::RunError;
-use crate::bus::BusError;
 use crate::deadline::CallError;
 
 /// What a plugin call produced: its value, or why there is none.
@@ -109,12 +109,6 @@ struct TurnCompleted<'a> {
 struct ToolInvoked<'a> {
     tool: &'a str,
     args: &'a JsonObject,
-}
-
-#[derive(serde::Serialize)]
-struct ToolReturned<'a> {
-    tool: &'a str,
-    observation: &'a JsonObject,
 }
 
 fn as_int(v: Option<&Value>) -> u64 {
@@ -375,70 +369,7 @@ impl Loop {
         outcome: Option<Called<(JsonObject, String)>>,
     ) -> Result<(), RunError> {
         let name = turn.response.tool_calls[i].name.as_str();
-        let record = &self.record;
-        let block = |kind: &str, extra: Value| -> Result<(), BusError> {
-            let mut payload = obj(json!({"kind": kind, "tool": name}));
-            if let Value::Object(more) = extra {
-                payload.extend(more);
-            }
-            record
-                .emit(ev::DEFENSE_BLOCKED, &payload, Some(turn.id), name)
-                .map(|_| ())
-        };
-        let mut encoded = None;
-        let obs: JsonObject = match outcome {
-            None => obj(json!({"error": format!("unknown tool: {name}")})),
-            Some(Ok(Ok((o, text)))) => {
-                encoded = Some(text);
-                o
-            }
-            Some(Err(CallError::TimedOut)) => {
-                tracing::warn!(tool = name, "tool call exceeded the run's remaining wall time");
-                block(
-                    "tool_timeout",
-                    json!({"detail": "tool call exceeded the run's remaining wall-time and was cancelled"}),
-                )?;
-                obj(json!({"error": "tool call timed out", "blocked": "tool_timeout"}))
-            }
-            Some(Ok(Err(PluginError::SecurityBlock(b)))) => {
-                tracing::warn!(tool = name, kind = %b.kind, message = %b.message, "tool blocked");
-                block(&b.kind, json!({"target": b.target, "detail": b.message}))?;
-                obj(json!({"error": format!("SecurityBlock: {}", b.message), "blocked": b.kind}))
-            }
-            Some(Ok(Err(PluginError::TooLarge { .. }))) => {
-                tracing::warn!(tool = name, "tool returned an oversized observation");
-                block(
-                    "oversized_observation",
-                    json!({"detail": "tool observation exceeds the size limit and was rejected"}),
-                )?;
-                obj(
-                    json!({"error": "tool observation exceeds the size limit and was rejected", "blocked": "oversized_observation"}),
-                )
-            }
-            Some(Ok(Err(e))) => {
-                tracing::warn!(tool = name, error = %e, "tool failed");
-                obj(json!({"error": e.to_string()}))
-            }
-            Some(Err(CallError::Panicked(m))) => obj(json!({"error": format!("plugin panicked: {m}")})),
-        };
-        let summary;
-        let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
-            record.emit(ev::SOURCE_FETCHED, &obs, Some(turn.id), name)?;
-            summary = summarize(&obs);
-            &summary
-        } else {
-            &obs
-        };
-        record.emit(
-            ev::TOOL_RETURNED,
-            &ToolReturned {
-                tool: name,
-                observation: returned,
-            },
-            Some(turn.id),
-            name,
-        )?;
-        let content = encoded.unwrap_or_else(|| serde_json::to_string(&obs).unwrap_or_default());
+        let (obs, content) = observation::record(&self.record, turn.id, name, outcome)?;
         let message = json!({"role": "tool", "name": name, "content": content});
         self.push_message(message);
         let obs = Arc::new(Value::Object(obs));
