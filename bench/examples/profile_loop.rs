@@ -2,7 +2,7 @@
 //! target/release/examples/profile_loop` (or `perf record`). Runs K=1000
 //! with the noop plugins in-process, `RUNS` times (default 5).
 
-use zu_bench::workloads::{in_process, job};
+use zu_bench::runs::{in_process, job};
 use zu_runtime::{run_task, RunOptions};
 
 #[global_allocator]

@@ -15,7 +15,8 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::{EventBus, Registry, RunView};
 
 use crate::harness::{check, measure, measure_repeated, BenchError};
-use crate::workloads::{make_event, stats, LoopPlugins};
+use crate::runs::{stats, LoopPlugins};
+use crate::workloads::make_event;
 
 /// A view of an idle run, for calling plugins outside the loop.
 pub fn idle_view() -> RunView {

@@ -4,4 +4,5 @@
 
 pub mod boundary;
 pub mod harness;
+pub mod runs;
 pub mod workloads;

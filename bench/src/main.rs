@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use zu_bench::harness::BenchError;
-use zu_bench::{boundary, harness, workloads};
+use zu_bench::{boundary, harness, runs, workloads};
 
 /// The allocator the `zu` binary ships with, so the figures are `zu`'s.
 #[global_allocator]
@@ -91,7 +91,7 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     let sink_query = workloads::bench_sink_query(n, if quick { 200 } else { 1000 }, if quick { 10 } else { 20 })?;
     eprintln!("[4] run_task, plugins in-process");
     let runs_short = if quick { 100 } else { 500 };
-    let in_process = workloads::bench_run_task(&workloads::in_process(), &[1000, 100], 3, runs_short, "")?;
+    let in_process = runs::bench_run_task(&runs::in_process(), &[1000, 100], 3, runs_short, "")?;
     eprintln!("[5] scope_event");
     let scope = workloads::bench_scope_event(n)?;
     eprintln!("[6] registry register");
@@ -99,7 +99,7 @@ fn run(args: &Args) -> Result<Value, BenchError> {
 
     eprintln!("[b1] run_task, plugins loaded from .so libraries");
     let (loaded, _dir) = boundary::loaded(&libs)?;
-    let through_so = workloads::bench_run_task(&loaded, &[1000, 100], 3, runs_short, "so: ")?;
+    let through_so = runs::bench_run_task(&loaded, &[1000, 100], 3, runs_short, "so: ")?;
     eprintln!("[b2] one tool call across the boundary");
     let ffi = boundary::bench_ffi_call(&libs, if quick { 50_000 } else { 200_000 })?;
     eprintln!("[b3] scan and load 100 plugin libraries");

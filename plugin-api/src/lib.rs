@@ -59,6 +59,7 @@
 
 pub mod content;
 pub mod contracts;
+pub mod error;
 pub mod events;
 pub mod filter;
 pub mod ports;

@@ -2,6 +2,8 @@
 //! the log subscriber, and dispatches to one module per subcommand; each
 //! returns an exit code or a [`Failure`], printed here once.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod events;
 mod exit;

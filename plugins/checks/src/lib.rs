@@ -2,6 +2,8 @@
 //! reference `zu-checks` 0.8.0. Both run per observation and read only the
 //! observation the host hands them.
 
+#![forbid(unsafe_code)]
+
 use zu_plugin_api::events::CONTENT_KEYS;
 use zu_plugin_api::prelude::*;
 

@@ -6,6 +6,8 @@
 //! Config: `{"root": "docs", "max_bytes": 1000000}`; without config the root is
 //! the working directory the host started in.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 

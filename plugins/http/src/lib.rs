@@ -9,6 +9,8 @@
 //! `allow_hosts` (names or IPs) skip the address check; `allow_private`
 //! (or `ZU_HTTP_ALLOW_PRIVATE=1`) skips it for every host.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;

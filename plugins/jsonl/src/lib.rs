@@ -7,6 +7,8 @@
 //! stored as plaintext; use the `sqlite` sink for encryption at rest.
 //! Read-only (what `zu events` asks for) never creates a file or directory.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};

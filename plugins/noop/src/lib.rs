@@ -7,6 +7,8 @@
 //! reports the counts (and resets them with `{"reset": true}`), so a host can
 //! check across the library boundary that the work really happened.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use zu_plugin_api::prelude::*;

@@ -7,6 +7,8 @@
 //! `"usage"` and `"finish"` (default: `tool_calls` when it has tool calls,
 //! else `stop`). A call past the end of the script is an error saying so.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;

@@ -8,6 +8,8 @@
 //! "read_only": false}`. Read-only (what `zu events` asks for) never creates
 //! or changes a file, and reads a log on read-only media.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

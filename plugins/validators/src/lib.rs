@@ -4,6 +4,8 @@
 //! from the reference `zu-checks` 0.8.0. Grounding reads the run's
 //! `data.source.fetched` events through the host's run context.
 
+#![forbid(unsafe_code)]
+
 use zu_plugin_api::events::CONTENT_KEYS;
 use zu_plugin_api::events::SOURCE_FETCHED;
 use zu_plugin_api::filter::FilterField;

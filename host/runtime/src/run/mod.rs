@@ -4,6 +4,7 @@
 //! finalise run the validators; climb the tier ladder on ESCALATE. This file
 //! is the public face: [`run_task`], its options and errors.
 
+mod budget;
 mod checkpoints;
 mod driver;
 mod observation;

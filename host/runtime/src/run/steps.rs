@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -16,6 +16,7 @@ use zu_plugin_api::ports::{
     Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Scope, Severity, Tool, Verdict,
 };
 
+use super::budget::{budget_reason, usage_tokens};
 use super::checkpoints::{checkpoint, escalate, on_final, CheckSet, Ladder, ToolEntry};
 use super::observation;
 use super::record::Record;
@@ -109,35 +110,6 @@ struct TurnCompleted<'a> {
 struct ToolInvoked<'a> {
     tool: &'a str,
     args: &'a JsonObject,
-}
-
-fn as_int(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
-        Some(Value::Bool(b)) => u64::from(*b),
-        _ => 0,
-    }
-}
-
-fn usage_tokens(usage: &JsonObject) -> u64 {
-    if usage.contains_key("total_tokens") {
-        return as_int(usage.get("total_tokens"));
-    }
-    as_int(usage.get("input_tokens")) + as_int(usage.get("output_tokens"))
-}
-
-fn budget_reason(elapsed: Duration, tokens: u64, spec: &TaskSpec) -> Option<&'static str> {
-    if elapsed.as_secs_f64() > spec.budget.wall_time_s as f64 {
-        Some("budget:wall_time_s")
-    } else if tokens >= spec.budget.max_tokens {
-        Some("budget:max_tokens")
-    } else {
-        None
-    }
 }
 
 fn is_empty_schema(v: &Value) -> bool {
@@ -450,20 +422,5 @@ impl Loop {
         self.record
             .emit(ev::TASK_COMPLETED, &json!({"value": value}), root, "loop")?;
         self.finish(candidate)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_tokens_prefer_total_and_tolerate_garbage() {
-        assert_eq!(usage_tokens(&obj(json!({"total_tokens": 9, "input_tokens": 100}))), 9);
-        assert_eq!(usage_tokens(&obj(json!({"input_tokens": 3, "output_tokens": "4"}))), 7);
-        assert_eq!(
-            usage_tokens(&obj(json!({"input_tokens": null, "output_tokens": [1]}))),
-            0
-        );
     }
 }

@@ -1,0 +1,140 @@
+//! What goes wrong in a plugin call: [`PluginError`] (panics included, caught
+//! on the plugin's side), a guard's [`SecurityBlock`], and the helpers that
+//! turn a panic payload into text and refuse an oversized answer unencoded.
+
+use serde::{Deserialize, Serialize};
+
+/// The text of a caught panic payload (`&str` or `String`; anything else
+/// is described, not shown).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// A byte buffer that refuses to grow past a limit, so an oversized value is
+/// detected without ever being encoded whole.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON text of `value` if it fits in `limit` bytes, else
+/// [`PluginError::TooLarge`], found without encoding an oversized value whole.
+pub fn to_json_capped<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<String, PluginError> {
+    let mut out = Capped {
+        buf: Vec::with_capacity(256),
+        limit,
+    };
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => Ok(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
+        Err(e) if e.is_io() => Err(PluginError::TooLarge { limit }),
+        Err(e) => Err(PluginError::failed(format!("cannot encode JSON: {e}"))),
+    }
+}
+
+/// A guard refused an action: what kind of refusal, what was refused, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityBlock {
+    /// The category, e.g. `ssrf`, `path_escape`, `fetch_blocked`.
+    pub kind: String,
+    /// What was refused (a host, a path), when known.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// A sentence saying what was refused and why.
+    pub message: String,
+}
+
+/// What went wrong inside a plugin call. Panics inside a plugin arrive as
+/// [`PluginError::Panicked`]; they never unwind into the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The call failed; the message says why.
+    #[error("{0}")]
+    Failed(String),
+    /// The call was refused for security reasons (an SSRF target, a path
+    /// escaping its root); the loop records it as `harness.defense.blocked`.
+    #[error("security block ({}): {}", .0.kind, .0.message)]
+    SecurityBlock(SecurityBlock),
+    /// The arguments or the config were not what the plugin accepts.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The plugin panicked; the panic was caught on the plugin's side.
+    #[error("plugin panicked: {0}")]
+    Panicked(String),
+    /// The answer is larger than the host accepts (`limit` bytes of JSON).
+    #[error("the answer exceeds the size limit of {limit} bytes of JSON")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+impl PluginError {
+    /// The error for a caught panic, with the panic's message.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        PluginError::Panicked(panic_message(payload))
+    }
+    /// A generic failure with a message.
+    pub fn failed(msg: impl Into<String>) -> Self {
+        PluginError::Failed(msg.into())
+    }
+    /// A bad argument or config value.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        PluginError::InvalidInput(msg.into())
+    }
+    /// A security refusal of `kind` (e.g. `ssrf`), naming the refused target.
+    pub fn security_block(kind: impl Into<String>, target: Option<String>, msg: impl Into<String>) -> Self {
+        PluginError::SecurityBlock(SecurityBlock {
+            kind: kind.into(),
+            target,
+            message: msg.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::MAX_OBSERVATION_BYTES;
+
+    #[test]
+    fn size_is_checked_without_encoding_everything() {
+        let big = serde_json::json!({"blob": "x".repeat(2_000_000)});
+        let limit = MAX_OBSERVATION_BYTES;
+        assert_eq!(to_json_capped(&big, limit), Err(PluginError::TooLarge { limit }));
+        assert_eq!(
+            to_json_capped(&serde_json::json!({"ok": true}), limit).unwrap(),
+            r#"{"ok":true}"#
+        );
+    }
+
+    #[test]
+    fn panic_payloads_become_messages() {
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(
+            PluginError::from_panic(&*caught),
+            PluginError::Panicked("boom 7".into())
+        );
+        let odd = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&*odd), "a panic with a non-string payload");
+    }
+}
