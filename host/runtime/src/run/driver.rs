@@ -79,8 +79,8 @@ fn drive(shared: &Shared, takeover: bool) {
                 st.after_provider(turn, &*provider, out)
             }
             Phase::Tool(turn, i) => st.before_tool(turn, i),
-            Phase::ToolCall(turn, i) => {
-                let (tool, args) = st.pending_tool(&turn, i);
+            Phase::ToolCall(turn, i, tool) => {
+                let args = turn.response.tool_calls[i].args.clone();
                 let view = st.record.view(None);
                 let Some((next, out)) = call_unlocked(shared, st, move || {
                     let out = tool.call(&view, args)?;

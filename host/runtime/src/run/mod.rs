@@ -218,7 +218,9 @@ pub fn run_task(
         .checked_add(Duration::from_secs(spec.budget.wall_time_s))
         .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
     let (trace_id, task_id) = (options.trace_id.unwrap_or(spec.task_id), spec.task_id);
-    let span = tracing::info_span!("run", task = %task_id, trace = %trace_id);
+    // At ERROR level so the span is enabled whenever any line is logged (a
+    // span below the filter's level would not be, and lines would lose the ids).
+    let span = tracing::error_span!("run", task = %task_id, trace = %trace_id);
     let state = Loop {
         record: Record {
             bus: bus.clone(),

@@ -46,8 +46,8 @@ pub(super) enum Phase {
     },
     /// Record tool call `i` of the turn (or answer an unknown tool).
     Tool(Turn, usize),
-    /// Make tool call `i`, recorded already.
-    ToolCall(Turn, usize),
+    /// Make tool call `i` (recorded already) to `tool`.
+    ToolCall(Turn, usize, Arc<dyn Tool>),
     /// The calls are over: the first `dispatched` ran; `halting` stopped the rest.
     TurnEnd {
         turn: Turn,
@@ -313,23 +313,18 @@ impl Loop {
             Some(turn.id),
             &call.name,
         )?;
-        if self.ladder.active(&self.tools).any(|t| t.name == call.name) {
-            self.phase = Phase::ToolCall(turn, i);
-            Ok(())
-        } else {
-            self.after_tool(turn, i, None)
-        }
-    }
-
-    /// The tool and arguments of recorded call `i`.
-    pub(super) fn pending_tool(&self, turn: &Turn, i: usize) -> (Arc<dyn Tool>, JsonObject) {
-        let call = &turn.response.tool_calls[i];
-        let entry = self
+        let tool = self
             .ladder
             .active(&self.tools)
             .find(|t| t.name == call.name)
-            .expect("checked in before_tool");
-        (entry.tool.clone(), call.args.clone())
+            .map(|t| t.tool.clone());
+        match tool {
+            Some(tool) => {
+                self.phase = Phase::ToolCall(turn, i, tool);
+                Ok(())
+            }
+            None => self.after_tool(turn, i, None),
+        }
     }
 
     /// Turns tool `i`'s outcome (`None`: no such tool at this tier) into the
