@@ -64,7 +64,8 @@ pub struct SecurityBlock {
 
 /// What went wrong inside a plugin call. Panics inside a plugin arrive as
 /// [`PluginError::Panicked`]; they never unwind into the host.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PluginError {
     /// The call failed; the message says why.
@@ -86,6 +87,11 @@ pub enum PluginError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The plugin runs in a process of its own, and that process ended
+    /// during the call (it crashed, aborted or exited): the host contained
+    /// it and starts a fresh one for the next call. Raised by the host.
+    #[error("the plugin's process {0}")]
+    ProcessEnded(String),
 }
 
 impl PluginError {

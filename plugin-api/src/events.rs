@@ -29,6 +29,13 @@ pub const VALIDATION_FAILED: &str = "harness.validation.failed";
 /// giving a verdict: `{check, kind: "detector"|"validator", error}`. Beyond
 /// the reference, which only logs it.
 pub const CHECK_FAILED: &str = "harness.check.failed";
+/// A plugin running in a process of its own ended that process during a
+/// call (crash, abort, `exit`): `{plugin, kind, what}`. The call failed;
+/// the next one gets a fresh process. Beyond the reference.
+pub const PLUGIN_CONTAINED: &str = "harness.plugin.contained";
+/// A library or plugin the host refused at load, recorded at the start of
+/// a run: `{library, kind, name, code, message}`. Beyond the reference.
+pub const PLUGIN_REFUSED: &str = "harness.plugin.refused";
 /// A guard contained an unsafe attempt (SSRF, oversized observation, ...).
 pub const DEFENSE_BLOCKED: &str = "harness.defense.blocked";
 /// A connection the egress proxy observed (out-of-band fact).
@@ -58,7 +65,7 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 21] = [
+pub const HARNESS_TYPES: [&str; 23] = [
     TASK_STARTED,
     ENVELOPE_DECLARED,
     TASK_COMPLETED,
@@ -71,6 +78,8 @@ pub const HARNESS_TYPES: [&str; 21] = [
     DETECTOR_FIRED,
     VALIDATION_FAILED,
     CHECK_FAILED,
+    PLUGIN_CONTAINED,
+    PLUGIN_REFUSED,
     DEFENSE_BLOCKED,
     EGRESS_OBSERVED,
     HOST_EFFECT_OBSERVED,

@@ -3,7 +3,6 @@
 //! events as they are appended. The sink opens the log read-only: reading
 //! never creates or changes a log.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,6 +59,8 @@ pub struct EventsArgs {
     /// With --follow, how often to poll the sink, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     poll_ms: u64,
+    #[command(flatten)]
+    isolation_flags: load::IsolationFlags,
 }
 
 fn sink_config_flag(_: Kind, _: &str) -> String {
@@ -85,7 +86,13 @@ pub fn run(args: EventsArgs) -> Result<u8, Failure> {
             origin: "--sink-config".into(),
         }]
     };
-    let loaded = load::load(discovery::plugin_dirs(&args.dirs), configs, sink_config_flag)?;
+    let protection = args.isolation_flags.protection(&Default::default())?;
+    let loaded = load::load(
+        discovery::plugin_dirs(&args.dirs),
+        configs,
+        sink_config_flag,
+        protection,
+    )?;
     let Some(sink) = loaded.registry.sink(&args.sink) else {
         return Err(Failure::failed(loaded.missing(Kind::Sinks, &args.sink, "")));
     };
@@ -117,12 +124,14 @@ impl EventsArgs {
 
 fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Result<u8, Failure> {
     let mut after = args.after_seq;
-    let mut out = std::io::stdout().lock();
     if !args.json {
-        let _ = writeln!(
-            out,
+        crate::outln!(
             "{:>6}  {:<32}  {:<28}  {:<12}  {:<8}  PAYLOAD",
-            "SEQ", "TS", "TYPE", "SOURCE", "TASK"
+            "SEQ",
+            "TS",
+            "TYPE",
+            "SOURCE",
+            "TASK"
         );
     }
     loop {
@@ -130,6 +139,7 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
             Ok(p) => p,
             Err(e) => return Err(Failure::failed(e.to_string())),
         };
+        let mut text = String::new();
         for logged in &page {
             after = logged.seq;
             let mut view = view::scope_event(&logged.event, args.full);
@@ -141,11 +151,12 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
             } else {
                 table_row(logged.seq, &view, args.full)
             };
-            if writeln!(out, "{line}").is_err() {
-                return Ok(exit::OK); // stdout closed (e.g. piped into head)
-            }
+            text.push_str(&line);
+            text.push('\n');
         }
-        let _ = out.flush();
+        if !text.is_empty() && !crate::output::write(&text) {
+            return Ok(exit::OK); // stdout closed (e.g. piped into head)
+        }
         if !args.follow {
             return Ok(exit::OK);
         }

@@ -3,8 +3,12 @@
 //! from, a refusal of configs that name no plugin, and messages about
 //! refused or missing plugins that name the flag the user actually used.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Args;
 use zu_loader::discovery::PluginDirs;
-use zu_loader::Loader;
+use zu_loader::{Isolation, Loader, Protection};
 use zu_plugin_api::version::Kind;
 use zu_runtime::{LoadError, LoadFailure, Registry};
 
@@ -22,6 +26,82 @@ pub struct Loaded {
     how_to_configure: fn(Kind, &str) -> String,
 }
 
+/// How plugins are vetted and where they run: the flags every loading
+/// subcommand takes.
+#[derive(Args, Default, Clone)]
+pub struct IsolationFlags {
+    /// Seconds a library may take to open in the probe, and a constructor to
+    /// return (default 10).
+    #[arg(long, value_name = "S")]
+    pub probe_timeout: Option<f64>,
+    /// Where plugins run by default: `process` (the default: one process per
+    /// library; a crash is an error value) or `in-process` (fastest; a crash
+    /// ends zu).
+    #[arg(long, value_name = "in-process|process")]
+    pub isolation: Option<String>,
+    /// Where one plugin runs, as KIND.NAME=MODE (repeatable), e.g. tools.file_read=in-process.
+    #[arg(long = "isolate", value_name = "KIND.NAME=MODE")]
+    pub isolate: Vec<String>,
+}
+
+/// zu.toml's `probe_timeout` and `[isolation]` (`default = "..."`,
+/// `"KIND.NAME" = "..."`).
+#[derive(Default)]
+pub struct FileContainment {
+    pub probe_timeout: Option<f64>,
+    pub isolation: BTreeMap<String, String>,
+    pub origin: String,
+}
+
+fn mode(text: &str, origin: &str) -> Result<Isolation, Failure> {
+    text.parse()
+        .map_err(|e: String| Failure::usage(format!("{origin}: {e}")))
+}
+
+fn plugin_key(key: &str, origin: &str) -> Result<(Kind, String), Failure> {
+    let (kind, name) = key
+        .split_once('.')
+        .ok_or_else(|| Failure::usage(format!("{origin}: {key:?} is not KIND.NAME")))?;
+    let kind: Kind = kind.parse().map_err(|e| Failure::usage(format!("{origin}: {e}")))?;
+    Ok((kind, name.to_owned()))
+}
+
+impl IsolationFlags {
+    /// The loader's protection: flags first, then zu.toml, then defaults.
+    pub fn protection(&self, file: &FileContainment) -> Result<Protection, Failure> {
+        let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find zu's own binary: {e}")))?;
+        let mut p = Protection::new(&exe);
+        if let Some(s) = self.probe_timeout.or(file.probe_timeout) {
+            if !(s.is_finite() && s > 0.0 && s < 1e7) {
+                return Err(Failure::usage(format!(
+                    "probe timeout {s}: give a positive number of seconds"
+                )));
+            }
+            p.probe_timeout = Duration::from_secs_f64(s);
+        }
+        let table = format!("{} [isolation]", file.origin);
+        for (key, value) in &file.isolation {
+            match key.as_str() {
+                "default" => p.isolation = mode(value, &table)?,
+                key => {
+                    p.isolate.insert(plugin_key(key, &table)?, mode(value, &table)?);
+                }
+            }
+        }
+        if let Some(m) = &self.isolation {
+            p.isolation = mode(m, "--isolation")?;
+        }
+        for arg in &self.isolate {
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| Failure::usage(format!("--isolate {arg:?}: expected KIND.NAME=MODE")))?;
+            p.isolate
+                .insert(plugin_key(key, "--isolate")?, mode(value, "--isolate")?);
+        }
+        Ok(p)
+    }
+}
+
 /// `--config KIND.NAME=JSON`: how `zu plugins` and `zu check` configure a plugin.
 pub fn config_flag(kind: Kind, name: &str) -> String {
     format!("--config {kind}.{name}=JSON")
@@ -33,8 +113,9 @@ pub fn load(
     dirs: PluginDirs,
     configs: Vec<PluginConfig>,
     how_to_configure: fn(Kind, &str) -> String,
+    protection: Protection,
 ) -> Result<Loaded, Failure> {
-    let mut loader = Loader::new();
+    let mut loader = Loader::protected(protection);
     for c in &configs {
         loader.set_config(c.kind, &c.name, c.value.clone());
     }
@@ -57,8 +138,9 @@ pub fn load_file(
     path: &std::path::Path,
     configs: Vec<PluginConfig>,
     how_to_configure: fn(Kind, &str) -> String,
+    protection: Protection,
 ) -> Result<Loaded, Failure> {
-    let mut loader = Loader::new();
+    let mut loader = Loader::protected(protection);
     for c in &configs {
         loader.set_config(c.kind, &c.name, c.value.clone());
     }

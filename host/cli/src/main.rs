@@ -8,6 +8,8 @@ mod config;
 mod events;
 mod exit;
 mod load;
+#[macro_use]
+mod output;
 mod plugins;
 mod run;
 mod settings;
@@ -92,6 +94,17 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Read the event log of a durable sink (read-only): filtered, scoped by default, as a table or JSON lines.
     Events(events::EventsArgs),
+    /// (internal) The probe child: opens libraries and reports their verdicts.
+    #[command(name = "__probe", hide = true)]
+    Probe,
+    /// (internal) A plugin process: serves the plugins of one library.
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        /// The library file to open.
+        file: std::path::PathBuf,
+        /// Its path as the user knows it.
+        display: std::path::PathBuf,
+    },
 }
 
 /// Logs to stderr, coloured only on a terminal and never with `NO_COLOR`.
@@ -112,17 +125,29 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The helper children speak frames on their own descriptors.
+    match &cli.command {
+        Command::Probe => return ExitCode::from(zu_loader::probe::child_main() as u8),
+        Command::Serve { file, display } => {
+            return ExitCode::from(zu_loader::isolate::child::child_main(file, display) as u8)
+        }
+        _ => {}
+    }
+    output::claim();
     let outcome = match cli.command {
         Command::Plugins(args) => plugins::run_plugins(args),
         Command::Check(args) => plugins::run_check(args),
         Command::Events(args) => events::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Probe | Command::Serve { .. } => unreachable!("handled above"),
     };
-    ExitCode::from(match outcome {
+    let code = match outcome {
         Ok(code) => code,
         Err(Failure { code, message }) => {
             eprintln!("zu: {message}");
             code
         }
-    })
+    };
+    output::leaving();
+    ExitCode::from(code)
 }

@@ -26,6 +26,11 @@ pub struct PluginsArgs {
     /// Exit 1 if any plugin or library was refused.
     #[arg(long)]
     strict: bool,
+    /// Forget the cached verdicts (and quarantines) and probe every library again.
+    #[arg(long)]
+    rescan: bool,
+    #[command(flatten)]
+    isolation_flags: load::IsolationFlags,
 }
 
 #[derive(Args)]
@@ -39,6 +44,8 @@ pub struct CheckArgs {
     /// Print one JSON object: {"plugins": [...], "failures": [...]}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    isolation_flags: load::IsolationFlags,
 }
 
 pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
@@ -46,7 +53,9 @@ pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
     if let Some(hint) = dirs.nowhere_hint() {
         eprintln!("zu: {hint}");
     }
-    let loaded = load::load(dirs, parse_config_args(&args.configs)?, config_flag)?;
+    let mut protection = args.isolation_flags.protection(&Default::default())?;
+    protection.rescan = args.rescan;
+    let loaded = load::load(dirs, parse_config_args(&args.configs)?, config_flag, protection)?;
     Ok(finish(&loaded, args.json, args.strict))
 }
 
@@ -57,19 +66,20 @@ pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
             zu_loader::LoaderError::MissingLibrary { path: args.library }.to_string(),
         ));
     }
-    let loaded = load::load_file(&args.library, configs, config_flag)?;
+    let protection = args.isolation_flags.protection(&Default::default())?;
+    let loaded = load::load_file(&args.library, configs, config_flag, protection)?;
     Ok(finish(&loaded, args.json, true))
 }
 
 fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
     let report = Report::of(loaded);
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("a report is plain data")
         );
     } else {
-        print!("{}", report.table());
+        crate::output::write(&report.table());
     }
     if strict && !report.failures.is_empty() {
         exit::FAILED

@@ -91,6 +91,8 @@ pub struct RunArgs {
     /// Read settings from this file instead of ./zu.toml.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
+    #[command(flatten)]
+    isolation_flags: load::IsolationFlags,
 }
 
 /// Everything the run needs, merged from flags and the settings file.
@@ -106,6 +108,7 @@ struct Plan {
     tools: Option<Vec<String>>,
     detectors: Option<Vec<String>>,
     validators: Option<Vec<String>>,
+    protection: zu_loader::Protection,
 }
 
 /// A comma-separated list of names; blank entries are dropped, so '' is none.
@@ -250,6 +253,12 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         Some(c) => c.parse().map_err(|e: String| Failure::usage(format!("checks: {e}")))?,
         None => Checks::FailOpen,
     };
+    let file_containment = load::FileContainment {
+        probe_timeout: settings.file.probe_timeout,
+        isolation: std::mem::take(&mut settings.file.isolation),
+        origin: file.display().to_string(),
+    };
+    let protection = args.isolation_flags.protection(&file_containment)?;
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
     let dirs = if !args.dirs.is_empty() {
         discovery::plugin_dirs(&args.dirs)
@@ -271,6 +280,7 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         tools: args.tools.as_deref().map(names).or(table.tools),
         detectors: args.detectors.as_deref().map(names).or(table.detectors),
         validators: args.validators.as_deref().map(names).or(table.validators),
+        protection,
     })
 }
 
@@ -303,7 +313,12 @@ fn chosen(loaded: &Loaded, kind: Kind, names: &Option<Vec<String>>) -> Result<Ve
 
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let plan = plan(args)?;
-    let loaded = load::load(plan.dirs.clone(), plan.configs.clone(), run_config_hint)?;
+    let loaded = load::load(
+        plan.dirs.clone(),
+        plan.configs.clone(),
+        run_config_hint,
+        plan.protection.clone(),
+    )?;
     let registry = &loaded.registry;
     let mut named = vec![(Kind::Providers, plan.provider.as_str())];
     named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
@@ -359,7 +374,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let outcome = run_task(&plan.spec, provider, registry, &bus, &options);
     let code = match outcome {
         Ok(result) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&result).expect("a Result is plain data")
             );

@@ -22,6 +22,11 @@ pub struct FileSettings {
     pub containment: Option<String>,
     /// `checks = "fail-open" | "fail-closed"`.
     pub checks: Option<String>,
+    /// Seconds to open a library in the probe, and for a constructor.
+    pub probe_timeout: Option<f64>,
+    /// `[isolation]`: `default = "process"`, `"tools.file_read" = "in-process"`.
+    #[serde(default)]
+    pub isolation: BTreeMap<String, String>,
     pub task: Option<FileTask>,
     pub provider: Option<Named>,
     /// `[tier_providers]`: `"2" = "strong-model"`.

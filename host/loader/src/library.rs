@@ -11,17 +11,12 @@ use zu_plugin_api::ffi::{Declaration, ZuRootModule_Ref};
 use zu_runtime::LoadError;
 
 use crate::checks::{first_line, short_layout_error};
-use crate::permissions;
 
-/// Opens the library and returns its declarations, or the library-level reason
-/// it cannot be trusted. `real` is `path` with symlinks resolved.
-pub(crate) fn declarations(path: &Path, real: &Path) -> Result<Vec<Declaration>, LoadError> {
+/// Opens the library `file` and returns its declarations, or the
+/// library-level reason it cannot be trusted; messages name it `path`.
+pub(crate) fn declarations(path: &Path, file: &Path) -> Result<Vec<Declaration>, LoadError> {
     let library = path.to_owned();
-    permissions::check(real)?;
-    if let Some(dir) = real.parent().filter(|d| Some(*d) != path.parent()) {
-        permissions::check(dir)?; // where a symlink really points
-    }
-    let header = lib_header_from_path(real).map_err(|e| match e {
+    let header = lib_header_from_path(file).map_err(|e| match e {
         LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
             library: library.clone(),
             reason: err.to_string(),

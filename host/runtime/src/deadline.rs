@@ -1,18 +1,46 @@
 //! Work under a deadline: the host owns time. A job (a whole run, in the
 //! loop) runs on a pooled worker thread while the caller waits until the
 //! deadline; a job that overruns is abandoned with its worker (a thread cannot
-//! be killed, only left behind) and the next job gets a fresh worker.
+//! be killed, only left behind) and the next job gets a fresh worker. A
+//! plugin call also sees its deadline ([`current`]), so a plugin running in
+//! a process of its own can be killed when it passes.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
 use zu_plugin_api::ports::panic_message;
 
 type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<(Instant, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The deadline of the plugin call this thread is making, if any.
+pub fn current() -> Option<Instant> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(d, _)| *d))
+}
+
+/// The plugin this thread is calling, if any (to say who ended the process).
+pub fn current_plugin() -> Option<String> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(_, p)| p.clone()))
+}
+
+/// Runs `f`, a call of `plugin`, with `deadline` as its [`current`] deadline.
+pub fn within<T>(deadline: Instant, plugin: &str, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(Instant, String)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace((deadline, plugin.to_owned()))));
+    f()
+}
 
 /// Why work under a deadline (a job here, a plugin call in the loop)
 /// produced no value.
@@ -24,6 +52,41 @@ pub enum CallError {
     /// The call panicked (in host code; plugins catch their own panics).
     #[error("the call panicked: {0}")]
     Panicked(String),
+    /// The caller was asked to stop (a signal) before the call finished.
+    #[error("the call was cancelled: {0}")]
+    Cancelled(String),
+}
+
+/// A request to stop, made from another thread (a signal handler): its
+/// reason, and a wake-up for whoever waits on a deadline meanwhile.
+#[derive(Default)]
+pub struct Cancel {
+    reason: OnceLock<String>,
+    waiters: Mutex<Vec<Thread>>,
+}
+
+impl Cancel {
+    /// A request not made yet.
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// Asks to stop, for `reason` (the first reason wins).
+    pub fn cancel(&self, reason: impl Into<String>) {
+        let _ = self.reason.set(reason.into());
+        for t in self.waiters.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.unpark();
+        }
+    }
+
+    /// Why, once asked.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+
+    fn wake(&self, thread: Thread) {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
+    }
 }
 
 struct Shared {
@@ -138,10 +201,24 @@ impl DeadlineRunner {
         deadline: Instant,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CallError> {
+        self.call_until(deadline, None, f)
+    }
+
+    /// [`DeadlineRunner::call`] that also stops waiting when `cancel` is
+    /// asked (the job is then abandoned like an overrun one).
+    pub fn call_until<T: Send + 'static>(
+        &mut self,
+        deadline: Instant,
+        cancel: Option<&Cancel>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CallError> {
         if Instant::now() >= deadline {
             return Err(CallError::TimedOut);
         }
         let me = thread::current();
+        if let Some(c) = cancel {
+            c.wake(me.clone());
+        }
         let worker = self.worker();
         let shared = worker.shared.clone();
         {
@@ -156,12 +233,13 @@ impl DeadlineRunner {
         worker.thread.unpark();
         while !wait_briefly(&shared.has_result) {
             let now = Instant::now();
-            if now >= deadline {
+            let cancelled = cancel.and_then(Cancel::reason);
+            if now >= deadline || cancelled.is_some() {
                 shared.abandoned.store(true, Ordering::Release);
                 if let Some(w) = self.worker.take() {
                     w.thread.unpark();
                 }
-                return Err(CallError::TimedOut);
+                return Err(cancelled.map_or(CallError::TimedOut, |r| CallError::Cancelled(r.to_owned())));
             }
             thread::park_timeout(deadline - now);
         }
@@ -226,6 +304,23 @@ mod tests {
         let out: Result<(), _> = r.call(Instant::now() + Duration::from_secs(5), || panic!("host bug"));
         assert_eq!(out, Err(CallError::Panicked("host bug".into())));
         assert_eq!(r.call(Instant::now() + Duration::from_secs(5), || 7), Ok(7));
+    }
+
+    #[test]
+    fn a_cancel_from_another_thread_stops_the_wait() {
+        let cancel = Arc::new(Cancel::new());
+        let asker = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            asker.cancel("interrupted:SIGINT");
+        });
+        let mut r = DeadlineRunner::new();
+        let start = Instant::now();
+        let out = r.call_until(start + Duration::from_secs(30), Some(&cancel), || {
+            thread::sleep(Duration::from_secs(30))
+        });
+        assert_eq!(out, Err(CallError::Cancelled("interrupted:SIGINT".into())));
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

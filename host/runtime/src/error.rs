@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use zu_plugin_api::version::Kind;
 
-/// Why a library or one plugin in it was not loaded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a library or one plugin in it was not loaded. Serializable, so a
+/// probe child can report it and the verdict cache can keep it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LoadError {
     /// The file could not be opened as a shared library.
@@ -191,6 +193,135 @@ pub enum LoadError {
         /// The file.
         library: PathBuf,
     },
+
+    /// A FIFO, socket, device or other non-regular file with a library's
+    /// name. It is never opened (opening a FIFO would block).
+    ///
+    /// ## Resolution
+    /// Remove it from the plugin directory.
+    #[error("{}: {what}, not a regular file; it was not opened (remove it from the plugin directory)", path.display())]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`a FIFO`, `a socket`, ...).
+        what: String,
+    },
+
+    /// The probe child that opened the library died of a signal.
+    ///
+    /// ## Resolution
+    /// The library crashes when it is loaded (its load-time code, or a
+    /// truncated or corrupt file); rebuild or replace it.
+    #[error("{}: opening it crashed the probe ({signal}){}{}; rebuild or replace the library", library.display(), detail_of(detail), quarantine_of(*quarantined))]
+    ProbeCrashed {
+        /// The file.
+        library: PathBuf,
+        /// The signal, e.g. `SIGSEGV`.
+        signal: String,
+        /// The probe's last words on stderr, if any.
+        detail: String,
+        /// The verdict came from the cache.
+        quarantined: bool,
+    },
+
+    /// The probe child exited (its load-time code called `exit`, say)
+    /// without giving a verdict.
+    ///
+    /// ## Resolution
+    /// The library ends the process when it is loaded; fix its load-time code.
+    #[error("{}: opening it ended the probe with exit status {status} before a verdict{}{}; the library's load-time code exits the process, fix it", library.display(), detail_of(detail), quarantine_of(*quarantined))]
+    ProbeExited {
+        /// The file.
+        library: PathBuf,
+        /// The exit status.
+        status: i32,
+        /// The probe's last words on stderr, if any.
+        detail: String,
+        /// The verdict came from the cache.
+        quarantined: bool,
+    },
+
+    /// Opening the library did not finish within the probe's deadline.
+    ///
+    /// ## Resolution
+    /// The library blocks when it is loaded; fix its load-time code, or
+    /// raise `--probe-timeout` if it is only slow.
+    #[error("{}: opening it took longer than the probe's deadline of {} (the probe was killed){}; fix the library's load-time code, or raise --probe-timeout if it is only slow", library.display(), secs_of(*millis), quarantine_of(*quarantined))]
+    ProbeTimeout {
+        /// The file.
+        library: PathBuf,
+        /// The deadline, in milliseconds.
+        millis: u64,
+        /// The verdict came from the cache.
+        quarantined: bool,
+    },
+
+    /// The probe answered something that is not a verdict.
+    ///
+    /// ## Resolution
+    /// The library writes into the probe's verdict channel; fix it.
+    #[error("{}: the probe answered something that is not a verdict ({detail}){}; the library interferes with the probe, fix it", library.display(), quarantine_of(*quarantined))]
+    ProbeGarbled {
+        /// The file.
+        library: PathBuf,
+        /// What was wrong with the answer.
+        detail: String,
+        /// The verdict came from the cache.
+        quarantined: bool,
+    },
+
+    /// The plugin's constructor did not return within its deadline.
+    ///
+    /// ## Resolution
+    /// The constructor blocks (a network call, a lock); fix it, or raise
+    /// `--probe-timeout` if it is only slow.
+    #[error("{origin}: {kind} plugin {name:?} did not finish starting within {}; its constructor blocks, fix it or raise --probe-timeout", secs_of(*millis))]
+    ConstructorTimeout {
+        /// The file, or `in-process`.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// The deadline, in milliseconds.
+        millis: u64,
+    },
+
+    /// The plugin's process died while constructing it (process isolation).
+    ///
+    /// ## Resolution
+    /// The constructor crashes or exits the process; fix it.
+    #[error("{origin}: {kind} plugin {name:?} ended its process while starting ({what}); fix its constructor")]
+    ConstructorCrashed {
+        /// The file.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The plugin.
+        name: String,
+        /// What happened (`died of SIGSEGV`, `exited with status 3`).
+        what: String,
+    },
+}
+
+fn detail_of(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+fn secs_of(millis: u64) -> String {
+    format!("{} s", millis as f64 / 1000.0)
+}
+
+fn quarantine_of(quarantined: bool) -> &'static str {
+    if quarantined {
+        "; cached: quarantined until the file changes"
+    } else {
+        ""
+    }
 }
 
 impl LoadError {
@@ -209,6 +340,37 @@ impl LoadError {
             LoadError::NameTaken { .. } => "name_taken",
             LoadError::InsecurePermissions { .. } => "insecure_permissions",
             LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
+            LoadError::NotARegularFile { .. } => "not_a_regular_file",
+            LoadError::ProbeCrashed { .. } => "probe_crashed",
+            LoadError::ProbeExited { .. } => "probe_exited",
+            LoadError::ProbeTimeout { .. } => "probe_timeout",
+            LoadError::ProbeGarbled { .. } => "probe_garbled",
+            LoadError::ConstructorTimeout { .. } => "constructor_timeout",
+            LoadError::ConstructorCrashed { .. } => "constructor_crashed",
         }
+    }
+
+    /// Whether the library must stay refused until its file changes: it
+    /// crashed, hung or garbled the probe.
+    pub fn quarantines(&self) -> bool {
+        matches!(
+            self,
+            LoadError::ProbeCrashed { .. }
+                | LoadError::ProbeExited { .. }
+                | LoadError::ProbeTimeout { .. }
+                | LoadError::ProbeGarbled { .. }
+        )
+    }
+
+    /// The same refusal, marked as coming from the verdict cache.
+    pub fn as_quarantined(mut self) -> Self {
+        match &mut self {
+            LoadError::ProbeCrashed { quarantined, .. }
+            | LoadError::ProbeExited { quarantined, .. }
+            | LoadError::ProbeTimeout { quarantined, .. }
+            | LoadError::ProbeGarbled { quarantined, .. } => *quarantined = true,
+            _ => {}
+        }
+        self
     }
 }

@@ -45,5 +45,5 @@ pub use error::LoadError;
 pub use memory_sink::{LoggedEvent, MemorySink};
 pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
-pub use run::{run_task, Checks, Containment, RunError, RunOptions, RunView};
+pub use run::{run_task, Cancel, Checks, Containment, RunError, RunOptions, RunView};
 pub use zu_plugin_api as api;

@@ -49,7 +49,7 @@ macro_rules! plugin_object {
 zu_plugin_api::__for_each_kind!(plugin_object);
 
 /// What the registry knows about a plugin besides the object itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     /// Its kind.
     pub kind: Kind,

@@ -69,6 +69,7 @@ impl From<PluginError> for FfiError {
     fn from(e: PluginError) -> Self {
         let (kind, message) = match e {
             PluginError::Failed(m) => (FfiErrorKind::Failed, m),
+            e @ PluginError::ProcessEnded(_) => (FfiErrorKind::Failed, e.to_string()),
             PluginError::SecurityBlock(b) => (
                 FfiErrorKind::SecurityBlock,
                 serde_json::to_string(&b).unwrap_or_else(|_| b.message.clone()),

@@ -4,6 +4,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -47,6 +48,8 @@ pub(super) struct CheckSet {
     pub(super) detectors: Vec<(String, Arc<dyn Detector>, Scope)>,
     pub(super) validators: Vec<(String, Arc<dyn Validator>)>,
     pub(super) mode: Checks,
+    /// The run's deadline, which each check's call carries.
+    pub(super) deadline: Instant,
 }
 
 /// The first of the worst verdicts.
@@ -68,9 +71,14 @@ fn run_check(
     parent: Option<Uuid>,
     check: impl FnOnce() -> Result<Option<Verdict>, PluginError>,
 ) -> Result<Option<Verdict>, BusError> {
-    let error = match catch_unwind(AssertUnwindSafe(check)) {
+    let error = match crate::deadline::within(checks.deadline, name, || catch_unwind(AssertUnwindSafe(check))) {
         Ok(Ok(v)) => return Ok(v),
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => {
+            if let PluginError::ProcessEnded(what) = &e {
+                record.contained(name, kind, what, parent)?;
+            }
+            e.to_string()
+        }
         Err(p) => format!("panicked: {}", zu_plugin_api::ports::panic_message(&*p)),
     };
     tracing::warn!(check = name, kind, %error, mode = ?checks.mode, "a check failed to give a verdict");

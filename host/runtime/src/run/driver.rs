@@ -16,7 +16,7 @@ use zu_plugin_api::ports::{panic_message, to_json_capped, PluginError, MAX_OBSER
 use super::record::abandoned_terminal;
 use super::steps::{Called, Loop, Phase};
 use super::RunError;
-use crate::deadline::{CallError, DeadlineRunner};
+use crate::deadline::{CallError, Cancel, DeadlineRunner};
 
 /// How long past the wall time the caller waits for a worker that holds the
 /// run (host code, or a detector or validator) before abandoning it.
@@ -35,6 +35,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Loop> {
 fn call_unlocked<'a, T>(
     shared: &'a Shared,
     mut st: MutexGuard<'a, Loop>,
+    plugin: &str,
     call: impl FnOnce() -> Result<T, PluginError>,
 ) -> Option<(MutexGuard<'a, Loop>, Called<T>)> {
     if st.in_call {
@@ -45,8 +46,10 @@ fn call_unlocked<'a, T>(
         return Some((st, Err(CallError::TimedOut)));
     }
     st.in_call = true;
+    let deadline = st.deadline;
     drop(st);
-    let out = catch_unwind(AssertUnwindSafe(call)).map_err(|p| CallError::Panicked(panic_message(&*p)));
+    let out = crate::deadline::within(deadline, plugin, || catch_unwind(AssertUnwindSafe(call)))
+        .map_err(|p| CallError::Panicked(panic_message(&*p)));
     let mut st = lock(shared);
     if st.taken_over {
         return None;
@@ -66,13 +69,20 @@ fn drive(shared: &Shared, takeover: bool) {
         return;
     }
     while st.outcome.is_none() {
+        if let Some(reason) = st.cancelled.clone() {
+            if let Err(e) = st.terminal(&reason) {
+                st.outcome = Some(Err(e));
+            }
+            break;
+        }
         let step = match st.phase.clone() {
             Phase::Start => st.start_run(),
             Phase::StepTop => st.step_top(),
             Phase::Provider { turn, provider } => {
                 let request = st.request_for_call();
                 let calling = provider.clone();
-                let Some((next, out)) = call_unlocked(shared, st, move || calling.complete(&request)) else {
+                let Some((next, out)) = call_unlocked(shared, st, "the provider", move || calling.complete(&request))
+                else {
                     return;
                 };
                 st = next;
@@ -80,9 +90,10 @@ fn drive(shared: &Shared, takeover: bool) {
             }
             Phase::Tool(turn, i) => st.before_tool(turn, i),
             Phase::ToolCall(turn, i, tool) => {
-                let args = turn.response.tool_calls[i].args.clone();
+                let call = &turn.response.tool_calls[i];
+                let (name, args) = (call.name.clone(), call.args.clone());
                 let view = st.record.view(None);
-                let Some((next, out)) = call_unlocked(shared, st, move || {
+                let Some((next, out)) = call_unlocked(shared, st, &name, move || {
                     let out = tool.call(&view, args)?;
                     // Encoded once, for the model's history, and refused
                     // before an oversized observation is encoded whole.
@@ -110,7 +121,7 @@ fn drive(shared: &Shared, takeover: bool) {
 }
 
 /// Drives `state` to its Result under its deadline, inside `span`.
-pub(super) fn run_to_end(state: Loop, span: tracing::Span) -> Result<RunResult, RunError> {
+pub(super) fn run_to_end(state: Loop, span: tracing::Span, cancel: Option<Arc<Cancel>>) -> Result<RunResult, RunError> {
     let deadline = state.deadline;
     let (bus, trace_id, task_id, stop) = (
         state.record.bus.clone(),
@@ -122,7 +133,10 @@ pub(super) fn run_to_end(state: Loop, span: tracing::Span) -> Result<RunResult, 
     let worker = shared.clone();
     let worker_span = span.clone();
     let mut runner = DeadlineRunner::new();
-    let _ = runner.call(deadline, move || worker_span.in_scope(|| drive(&worker, false)));
+    let _ = runner.call_until(deadline, cancel.as_deref(), move || {
+        worker_span.in_scope(|| drive(&worker, false))
+    });
+    let cancelled = cancel.as_deref().and_then(Cancel::reason).map(str::to_owned);
     let grace_ends = Instant::now() + GRACE;
     let st = loop {
         match shared.try_lock() {
@@ -136,17 +150,13 @@ pub(super) fn run_to_end(state: Loop, span: tracing::Span) -> Result<RunResult, 
     };
     let _entered = span.enter();
     let Some(mut st) = st else {
-        tracing::warn!("a detector or validator held the run past its wall time; the run ends without it");
-        return Ok(abandoned_terminal(
-            &bus,
-            trace_id,
-            task_id,
-            &stop,
-            "budget:wall_time_s",
-        )?);
+        tracing::warn!("a detector or validator held the run past its end; the run ends without it");
+        let reason = cancelled.as_deref().unwrap_or("budget:wall_time_s");
+        return Ok(abandoned_terminal(&bus, trace_id, task_id, &stop, reason)?);
     };
     if st.outcome.is_none() {
         st.taken_over = true;
+        st.cancelled = cancelled;
     }
     drop(st);
     drive(&shared, true);

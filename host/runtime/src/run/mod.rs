@@ -29,6 +29,7 @@ pub use text::parse_value;
 pub use view::RunView;
 
 use crate::bus::{BusError, EventBus};
+pub use crate::deadline::Cancel;
 use crate::registry::Registry;
 
 /// The environment variable the sandboxed launcher sets inside the sandbox.
@@ -98,6 +99,9 @@ pub struct RunOptions {
     pub detectors: Option<Vec<String>>,
     /// The validators that take part (`None`: every registered validator).
     pub validators: Option<Vec<String>>,
+    /// Asked from another thread (a signal handler), it stops the run: no
+    /// further plugin call, `task.terminal` with the cancel's reason.
+    pub cancel: Option<Arc<Cancel>>,
 }
 
 /// Why a run could not produce a Result at all.
@@ -197,6 +201,7 @@ pub fn run_task(
             .filter_map(|n| Some((n.clone(), registry.validator(&n)?)))
             .collect(),
         mode: options.checks,
+        deadline: Instant::now(), // set with the run's deadline below
     };
 
     if options.containment == Containment::Required && std::env::var_os(SANDBOX_ENV).is_none() {
@@ -217,6 +222,8 @@ pub fn run_task(
     let deadline = start
         .checked_add(Duration::from_secs(spec.budget.wall_time_s))
         .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
+    let mut checks = checks;
+    checks.deadline = deadline;
     let (trace_id, task_id) = (options.trace_id.unwrap_or(spec.task_id), spec.task_id);
     // At ERROR level so the span is enabled whenever any line is logged (a
     // span below the filter's level would not be, and lines would lose the ids).
@@ -250,9 +257,10 @@ pub fn run_task(
         last_verdict: None,
         in_call: false,
         taken_over: false,
+        cancelled: None,
         outcome: None,
     };
-    driver::run_to_end(state, span)
+    driver::run_to_end(state, span, options.cancel.clone())
 }
 
 #[cfg(test)]

@@ -63,11 +63,16 @@ pub(super) fn record(
             block("oversized_observation", json!({"detail": detail}))?;
             obj(json!({"error": detail, "blocked": "oversized_observation"}))
         }
+        Some(Ok(Err(PluginError::ProcessEnded(what)))) => {
+            record.contained(name, "tool", &what, Some(turn))?;
+            obj(json!({"error": format!("the tool's process {what}; the call was lost")}))
+        }
         Some(Ok(Err(e))) => {
             tracing::warn!(tool = name, error = %e, "tool failed");
             obj(json!({"error": e.to_string()}))
         }
         Some(Err(CallError::Panicked(m))) => obj(json!({"error": format!("plugin panicked: {m}")})),
+        Some(Err(CallError::Cancelled(reason))) => obj(json!({"error": format!("the call was cancelled ({reason})")})),
     };
     let summary;
     let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {

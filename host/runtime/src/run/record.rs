@@ -61,6 +61,24 @@ impl Record {
         Ok(id)
     }
 
+    /// Emits `plugin.contained`: the `kind` plugin `name`'s process ended
+    /// during a call (`what`).
+    pub(super) fn contained(&self, name: &str, kind: &str, what: &str, parent: Option<Uuid>) -> Result<(), BusError> {
+        tracing::warn!(
+            plugin = name,
+            kind,
+            what,
+            "a plugin's process ended during a call; contained"
+        );
+        self.emit(
+            ev::PLUGIN_CONTAINED,
+            &json!({"plugin": name, "kind": kind, "what": what}),
+            parent,
+            name,
+        )
+        .map(|_| ())
+    }
+
     /// Emits `task.terminal` with `reason` and returns the matching Result.
     pub(super) fn terminal(&self, reason: &str) -> Result<RunResult, BusError> {
         self.emit(ev::TASK_TERMINAL, &json!({"reason": reason}), self.root(), "loop")?;

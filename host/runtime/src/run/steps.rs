@@ -88,6 +88,8 @@ pub(super) struct Loop {
     pub(super) in_call: bool,
     /// The caller took the run over from a thread stuck in a call.
     pub(super) taken_over: bool,
+    /// The run was asked to stop (a signal): the reason its end records.
+    pub(super) cancelled: Option<String>,
     pub(super) outcome: Option<Result<RunResult, RunError>>,
 }
 
@@ -128,7 +130,7 @@ impl Loop {
         Ok(())
     }
 
-    fn terminal(&mut self, reason: &str) -> Result<(), RunError> {
+    pub(super) fn terminal(&mut self, reason: &str) -> Result<(), RunError> {
         let r = self.record.terminal(reason)?;
         self.finish(r)
     }
@@ -230,7 +232,14 @@ impl Loop {
         let resp = match answer {
             Ok(Ok(r)) => r,
             Err(CallError::TimedOut) => return self.terminal("budget:wall_time_s"),
-            Ok(Err(e)) => return self.provider_failed(&e.to_string()),
+            Err(CallError::Cancelled(reason)) => return self.terminal(&reason),
+            Ok(Err(e)) => {
+                if let PluginError::ProcessEnded(what) = &e {
+                    let name = provider.model().unwrap_or_else(|| "provider".to_owned());
+                    self.record.contained(&name, "provider", what, Some(turn))?;
+                }
+                return self.provider_failed(&e.to_string());
+            }
             Err(CallError::Panicked(m)) => return self.provider_failed(&format!("panicked: {m}")),
         };
         self.tokens += usage_tokens(&resp.usage);

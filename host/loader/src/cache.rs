@@ -1,0 +1,281 @@
+//! The verdict cache and the private copies. A library's verdict is kept
+//! under its file's identity (device, inode, size, mtime, ctime) and this
+//! host's own version and interface table, so a change on either side probes
+//! again and nothing else does. What the host loads is a private copy taken
+//! before the probe (so the bytes probed are the bytes loaded, and a `cp`
+//! over the original cannot change code a running host has mapped).
+//! Several processes share the cache: writers merge under a lock and replace
+//! the file atomically; readers never see a torn file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::Verdict;
+
+/// The environment variable naming the cache directory.
+pub const CACHE_DIR_ENV: &str = "ZU_CACHE_DIR";
+
+/// A file's identity: what changes when anyone rewrites, replaces or
+/// touches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Identity {
+    /// The identity of the file at `path` (following symlinks).
+    pub fn of(path: &Path) -> std::io::Result<Identity> {
+        let m = std::fs::metadata(path)?;
+        Ok(Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
+
+    /// The cache key, also the private copy's file stem.
+    pub fn key(&self) -> String {
+        format!(
+            "{}-{}-{}-{}-{}",
+            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns
+        )
+    }
+}
+
+/// What changes the meaning of every verdict: this loader's version, the
+/// plugin API's version and the interface table.
+pub fn host_key() -> String {
+    format!(
+        "zu-loader {} zu-plugin-api {} {:?}",
+        env!("CARGO_PKG_VERSION"),
+        zu_plugin_api::version::API_VERSION,
+        zu_plugin_api::version::INTERFACE_VERSION
+    )
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct CacheFile {
+    host: String,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// One cached verdict.
+#[derive(Serialize, Deserialize, Clone)]
+struct Entry {
+    /// The path it was probed under (for people reading the file).
+    path: PathBuf,
+    verdict: Verdict,
+}
+
+/// The cache directory: its verdicts and its private copies.
+pub struct VerdictCache {
+    dir: PathBuf,
+    host: String,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// `$ZU_CACHE_DIR`, else `$XDG_CACHE_HOME/zu`, else `$HOME/.cache/zu`.
+pub fn default_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("zu"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zu"))
+}
+
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// An exclusive lock on the cache, held while it is rewritten.
+struct Lock(#[allow(dead_code)] File); // held for its flock
+
+impl Lock {
+    fn take(dir: &Path) -> std::io::Result<Lock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("verdicts.lock"))?;
+        // SAFETY: flock on a descriptor we own; released when the file closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Lock(file))
+    }
+}
+
+impl VerdictCache {
+    /// Opens (creating) the cache in `dir`. A cache written by another host
+    /// version, or unreadable, counts as empty.
+    pub fn open(dir: &Path) -> std::io::Result<VerdictCache> {
+        private_dir(dir)?;
+        private_dir(&dir.join("libs"))?;
+        let host = host_key();
+        let entries = Self::read(dir)
+            .filter(|f| f.host == host)
+            .map(|f| f.entries)
+            .unwrap_or_default();
+        Ok(VerdictCache {
+            dir: dir.to_owned(),
+            host,
+            entries,
+        })
+    }
+
+    fn read(dir: &Path) -> Option<CacheFile> {
+        let text = std::fs::read(dir.join("verdicts.json")).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "the verdict cache is unreadable; probing again");
+                None
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cached verdict of a file with `identity`, the path it was probed
+    /// under, and its private copy, if all are there.
+    pub fn get(&self, identity: &Identity) -> Option<(Verdict, PathBuf, PathBuf)> {
+        let entry = self.entries.get(&identity.key())?;
+        let copy = self.copy_path(identity);
+        let has_copy = std::fs::metadata(&copy).is_ok_and(|m| m.len() == identity.size);
+        has_copy.then(|| (entry.verdict.clone(), entry.path.clone(), copy))
+    }
+
+    fn copy_path(&self, identity: &Identity) -> PathBuf {
+        self.dir
+            .join("libs")
+            .join(format!("{}.{}", identity.key(), crate::discovery::LIBRARY_EXTENSION))
+    }
+
+    /// A private copy of `original`, whose identity is `identity`; `None` if
+    /// the file changed while it was copied (the caller tries again).
+    pub fn copy(&self, original: &Path, identity: &Identity) -> std::io::Result<Option<PathBuf>> {
+        let target = self.copy_path(identity);
+        if std::fs::metadata(&target).is_ok_and(|m| m.len() == identity.size) {
+            return Ok(Some(target));
+        }
+        let tmp = target.with_extension(format!("tmp{}-{}", std::process::id(), unique()));
+        std::fs::copy(original, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500))?;
+        if Identity::of(original)? != *identity || std::fs::metadata(&tmp)?.len() != identity.size {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(None);
+        }
+        std::fs::rename(&tmp, &target)?;
+        Ok(Some(target))
+    }
+
+    /// Records verdicts (merged with what other processes wrote meanwhile).
+    pub fn store(&mut self, verdicts: Vec<(Identity, PathBuf, Verdict)>) -> std::io::Result<()> {
+        if verdicts.is_empty() {
+            return Ok(());
+        }
+        let _lock = Lock::take(&self.dir)?;
+        let mut file = Self::read(&self.dir)
+            .filter(|f| f.host == self.host)
+            .unwrap_or_default();
+        file.host = self.host.clone();
+        for (identity, path, verdict) in verdicts {
+            let entry = Entry { path, verdict };
+            file.entries.insert(identity.key(), entry.clone());
+            self.entries.insert(identity.key(), entry);
+        }
+        self.write(&file)
+    }
+
+    fn write(&self, file: &CacheFile) -> std::io::Result<()> {
+        let path = self.dir.join("verdicts.json");
+        let tmp = self
+            .dir
+            .join(format!("verdicts.json.tmp{}-{}", std::process::id(), unique()));
+        let mut out = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        out.write_all(&serde_json::to_vec(file).expect("a cache file is plain data"))?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Forgets every verdict and private copy (`zu plugins --rescan`).
+    pub fn forget(&mut self) -> std::io::Result<()> {
+        let _lock = Lock::take(&self.dir)?;
+        self.entries.clear();
+        self.write(&CacheFile {
+            host: self.host.clone(),
+            entries: BTreeMap::new(),
+        })?;
+        for e in std::fs::read_dir(self.dir.join("libs"))?.flatten() {
+            let _ = std::fs::remove_file(e.path()); // a running host keeps its mapping
+        }
+        Ok(())
+    }
+}
+
+/// A name no other writer uses at the same time: this process and a counter.
+fn unique() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_changes_when_a_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.so");
+        std::fs::write(&f, b"one").unwrap();
+        let a = Identity::of(&f).unwrap();
+        assert_eq!(a, Identity::of(&f).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&f, b"two").unwrap();
+        assert_ne!(a, Identity::of(&f).unwrap());
+    }
+
+    #[test]
+    fn verdicts_survive_a_reopen_and_forget_clears_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("x.so");
+        std::fs::write(&lib, b"not really a library").unwrap();
+        let id = Identity::of(&lib).unwrap();
+        let mut cache = VerdictCache::open(&dir.path().join("cache")).unwrap();
+        let copy = cache.copy(&lib, &id).unwrap().unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), b"not really a library");
+        let verdict = Verdict::Plugins(Vec::new());
+        cache.store(vec![(id, lib.clone(), verdict.clone())]).unwrap();
+        let again = VerdictCache::open(&dir.path().join("cache")).unwrap();
+        assert_eq!(again.get(&id).map(|(v, _, _)| v), Some(verdict));
+        let mut again = again;
+        again.forget().unwrap();
+        assert!(VerdictCache::open(&dir.path().join("cache"))
+            .unwrap()
+            .get(&id)
+            .is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! The probe: libraries the host has not vouched for are opened first in a
+//! child process (the host's own binary, a hidden subcommand), one child for
+//! a whole batch, each library under a deadline. A child that dies, exits,
+//! answers garbage or overruns costs only the library it was opening: the
+//! library gets a `probe_*` refusal and a fresh child takes the rest.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zu_runtime::LoadError;
+
+use crate::checks::LayoutCache;
+use crate::pipe::{self, Ended, HelperChild, ReadError};
+use crate::verdict::{self, Verdict};
+
+/// The hidden subcommand that runs [`child_main`].
+pub const PROBE_COMMAND: &str = "__probe";
+
+/// The default deadline for opening one library (and for a constructor).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One library to probe: the file to open, and the path to name in messages.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    file: PathBuf,
+    display: PathBuf,
+}
+
+/// The body of `zu __probe`: reads requests on stdin (as frames), opens each
+/// library, answers its verdict on stdout. Whatever the libraries print goes
+/// to stderr, never into the answers.
+pub fn child_main() -> i32 {
+    let (mut input, mut output) = pipe::claim_stdio();
+    let mut layouts = LayoutCache::default();
+    loop {
+        let Ok(frame) = input.read(None) else {
+            return 0; // the host closed the pipe: done
+        };
+        let Ok(request) = serde_json::from_slice::<Request>(&frame) else {
+            return 2;
+        };
+        let (verdict, _declarations) = verdict::examine(&mut layouts, &request.file, &request.display);
+        let answer = serde_json::to_vec(&verdict).expect("a verdict is plain data");
+        if pipe::write_frame(&mut output, &answer).is_err() {
+            return 0;
+        }
+    }
+}
+
+/// Probes libraries in helper children.
+pub struct Prober {
+    exe: PathBuf,
+    timeout: Duration,
+}
+
+/// Why probing could not happen at all (the helper cannot start).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin probe {}: {source}; zu needs its own binary to probe plugins", exe.display())]
+pub struct ProbeUnavailable {
+    exe: PathBuf,
+    source: std::io::Error,
+}
+
+impl Prober {
+    /// A prober running `exe __probe`, each library under `timeout`.
+    pub fn new(exe: &Path, timeout: Duration) -> Self {
+        Prober {
+            exe: exe.to_owned(),
+            timeout,
+        }
+    }
+
+    fn spawn(&self) -> Result<HelperChild, ProbeUnavailable> {
+        HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None).map_err(|source| ProbeUnavailable {
+            exe: self.exe.clone(),
+            source,
+        })
+    }
+
+    /// The verdict of each `(file, display)`, in order.
+    pub fn probe(&self, jobs: &[(PathBuf, PathBuf)]) -> Result<Vec<Verdict>, ProbeUnavailable> {
+        let mut verdicts = Vec::with_capacity(jobs.len());
+        let mut child: Option<HelperChild> = None;
+        for (file, display) in jobs {
+            let helper = match &mut child {
+                Some(c) => c,
+                None => child.insert(self.spawn()?),
+            };
+            let library = display.display().to_string();
+            let _span = tracing::debug_span!("probe", library, pid = helper.id()).entered();
+            let request = serde_json::to_vec(&Request {
+                file: file.clone(),
+                display: display.clone(),
+            })
+            .expect("a request is plain data");
+            let sent = helper.send(&request);
+            let answer = match sent {
+                Ok(()) => helper.output.read(Some(Instant::now() + self.timeout)),
+                Err(_) => Err(ReadError::Eof),
+            };
+            let verdict = match answer {
+                Ok(frame) => match serde_json::from_slice::<Verdict>(&frame) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        helper.kill();
+                        child = None;
+                        Verdict::Refused(LoadError::ProbeGarbled {
+                            library: display.clone(),
+                            detail: e.to_string(),
+                            quarantined: false,
+                        })
+                    }
+                },
+                Err(ReadError::Timeout) => {
+                    helper.kill();
+                    child = None;
+                    Verdict::Refused(LoadError::ProbeTimeout {
+                        library: display.clone(),
+                        millis: self.timeout.as_millis() as u64,
+                        quarantined: false,
+                    })
+                }
+                Err(ReadError::Eof | ReadError::Bad(_)) => {
+                    let ended = helper.end_within(Duration::from_secs(1));
+                    let detail = helper.stderr.last_line();
+                    child = None;
+                    Verdict::Refused(match ended {
+                        Ended::Signal(signal) => LoadError::ProbeCrashed {
+                            library: display.clone(),
+                            signal,
+                            detail,
+                            quarantined: false,
+                        },
+                        Ended::Exit(status) => LoadError::ProbeExited {
+                            library: display.clone(),
+                            status,
+                            detail,
+                            quarantined: false,
+                        },
+                    })
+                }
+            };
+            tracing::debug!(verdict = ?verdict, "probed");
+            verdicts.push(verdict);
+        }
+        if let Some(mut c) = child {
+            c.finish(Duration::from_secs(1));
+        }
+        Ok(verdicts)
+    }
+}
