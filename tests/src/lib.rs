@@ -26,6 +26,7 @@ pub struct Artifacts {
     pub zu: PathBuf,
     debug: PathBuf,
     abort: PathBuf,
+    c: PathBuf,
 }
 
 impl Artifacts {
@@ -42,6 +43,11 @@ impl Artifacts {
     /// The fixture library `fixture_<name>`.
     pub fn fixture(&self, name: &str) -> PathBuf {
         self.lib(&format!("fixture_{name}"))
+    }
+
+    /// The C fixture built from `fixtures/c/<name>.c`.
+    pub fn c_fixture(&self, name: &str) -> PathBuf {
+        self.c.join(lib_file(name))
     }
 }
 
@@ -63,6 +69,28 @@ fn cargo(args: &[&str]) {
         .status()
         .expect("cargo runs");
     assert!(status.success(), "cargo {} failed", args.join(" "));
+}
+
+/// Builds each `fixtures/c/*.c` into a shared library with `gcc`.
+fn build_c_fixtures() -> PathBuf {
+    let out = target_dir().join("c");
+    std::fs::create_dir_all(&out).expect("a directory for the C fixtures");
+    let sources = workspace_root().join("tests/fixtures/c");
+    for entry in std::fs::read_dir(&sources).expect("tests/fixtures/c") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_none_or(|e| e != "c") {
+            continue;
+        }
+        let name = path.file_stem().expect("a file name").to_string_lossy().into_owned();
+        let status = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(out.join(lib_file(&name)))
+            .arg(&path)
+            .status()
+            .expect("gcc runs (the C fixtures need a C compiler)");
+        assert!(status.success(), "gcc failed on {}", path.display());
+    }
+    out
 }
 
 /// Builds everything once per process and returns where it is.
@@ -119,11 +147,13 @@ pub fn artifacts() -> &'static Artifacts {
             "--profile",
             "abort",
         ]);
+        let c = build_c_fixtures();
         let debug = target_dir().join("debug");
         Artifacts {
             zu: debug.join(format!("zu{}", std::env::consts::EXE_SUFFIX)),
             abort: target_dir().join("abort"),
             debug,
+            c,
         }
     })
 }

@@ -15,13 +15,26 @@ pub const ESCALATE: u8 = 3;
 /// `zu run`: the run ended TERMINAL (a budget, a detector, a provider error).
 pub const TERMINAL: u8 = 4;
 
+/// A plugin running inside zu called `exit()` (in-process isolation).
+pub const PLUGIN_ENDED: u8 = 5;
+/// `zu run` was interrupted by SIGHUP (128 + 1); the log ends `task.terminal`.
+pub const SIGHUP: u8 = 129;
+/// `zu run` was interrupted by SIGINT, Ctrl-C (128 + 2).
+pub const SIGINT: u8 = 130;
+/// `zu run` was interrupted by SIGTERM (128 + 15).
+pub const SIGTERM: u8 = 143;
+
 /// Every code and what it means, for `--help`.
-pub const TABLE: [(u8, &str); 5] = [
+pub const TABLE: [(u8, &str); 9] = [
     (OK, "success"),
     (FAILED, "a plugin was refused (zu check, zu plugins --strict), a named plugin is not loaded, the log could not be read, or zu run could not start"),
     (USAGE, "bad usage: a bad flag, config or zu.toml, a config for a plugin that does not exist, or an unreadable plugin directory"),
     (ESCALATE, "zu run ended ESCALATE"),
     (TERMINAL, "zu run ended TERMINAL"),
+    (PLUGIN_ENDED, "a plugin running inside zu (--isolation in-process) called exit(); zu says which"),
+    (SIGHUP, "zu run was interrupted by SIGHUP; the log ends with task.terminal interrupted:SIGHUP"),
+    (SIGINT, "zu run was interrupted by SIGINT (Ctrl-C; a second one exits at once)"),
+    (SIGTERM, "zu run was interrupted by SIGTERM"),
 ];
 
 /// The `Exit codes:` paragraph of `--help`.

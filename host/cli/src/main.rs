@@ -7,6 +7,7 @@
 mod config;
 mod events;
 mod exit;
+mod interrupt;
 mod load;
 #[macro_use]
 mod output;

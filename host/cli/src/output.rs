@@ -10,16 +10,13 @@ use std::sync::{Mutex, OnceLock};
 
 static OUT: OnceLock<Mutex<LineWriter<File>>> = OnceLock::new();
 
-/// The exit code of a zu process that a plugin ended by calling `exit`.
-pub const PLUGIN_ENDED: u8 = 5;
-
 /// Takes stdout for zu alone, and guards zu's exit codes. Call once,
 /// before any plugin is loaded.
 pub fn claim() {
     if let Some(file) = zu_loader::guard::claim_stdout() {
         let _ = OUT.set(Mutex::new(LineWriter::new(file)));
     }
-    zu_loader::guard::guard_exit(i32::from(PLUGIN_ENDED));
+    zu_loader::guard::guard_exit(i32::from(crate::exit::PLUGIN_ENDED));
 }
 
 /// Writes `text` to zu's stdout. `false` when stdout is closed (a pipe

@@ -12,9 +12,10 @@ use zu_loader::discovery::{self, PluginDirs};
 use zu_plugin_api::contracts::{Budget, Status, TaskSpec};
 use zu_plugin_api::filter::EventFilter;
 use zu_plugin_api::version::Kind;
-use zu_runtime::{run_task, Checks, Containment, EventBus, RunOptions};
+use zu_runtime::{run_task, Cancel, Checks, Containment, EventBus, RunOptions};
 
 use crate::config::{json_flag, parse_config_args, PluginConfig};
+use crate::interrupt::Interrupts;
 use crate::load::{self, Loaded};
 use crate::settings::{to_json, Settings};
 use crate::{exit, Failure};
@@ -362,6 +363,9 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         list(&validators)
     );
     let bus = Arc::new(bus);
+    let cancel = Arc::new(Cancel::new());
+    let interrupts =
+        Interrupts::watch(cancel.clone()).map_err(|e| Failure::failed(format!("cannot watch for signals: {e}")))?;
     let options = RunOptions {
         providers_by_tier,
         containment: plan.containment,
@@ -369,6 +373,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         tools: Some(tools),
         detectors: Some(detectors),
         validators: Some(validators),
+        cancel: Some(cancel),
         ..RunOptions::default()
     };
     let outcome = run_task(&plan.spec, provider, registry, &bus, &options);
@@ -385,10 +390,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
                 result.status,
                 plan.sink.as_deref().unwrap_or("in-memory")
             );
-            Ok(match result.status {
-                Status::Success => exit::OK,
-                Status::Escalate => exit::ESCALATE,
-                Status::Terminal => exit::TERMINAL,
+            Ok(match (interrupts.code(), result.status) {
+                (Some(signal), Status::Terminal) => signal,
+                (_, Status::Success) => exit::OK,
+                (_, Status::Escalate) => exit::ESCALATE,
+                (_, Status::Terminal) => exit::TERMINAL,
             })
         }
         Err(e) => Err(Failure::failed(e.to_string())),

@@ -173,7 +173,7 @@ pub fn signal_name(sig: i32) -> String {
 /// The last bytes a child wrote to stderr (bounded), read on a thread so a
 /// child that floods stderr never blocks on it.
 #[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+pub struct StderrTail(Arc<Mutex<(VecDeque<u8>, u64)>>);
 
 /// At most this much of a child's stderr is kept.
 const TAIL: usize = 4096;
@@ -201,18 +201,27 @@ impl StderrTail {
                         }
                     }
                     let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                    t.extend(&chunk[..n]);
-                    let excess = t.len().saturating_sub(TAIL);
-                    t.drain(..excess);
+                    t.0.extend(&chunk[..n]);
+                    t.1 += n as u64;
+                    let excess = t.0.len().saturating_sub(TAIL);
+                    t.0.drain(..excess);
                 }
             })
             .expect("the OS can start a thread");
     }
 
-    /// The last line of what was written, trimmed (empty if nothing).
-    pub fn last_line(&self) -> String {
+    /// How many bytes were written so far.
+    pub fn mark(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// The last line written after `mark`, trimmed (empty if none). Waits a
+    /// moment for the reader thread to catch up with a child that just ended.
+    pub fn last_line_since(&self, mark: u64) -> String {
+        std::thread::sleep(Duration::from_millis(20));
         let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: Vec<u8> = t.iter().copied().collect();
+        let new = (t.1.saturating_sub(mark) as usize).min(t.0.len());
+        let bytes: Vec<u8> = t.0.iter().skip(t.0.len() - new).copied().collect();
         String::from_utf8_lossy(&bytes)
             .lines()
             .rev()
@@ -240,8 +249,11 @@ pub struct HelperChild {
 impl HelperChild {
     /// Starts the child.
     pub fn spawn(exe: &Path, args: &[&str], forward: Option<String>) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(exe)
             .args(args)
+            // Its own process group: a Ctrl-C at the terminal is the host's to handle.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -94,6 +94,7 @@ impl Prober {
                 display: display.clone(),
             })
             .expect("a request is plain data");
+            let mark = helper.stderr.mark();
             let sent = helper.send(&request);
             let answer = match sent {
                 Ok(()) => helper.output.read(Some(Instant::now() + self.timeout)),
@@ -123,7 +124,7 @@ impl Prober {
                 }
                 Err(ReadError::Eof | ReadError::Bad(_)) => {
                     let ended = helper.end_within(Duration::from_secs(1));
-                    let detail = helper.stderr.last_line();
+                    let detail = helper.stderr.last_line_since(mark);
                     child = None;
                     Verdict::Refused(match ended {
                         Ended::Signal(signal) => LoadError::ProbeCrashed {

@@ -16,29 +16,45 @@ use zu_plugin_api::ports::panic_message;
 
 type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 
+/// A plugin's name as a thread-local can hold it without a destructor, so
+/// it can still be read while the process exits (glibc runs thread-local
+/// destructors before `atexit` handlers).
+type Name = ([u8; 48], u8);
+
 thread_local! {
-    static CURRENT: std::cell::RefCell<Option<(Instant, String)>> = const { std::cell::RefCell::new(None) };
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    static PLUGIN: std::cell::Cell<Name> = const { std::cell::Cell::new(([0; 48], 0)) };
 }
 
 /// The deadline of the plugin call this thread is making, if any.
 pub fn current() -> Option<Instant> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(d, _)| *d))
+    DEADLINE.with(|c| c.get())
 }
 
-/// The plugin this thread is calling, if any (to say who ended the process).
+/// The plugin this thread is calling, if any (to say who ended the process;
+/// long names are cut).
 pub fn current_plugin() -> Option<String> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(_, p)| p.clone()))
+    let (bytes, len) = PLUGIN.with(|c| c.get());
+    (len > 0).then(|| String::from_utf8_lossy(&bytes[..usize::from(len)]).into_owned())
 }
 
 /// Runs `f`, a call of `plugin`, with `deadline` as its [`current`] deadline.
 pub fn within<T>(deadline: Instant, plugin: &str, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<(Instant, String)>);
+    struct Restore(Option<Instant>, Name);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+            DEADLINE.with(|c| c.set(self.0));
+            PLUGIN.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace((deadline, plugin.to_owned()))));
+    let mut name: Name = ([0; 48], 0);
+    let mut len = plugin.len().min(48);
+    while !plugin.is_char_boundary(len) {
+        len -= 1;
+    }
+    name.0[..len].copy_from_slice(&plugin.as_bytes()[..len]);
+    name.1 = len as u8;
+    let _restore = Restore(DEADLINE.with(|c| c.replace(Some(deadline))), PLUGIN.with(|c| c.replace(name)));
     f()
 }
 

@@ -243,6 +243,7 @@ pub fn run_task(
         spec,
         tools,
         checks,
+        refused: registry.failures().to_vec(),
         provider,
         providers_by_tier: options.providers_by_tier.clone(),
         request: Arc::new(ModelRequest::default()),

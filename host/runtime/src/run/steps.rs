@@ -65,6 +65,8 @@ pub(super) struct Loop {
     pub(super) spec: Arc<TaskSpec>,
     pub(super) tools: Vec<ToolEntry>,
     pub(super) checks: CheckSet,
+    /// What the registry refused at load, recorded at the start of the run.
+    pub(super) refused: Vec<crate::registry::LoadFailure>,
     pub(super) provider: Arc<dyn ModelProvider>,
     pub(super) providers_by_tier: BTreeMap<u32, Arc<dyn ModelProvider>>,
     pub(super) ladder: Ladder,
@@ -167,6 +169,16 @@ impl Loop {
             .collect();
         self.record
             .emit(ev::ENVELOPE_DECLARED, &json!({"tools": envelope}), Some(root), "loop")?;
+        for f in std::mem::take(&mut self.refused) {
+            let payload = json!({
+                "library": f.library.map(|l| l.display().to_string()),
+                "kind": f.kind,
+                "name": f.name,
+                "code": f.error.code(),
+                "message": f.error.to_string(),
+            });
+            self.record.emit(ev::PLUGIN_REFUSED, &payload, Some(root), "loader")?;
+        }
         let fragments = self.ladder.active(&self.tools).map(|t| t.prompt_fragment.as_str());
         Arc::make_mut(&mut self.request).messages = initial_messages(&spec, fragments);
         self.step = 1;
