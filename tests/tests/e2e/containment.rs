@@ -447,7 +447,7 @@ fn a_library_replaced_in_place_under_a_running_host_does_not_crash_it() {
         let dir = run_dir();
         let cache = tempfile::tempdir().unwrap();
         let calls = [("slow", json!({"ms": 1500})), ("slow", json!({"ms": 5}))];
-        let mut child = zu_cmd(
+        let child = zu_cmd(
             cache.path(),
             &[
                 "run",
