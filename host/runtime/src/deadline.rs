@@ -54,7 +54,10 @@ pub fn within<T>(deadline: Instant, plugin: &str, f: impl FnOnce() -> T) -> T {
     }
     name.0[..len].copy_from_slice(&plugin.as_bytes()[..len]);
     name.1 = len as u8;
-    let _restore = Restore(DEADLINE.with(|c| c.replace(Some(deadline))), PLUGIN.with(|c| c.replace(name)));
+    let _restore = Restore(
+        DEADLINE.with(|c| c.replace(Some(deadline))),
+        PLUGIN.with(|c| c.replace(name)),
+    );
     f()
 }
 

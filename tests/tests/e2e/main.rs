@@ -10,6 +10,7 @@ mod loading;
 mod newcomer;
 mod run;
 mod scenarios;
+mod scenarios_isolated;
 mod sinks;
 
 use std::path::Path;

@@ -20,7 +20,7 @@ fn golden_dir() -> std::path::PathBuf {
     workspace_root().join("tests/golden")
 }
 
-fn scenarios() -> Vec<Value> {
+pub(crate) fn scenarios() -> Vec<Value> {
     let text = std::fs::read_to_string(golden_dir().join("scenarios.json")).unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["scenarios"]
         .as_array()
@@ -36,9 +36,9 @@ fn scenario(name: &str) -> Value {
 }
 
 /// A provider answering from the scenario's script; `{"hang": true}` never answers.
-struct ScenarioProvider {
-    responses: Vec<Value>,
-    next: AtomicUsize,
+pub(crate) struct ScenarioProvider {
+    pub(crate) responses: Vec<Value>,
+    pub(crate) next: AtomicUsize,
 }
 
 impl ModelProvider for ScenarioProvider {
@@ -178,13 +178,13 @@ fn registry_for(s: &Value) -> Registry {
     reg
 }
 
-fn spec_for(s: &Value) -> TaskSpec {
+pub(crate) fn spec_for(s: &Value) -> TaskSpec {
     serde_json::from_value(s["task"].clone()).unwrap()
 }
 
 /// Runs a scenario and returns (result, event types).
 /// The types of every event on the bus's log, in order.
-fn event_types(bus: &EventBus) -> Vec<String> {
+pub(crate) fn event_types(bus: &EventBus) -> Vec<String> {
     bus.query(&EventFilter::all(), None, 0)
         .unwrap()
         .iter()
@@ -198,7 +198,7 @@ fn run(s: &Value, provider: Arc<dyn ModelProvider>, reg: &Registry) -> (RunResul
     (result, event_types(&bus))
 }
 
-fn assert_matches_golden(name: &str, result: &RunResult, types: &[String]) {
+pub(crate) fn assert_matches_golden(name: &str, result: &RunResult, types: &[String]) {
     let golden: Value =
         serde_json::from_str(&std::fs::read_to_string(golden_dir().join(format!("{name}.json"))).unwrap()).unwrap();
     let want: Vec<String> = serde_json::from_value(golden["event_types"].clone()).unwrap();
