@@ -4,5 +4,6 @@
 
 pub mod boundary;
 pub mod harness;
+pub mod isolated;
 pub mod runs;
 pub mod workloads;

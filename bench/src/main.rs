@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use zu_bench::harness::BenchError;
-use zu_bench::{boundary, harness, runs, workloads};
+use zu_bench::{boundary, harness, isolated, runs, workloads};
 
 /// The allocator the `zu` binary ships with, so the figures are `zu`'s.
 #[global_allocator]
@@ -108,6 +108,13 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     let sqlite = boundary::bench_sqlite(&libs, if quick { 100 } else { 300 }, if quick { 20 } else { 50 })?;
     eprintln!("[b5] detector checkpoint cost vs log length");
     let checkpoint = boundary::bench_checkpoint(&libs, if quick { 20_000 } else { 100_000 })?;
+    eprintln!("[i1] one tool call to a plugin in its own process");
+    let isolated_call = isolated::bench_isolated_call(&libs, if quick { 20_000 } else { 100_000 })?;
+    eprintln!("[i2] run_task, provider, tool, detector and validator each in a plugin process");
+    let (isolated_plugins, _isolated_dir, _isolated_cache) = isolated::isolated(&libs)?;
+    let isolated_runs = runs::bench_run_task(&isolated_plugins, &[1000, 100], 3, runs_short / 5, "isolated: ")?;
+    eprintln!("[i3] discovery of 100 libraries, cold and with cached verdicts");
+    let discovery = isolated::bench_discovery(&libs, 100)?;
 
     machine.insert("loadavg_at_end".into(), harness::loadavg());
     machine.insert(
@@ -134,6 +141,11 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "scan_load_100": scan,
             "sqlite_durable": sqlite,
             "detector_checkpoint": checkpoint,
+        },
+        "isolation": {
+            "tool_call": isolated_call,
+            "run_task_steps": isolated_runs,
+            "discovery_100": discovery,
         },
         "breakdown": breakdown,
         "total_wall_s": (t_start.elapsed().as_secs_f64() * 100.0).round() / 100.0,

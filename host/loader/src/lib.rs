@@ -157,6 +157,35 @@ impl Loader {
         Ok(())
     }
 
+    /// Discovery alone: the verdict of every candidate library of `dirs`
+    /// (from the cache, or a probe), constructing nothing. Refusals at the
+    /// gate are verdicts too.
+    pub fn survey(&mut self, dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Verdict)>, LoaderError> {
+        let mut scratch = Registry::new();
+        let mut candidates = Vec::new();
+        for dir in dirs {
+            candidates.extend(
+                discovery::candidates(dir)?
+                    .iter()
+                    .filter_map(|f| self.pass_gate(&mut scratch, f)),
+            );
+        }
+        let judged: Vec<Verdict> = match &mut self.protection {
+            Some(p) => p.judge(&candidates).into_iter().map(|j| j.verdict).collect(),
+            None => candidates
+                .iter()
+                .map(|c| verdict::examine(&mut self.layouts, &c.real, &c.path).0)
+                .collect(),
+        };
+        let mut out: Vec<(PathBuf, Verdict)> = scratch
+            .failures()
+            .iter()
+            .filter_map(|f| Some((f.library.clone()?, Verdict::Refused(f.error.clone()))))
+            .collect();
+        out.extend(candidates.into_iter().map(|c| c.path).zip(judged));
+        Ok(out)
+    }
+
     /// Loads every candidate library of one directory, in sorted order. A
     /// directory others may write is refused whole.
     pub fn load_dir(&mut self, registry: &mut Registry, dir: &Path) -> Result<(), LoaderError> {

@@ -11,8 +11,12 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a reader spins on an empty pipe before it sleeps in `poll`.
-pub const SPIN: Duration = Duration::from_micros(25);
+/// How long a reader spins on an empty pipe before it sleeps in `poll`: long
+/// enough that a peer answering within a few tens of microseconds needs no
+/// wake-up (measured on 2 vCPUs: 25 µs gives ~18k loop steps/s with every
+/// plugin isolated, 50-60 µs ~23k, 100 µs no better), short enough that an
+/// idle process sleeps almost at once.
+pub const SPIN: Duration = Duration::from_micros(50);
 
 /// The largest frame either side accepts (a tool observation is at most
 /// 1 MB of JSON; conversations and event pages can be larger).
@@ -73,11 +77,14 @@ impl FrameReader {
 
     /// Reads what is there without blocking; `Ok(false)` when nothing was.
     fn fill(&mut self) -> Result<bool, ReadError> {
-        let mut chunk = [0u8; 64 * 1024];
-        // SAFETY: reading into a buffer we own, of the length given.
-        let n = unsafe { libc::read(self.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+        const CHUNK: usize = 64 * 1024;
+        self.buf.reserve(CHUNK);
+        let spare = self.buf.spare_capacity_mut();
+        // SAFETY: reading at most `spare.len()` bytes into the vector's spare
+        // capacity, then exposing exactly the bytes the kernel wrote.
+        let n = unsafe { libc::read(self.fd, spare.as_mut_ptr().cast(), spare.len()) };
         if n > 0 {
-            self.buf.extend_from_slice(&chunk[..n as usize]);
+            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
             return Ok(true);
         }
         if n == 0 {
@@ -186,18 +193,24 @@ impl StderrTail {
             .spawn(move || {
                 let mut chunk = [0u8; 8192];
                 let mut forwarded = 0usize;
+                let mut line = Vec::new();
                 while let Ok(n) = from.read(&mut chunk) {
                     if n == 0 {
                         break;
                     }
                     if let Some(prefix) = &forward {
-                        // A plugin's stderr reaches zu's stderr, prefixed and capped.
-                        if forwarded < (1 << 20) {
-                            let text = String::from_utf8_lossy(&chunk[..n]);
-                            for line in text.lines() {
-                                eprintln!("{prefix}{line}");
+                        // A plugin's stderr reaches zu's stderr line by line,
+                        // prefixed, and capped at 1 MiB.
+                        for &b in &chunk[..n] {
+                            if b == b'\n' {
+                                if forwarded < (1 << 20) {
+                                    eprintln!("{prefix}{}", String::from_utf8_lossy(&line));
+                                    forwarded += line.len() + 1;
+                                }
+                                line.clear();
+                            } else if line.len() < 8192 {
+                                line.push(b);
                             }
-                            forwarded += n;
                         }
                     }
                     let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());

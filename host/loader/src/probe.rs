@@ -48,6 +48,13 @@ pub fn child_main() -> i32 {
     }
 }
 
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many probe children this process has started (a warm start: none).
+pub fn children_started() -> usize {
+    STARTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Probes libraries in helper children.
 pub struct Prober {
     exe: PathBuf,
@@ -72,6 +79,7 @@ impl Prober {
     }
 
     fn spawn(&self) -> Result<HelperChild, ProbeUnavailable> {
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None).map_err(|source| ProbeUnavailable {
             exe: self.exe.clone(),
             source,

@@ -4,7 +4,8 @@
 //! `noop {"x": call}`, then `{"answer": 1}`), the `noop` tool returns `{"ok": true}`, the `null_detector` and `null_validator`
 //! return nothing, `count_events` reads the event count through the host
 //! callback and returns nothing. Each counts its calls; the `noop_stats` tool
-//! reports the counts (and resets them with `{"reset": true}`), so a host can
+//! reports the counts (and resets them with `{"reset": true}`; `{"turns": K}`
+//! sets the turns of the next conversation a `bench_script` starts), so a host can
 //! check across the library boundary that the work really happened.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,9 @@ static TOOL_CALLS: AtomicU64 = AtomicU64::new(0);
 static DETECTOR_CALLS: AtomicU64 = AtomicU64::new(0);
 static VALIDATOR_CALLS: AtomicU64 = AtomicU64::new(0);
 static COUNTED_EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Set by `noop_stats {"turns": K}`: the turns of the next conversation a
+/// `bench_script` provider starts (0: its configured K).
+static NEXT_TURNS: AtomicUsize = AtomicUsize::new(0);
 
 macro_rules! unit_plugin {
     ($ty:ident, $name:literal) => {
@@ -31,9 +35,11 @@ macro_rules! unit_plugin {
     };
 }
 
-/// The `bench_script` provider.
+/// The `bench_script` provider: K turns per conversation (its config, or
+/// what `noop_stats {"turns": K}` set for the next one). A request holding
+/// only the task's first messages starts a conversation.
 pub struct BenchScript {
-    k: usize,
+    k: AtomicUsize,
     calls: AtomicUsize,
 }
 
@@ -41,7 +47,7 @@ impl BenchScript {
     /// A provider answering `k` turns.
     pub fn with_turns(k: usize) -> Self {
         BenchScript {
-            k,
+            k: AtomicUsize::new(k),
             calls: AtomicUsize::new(0),
         }
     }
@@ -56,9 +62,16 @@ impl Plugin for BenchScript {
 }
 
 impl ModelProvider for BenchScript {
-    fn complete(&self, _request: &ModelRequest) -> Result<ModelResponse, PluginError> {
+    fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
+        if request.messages.len() <= 2 {
+            self.calls.store(0, Ordering::Relaxed);
+            let next = NEXT_TURNS.swap(0, Ordering::Relaxed);
+            if next > 0 {
+                self.k.store(next, Ordering::Relaxed);
+            }
+        }
         let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        if call < self.k {
+        if call < self.k.load(Ordering::Relaxed) {
             let mut args = JsonObject::new();
             args.insert("x".into(), call.into());
             return Ok(ModelResponse {
@@ -128,6 +141,9 @@ impl Validator for NullValidator {
 
 impl Tool for NoopStats {
     fn call(&self, _ctx: &dyn RunContext, args: JsonObject) -> Result<JsonObject, PluginError> {
+        if let Some(k) = args.get("turns").and_then(Value::as_u64) {
+            NEXT_TURNS.store(k as usize, Ordering::Relaxed);
+        }
         let read = |c: &AtomicU64| {
             if args.get("reset") == Some(&Value::Bool(true)) {
                 c.swap(0, Ordering::SeqCst)

@@ -519,8 +519,9 @@ fn plugins_read_the_run_through_the_host_callback() {
         .filter(|e| e.event_type() == "harness.detector.fired")
         .collect();
     assert_eq!(fired.len(), 1);
-    // task.started, envelope, turn.started, turn.completed, tool.invoked, source.fetched, tool.returned.
-    assert_eq!(fired[0].payload()["detail"], "7 events, query \"q\"");
+    // task.started, envelope, plugin.refused (the fixture's future-interface
+    // tool), turn.started, turn.completed, tool.invoked, source.fetched, tool.returned.
+    assert_eq!(fired[0].payload()["detail"], "8 events, query \"q\"");
 }
 
 #[test]

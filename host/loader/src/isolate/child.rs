@@ -10,7 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use zu_plugin_api::contracts::{Event, JsonObject, RunResult, TaskSpec};
 use zu_plugin_api::ffi::Declaration;
 use zu_plugin_api::filter::{EventFilter, StoredEvent};
@@ -18,7 +19,7 @@ use zu_plugin_api::ports::{panic_message, Continuation, ModelRequest, PluginErro
 use zu_plugin_api::version::Kind;
 use zu_runtime::{LoadError, Registry};
 
-use super::protocol::{encode, Callback, FromChild, ToChild, Turn, RESYNC};
+use super::protocol::{encode, raw, read, Callback, FromChild, Raw, ToChild, Turn, TurnAnswer, RESYNC};
 use crate::checks::LayoutCache;
 use crate::pipe::{self, FrameReader};
 use crate::verdict::{self, Verdict};
@@ -38,7 +39,13 @@ impl Channel {
 
     fn receive(&self) -> Option<ToChild> {
         let frame = self.input.borrow_mut().read(None).ok()?;
-        serde_json::from_slice(&frame).ok()
+        match serde_json::from_slice(&frame) {
+            Ok(message) => Some(message),
+            Err(e) => {
+                eprintln!("zu plugin process: a frame from the host is not a message ({e}); stopping");
+                None
+            }
+        }
     }
 }
 
@@ -93,12 +100,12 @@ impl RunContext for RemoteContext<'_> {
     }
 }
 
-fn arg<T: DeserializeOwned>(args: Value, what: &str) -> Result<T, PluginError> {
-    serde_json::from_value(args).map_err(|e| PluginError::invalid(format!("malformed {what}: {e}")))
+fn arg<T: DeserializeOwned>(args: &RawValue, what: &str) -> Result<T, PluginError> {
+    read(args, what)
 }
 
-fn out<T: serde::Serialize>(value: T) -> Result<Value, PluginError> {
-    serde_json::to_value(value).map_err(|e| PluginError::failed(format!("cannot encode the answer: {e}")))
+fn out<T: serde::Serialize>(value: T) -> Result<Raw, PluginError> {
+    raw(&value)
 }
 
 /// The library, its plugins, and the conversations its providers hold.
@@ -141,7 +148,7 @@ impl Served<'_> {
         }
     }
 
-    fn turn(&mut self, name: &str, turn: Turn) -> Result<Value, PluginError> {
+    fn turn(&mut self, name: &str, turn: Turn) -> Result<Raw, PluginError> {
         let provider = self
             .registry
             .provider(name)
@@ -163,7 +170,10 @@ impl Served<'_> {
         }));
         let response = provider.complete(&request)?;
         self.conversations.insert(name.to_owned(), (turn.conversation, request));
-        Ok(json!({"response": response, "model": provider.model()}))
+        raw(&TurnAnswer {
+            response: &response,
+            model: provider.model(),
+        })
     }
 
     fn call(
@@ -172,8 +182,8 @@ impl Served<'_> {
         kind: Kind,
         name: &str,
         method: &str,
-        args: Value,
-    ) -> Result<Value, PluginError> {
+        args: &RawValue,
+    ) -> Result<Raw, PluginError> {
         let ctx = RemoteContext {
             channel,
             spec: OnceCell::new(),
@@ -185,7 +195,7 @@ impl Served<'_> {
             (Kind::Tools, _) => {
                 let tool = r.tool(name).ok_or_else(missing)?;
                 match method {
-                    "schema" => Ok(tool.schema()),
+                    "schema" => out(tool.schema()),
                     "prompt_fragment" => out(tool.prompt_fragment()),
                     "call" => out(tool.call(&ctx, arg::<JsonObject>(args, "tool arguments")?)?),
                     _ => Err(unknown(kind, method)),
@@ -241,7 +251,7 @@ impl Served<'_> {
                         let (sandbox, call): (Value, zu_plugin_api::ports::ToolCall) = arg(args, "exec")?;
                         out(b.exec(&sandbox, &call)?)
                     }
-                    "destroy" => out(b.destroy(&args)?),
+                    "destroy" => out(b.destroy(&arg::<Value>(args, "sandbox handle")?)?),
                     _ => Err(unknown(kind, method)),
                 }
             }
@@ -305,7 +315,7 @@ pub fn child_main(file: &Path, display: &Path) -> i32 {
                 method,
                 args,
             } => {
-                let result = catch_unwind(AssertUnwindSafe(|| served.call(&channel, kind, &name, &method, args)))
+                let result = catch_unwind(AssertUnwindSafe(|| served.call(&channel, kind, &name, &method, &args)))
                     .unwrap_or_else(|p| Err(PluginError::Panicked(panic_message(&*p))));
                 FromChild::Done { result }
             }

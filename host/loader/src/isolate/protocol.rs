@@ -3,15 +3,31 @@
 //! meanwhile), and the answers. JSON, one frame each way per step.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use zu_plugin_api::contracts::JsonObject;
 use zu_plugin_api::ports::PluginError;
 use zu_plugin_api::version::Kind;
 use zu_runtime::LoadError;
 
-/// What the host sends.
+/// JSON carried through a frame as it is (no value tree built and torn down
+/// on the way).
+pub type Raw = Box<RawValue>;
+
+/// `value` as raw JSON.
+pub fn raw<T: Serialize + ?Sized>(value: &T) -> Result<Raw, PluginError> {
+    serde_json::value::to_raw_value(value).map_err(|e| PluginError::failed(format!("cannot encode: {e}")))
+}
+
+/// Raw JSON read as a `T`.
+pub fn read<T: serde::de::DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, PluginError> {
+    serde_json::from_str(raw.get()).map_err(|e| PluginError::invalid(format!("malformed {what}: {e}")))
+}
+
+/// What the host sends. (Externally tagged: raw JSON cannot pass through
+/// serde's buffering of internally tagged enums.)
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ToChild {
     /// Construct plugin `kind`/`name` of the library with `config`.
     Construct { kind: Kind, name: String, config: Value },
@@ -20,7 +36,7 @@ pub enum ToChild {
         kind: Kind,
         name: String,
         method: String,
-        args: Value,
+        args: Raw,
     },
     /// The answer to the child's last callback.
     Answer { value: Result<Value, PluginError> },
@@ -28,12 +44,12 @@ pub enum ToChild {
 
 /// What the child sends.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FromChild {
     /// The plugin was constructed, or why not.
     Constructed { error: Option<LoadError> },
     /// The call's result.
-    Done { result: Result<Value, PluginError> },
+    Done { result: Result<Raw, PluginError> },
     /// The plugin asks the host about the run, in the middle of a call.
     Callback(Callback),
 }
@@ -67,6 +83,14 @@ pub struct Turn {
     /// The tool schemas, when they changed since the previous turn.
     pub tools: Option<Vec<Value>>,
     pub params: JsonObject,
+}
+
+/// A provider turn's answer: the response and the model id the provider
+/// reports after it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TurnAnswer<R> {
+    pub response: R,
+    pub model: Option<String>,
 }
 
 /// The message of the error a child answers when it does not hold the

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use zu_plugin_api::content::{Action, Observation};
 use zu_plugin_api::contracts::{Event, JsonObject, RunResult};
@@ -14,7 +15,7 @@ use zu_plugin_api::ports::*;
 use zu_plugin_api::version::Kind;
 use zu_runtime::PluginObject;
 
-use super::protocol::{Turn, RESYNC};
+use super::protocol::{raw, Turn, TurnAnswer, RESYNC};
 use super::supervisor::Supervisor;
 
 /// One plugin in a library's process.
@@ -29,16 +30,12 @@ impl Remote {
     fn call<T: DeserializeOwned>(
         &self,
         method: &str,
-        args: Value,
+        args: &(impl Serialize + ?Sized),
         ctx: Option<&dyn RunContext>,
     ) -> Result<T, PluginError> {
-        let v = self.supervisor.call(self.kind, &self.name, method, args, ctx)?;
-        serde_json::from_value(v)
+        let answer = self.supervisor.call(self.kind, &self.name, method, raw(args)?, ctx)?;
+        serde_json::from_str(answer.get())
             .map_err(|e| PluginError::failed(format!("the plugin process answered a malformed {method}: {e}")))
-    }
-
-    fn value<T: serde::Serialize>(v: &T) -> Result<Value, PluginError> {
-        serde_json::to_value(v).map_err(|e| PluginError::failed(format!("cannot encode the call: {e}")))
     }
 }
 
@@ -67,13 +64,13 @@ pub fn object(supervisor: Arc<Supervisor>, kind: Kind, name: &str) -> PluginObje
 
 impl Tool for Remote {
     fn schema(&self) -> Value {
-        self.call("schema", Value::Null, None).unwrap_or_else(|_| json!({}))
+        self.call("schema", &(), None).unwrap_or_else(|_| json!({}))
     }
     fn prompt_fragment(&self) -> String {
-        self.call("prompt_fragment", Value::Null, None).unwrap_or_default()
+        self.call("prompt_fragment", &(), None).unwrap_or_default()
     }
     fn call(&self, ctx: &dyn RunContext, args: JsonObject) -> Result<JsonObject, PluginError> {
-        let out: JsonObject = Remote::call(self, "call", Value::Object(args), Some(ctx))?;
+        let out: JsonObject = Remote::call(self, "call", &args, Some(ctx))?;
         // The same limit as across the library boundary.
         if to_json_capped(&out, MAX_OBSERVATION_BYTES).is_err() {
             return Err(PluginError::TooLarge {
@@ -92,11 +89,7 @@ struct RemoteProvider {
     model: Mutex<Option<Option<String>>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Answer {
-    response: ModelResponse,
-    model: Option<String>,
-}
+type Answer = TurnAnswer<ModelResponse>;
 
 impl RemoteProvider {
     fn turn(&self, request: &ModelRequest, conversation: u64, base: usize, tools: bool) -> Result<Answer, PluginError> {
@@ -107,18 +100,18 @@ impl RemoteProvider {
             tools: tools.then(|| request.tools.clone()),
             params: request.params.clone(),
         };
-        self.remote.call("complete", Remote::value(&turn)?, None)
+        self.remote.call("complete", &turn, None)
     }
 }
 
 impl ModelProvider for RemoteProvider {
     fn capabilities(&self) -> Capabilities {
-        self.remote.call("capabilities", Value::Null, None).unwrap_or_default()
+        self.remote.call("capabilities", &(), None).unwrap_or_default()
     }
     fn model(&self) -> Option<String> {
         let mut cached = self.model.lock().unwrap_or_else(|p| p.into_inner());
         cached
-            .get_or_insert_with(|| self.remote.call("model", Value::Null, None).unwrap_or(None))
+            .get_or_insert_with(|| self.remote.call("model", &(), None).unwrap_or(None))
             .clone()
     }
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
@@ -149,66 +142,66 @@ impl ModelProvider for RemoteProvider {
 
 impl Detector for Remote {
     fn scope(&self) -> Scope {
-        self.call("scope", Value::Null, None).unwrap_or(Scope::PerObservation)
+        self.call("scope", &(), None).unwrap_or(Scope::PerObservation)
     }
     fn inspect(&self, ctx: &dyn RunContext) -> Result<Option<Verdict>, PluginError> {
-        self.call("inspect", Value::Null, Some(ctx))
+        self.call("inspect", &(), Some(ctx))
     }
 }
 
 impl Validator for Remote {
     fn check(&self, result: &RunResult, ctx: &dyn RunContext) -> Result<Option<Verdict>, PluginError> {
-        self.call("check", Remote::value(result)?, Some(ctx))
+        self.call("check", result, Some(ctx))
     }
 }
 
 impl EventSink for Remote {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
-        self.call("append", Remote::value(event)?, None)
+        self.call("append", event, None)
     }
     fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
-        self.call("append_batch", Remote::value(&events)?, None)
+        self.call("append_batch", events, None)
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
-        self.call("query", json!([filter.to_json(), limit, after_seq]), None)
+        self.call("query", &(filter.to_json(), limit, after_seq), None)
     }
     fn count(&self, filter: &EventFilter) -> Result<u64, PluginError> {
-        self.call("count", Value::Object(filter.to_json()), None)
+        self.call("count", &filter.to_json(), None)
     }
     fn close(&self) -> Result<(), PluginError> {
-        self.call("close", Value::Null, None)
+        self.call("close", &(), None)
     }
 }
 
 impl SandboxBackend for Remote {
     fn launch(&self, spec: &JsonObject) -> Result<Value, PluginError> {
-        self.call("launch", Value::Object(spec.clone()), None)
+        self.call("launch", spec, None)
     }
     fn exec(&self, sandbox: &Value, call: &ToolCall) -> Result<JsonObject, PluginError> {
-        self.call("exec", json!([sandbox, call]), None)
+        self.call("exec", &(sandbox, call), None)
     }
     fn destroy(&self, sandbox: &Value) -> Result<(), PluginError> {
-        self.call("destroy", sandbox.clone(), None)
+        self.call("destroy", sandbox, None)
     }
 }
 
 impl Policy for Remote {
     fn capabilities(&self) -> Capabilities {
-        self.call("capabilities", Value::Null, None).unwrap_or_default()
+        self.call("capabilities", &(), None).unwrap_or_default()
     }
     fn model(&self) -> Option<String> {
-        self.call("model", Value::Null, None).unwrap_or(None)
+        self.call("model", &(), None).unwrap_or(None)
     }
     fn act(&self, observation: &Observation, tools: &[ToolSpec]) -> Result<Action, PluginError> {
-        self.call("act", json!([observation, tools]), None)
+        self.call("act", &(observation, tools), None)
     }
 }
 
 impl Trigger for Remote {
     fn source(&self) -> String {
-        self.call("source", Value::Null, None).unwrap_or_default()
+        self.call("source", &(), None).unwrap_or_default()
     }
     fn next_event(&self) -> Result<Option<TriggerEvent>, PluginError> {
-        self.call("next_event", Value::Null, None)
+        self.call("next_event", &(), None)
     }
 }

@@ -15,7 +15,7 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::LoadError;
 
 use super::child::SERVE_COMMAND;
-use super::protocol::{encode, Callback, FromChild, ToChild};
+use super::protocol::{encode, Callback, FromChild, Raw, ToChild};
 use crate::pipe::{HelperChild, ReadError};
 
 /// The deadline of a call made outside a run (a sink's append, a listing).
@@ -215,9 +215,9 @@ impl Supervisor {
         kind: Kind,
         name: &str,
         method: &str,
-        args: Value,
+        args: Raw,
         ctx: Option<&dyn RunContext>,
-    ) -> Result<Value, PluginError> {
+    ) -> Result<Raw, PluginError> {
         let deadline = zu_runtime::deadline::current().unwrap_or_else(|| Instant::now() + DEFAULT_CALL_TIMEOUT);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let child = self.ready(&mut state)?;
