@@ -66,6 +66,19 @@ for k in ("k1000_steps_per_s", "k100_steps_per_s", "k3_runs_per_s"):
     print(f"| run_task_steps.{k} (.so plugins) | {fmt(statistics.median(p))} | {fmt(statistics.median(r))} | "
           f"{rm:,.1f}x | {min(ratios):,.1f}-{max(ratios):,.1f}x | {'>= 30x' if target else '-'} | {met} |")
 
+# run_task with provider, tool, detector and validator each in a plugin process.
+for k in ("k1000_steps_per_s", "k100_steps_per_s", "k3_runs_per_s"):
+    p = [get(d["results"], ("run_task_steps", k)) for d in py]
+    r = [get(d.get("isolation", {}), ("run_task_steps", k)) for d in rs]
+    if None in p or None in r:
+        continue
+    ratios = [b / a for a, b in zip(p, r)]
+    rm = statistics.median(ratios)
+    target = 5 if k == "k1000_steps_per_s" else None
+    met = "-" if target is None else ("yes" if rm >= target else "no")
+    print(f"| run_task_steps.{k} (every plugin isolated) | {fmt(statistics.median(p))} | {fmt(statistics.median(r))} | "
+          f"{rm:,.1f}x | {min(ratios):,.1f}-{max(ratios):,.1f}x | {'>= 5x' if target else '-'} | {met} |")
+
 prss = [d["results"]["peak_rss"]["peak_rss_mib"] for d in py]
 rrss = [d["results"]["peak_rss"]["peak_rss_mib"] for d in rs]
 ratio = statistics.median(rrss) / statistics.median(prss)
@@ -89,3 +102,14 @@ print(f"| sqlite durable appends, 1 per transaction (events/s) | {one:,.0f} | - 
 print(f"| sqlite durable appends, batches of 100 (events/s) | {bat:,.0f} | - | - |")
 cr = statistics.median(x["detector_checkpoint"]["cost_ratio_100000_vs_10"] for x in b)
 print(f"| checkpoint cost at 100k events / at 10 events | {cr:.2f} | <= 2 | {'yes' if cr <= 2 else 'no'} |")
+iso = [d["isolation"] for d in rs if "isolation" in d]
+if iso:
+    med = statistics.median(x["tool_call"]["median_ns"] for x in iso) / 1000
+    p99 = statistics.median(x["tool_call"]["p99_ns"] for x in iso) / 1000
+    print(f"| one isolated tool call, median (us) | {med:,.1f} | <= 25 | {'yes' if med <= 25 else 'no'} |")
+    print(f"| one isolated tool call, p99 (us) | {p99:,.1f} | - | - |")
+    warm = statistics.median(x["discovery_100"]["warm_ms_median"] for x in iso)
+    cold = statistics.median(x["discovery_100"]["cold_ms"] for x in iso)
+    children = max(x["discovery_100"]["warm_probe_children"] for x in iso)
+    print(f"| discovery of 100 libraries, verdicts cached (ms; probe children: {children}) | {warm:,.1f} | <= 30 | {'yes' if warm <= 30 and children == 0 else 'no'} |")
+    print(f"| discovery of 100 libraries, cold probe (ms) | {cold:,.0f} | <= 2000 | {'yes' if cold <= 2000 else 'no'} |")
