@@ -553,15 +553,22 @@ fn sighup_ends_a_run_on_the_record_with_129() {
 }
 
 #[test]
-fn refused_libraries_are_on_the_log_of_the_run() {
+fn a_run_beside_hostile_files_neither_hangs_nor_dies_and_logs_what_it_refused() {
     let a = artifacts();
     let dir = plugin_dir(&[
         a.lib("zu_plugin_scripted"),
         a.lib("zu_plugin_jsonl"),
         a.c_fixture("ctor_segv"),
+        a.c_fixture("ctor_sleep"),
     ]);
+    assert!(Command::new("mkfifo")
+        .arg(dir.path().join(lib_file("fifo")))
+        .status()
+        .unwrap()
+        .success());
     let cache = tempfile::tempdir().unwrap();
     let log = cache.path().join("log.jsonl");
+    let start = Instant::now();
     let out = zu(
         cache.path(),
         &[
@@ -574,20 +581,41 @@ fn refused_libraries_are_on_the_log_of_the_run() {
             &script(&[]),
             "--query",
             "q",
+            "--probe-timeout",
+            "1",
             "--sink",
             "jsonl",
             "--sink-config",
             &json!({"path": log}).to_string(),
         ],
     );
+    assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let refused: Vec<Value> = log_of(&log)
+    let mut refused: Vec<(String, String)> = log_of(&log)
         .into_iter()
         .filter(|e| e["type"] == "harness.plugin.refused")
+        .map(|e| {
+            let p = &e["payload"];
+            let file = Path::new(p["library"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (file, p["code"].as_str().unwrap().to_owned())
+        })
         .collect();
-    assert_eq!(refused.len(), 1);
-    let p = &refused[0]["payload"];
-    assert_eq!(p["code"], "probe_crashed");
-    assert!(p["library"].as_str().unwrap().ends_with(&lib_file("ctor_segv")));
-    assert!(p["message"].as_str().unwrap().contains("SIGSEGV"));
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            (lib_file("ctor_segv"), "probe_crashed".to_owned()),
+            (lib_file("ctor_sleep"), "probe_timeout".to_owned()),
+            (lib_file("fifo"), "not_a_regular_file".to_owned()),
+        ]
+    );
+    let segv = log_of(&log)
+        .into_iter()
+        .find(|e| e["payload"]["code"] == "probe_crashed")
+        .unwrap();
+    assert!(segv["payload"]["message"].as_str().unwrap().contains("SIGSEGV"));
 }
