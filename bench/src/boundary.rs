@@ -15,7 +15,7 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::{EventBus, Registry, RunView};
 
 use crate::harness::{check, measure, measure_repeated, BenchError};
-use crate::runs::{stats, LoopPlugins};
+use crate::runs::{loop_registry, stats, LoopPlugins};
 use crate::workloads::make_event;
 
 /// A view of an idle run, for calling plugins outside the loop.
@@ -79,20 +79,7 @@ fn load(plugins: &Path, configs: &[(Kind, &str, Value)]) -> Result<Registry, Ben
 pub fn loaded(dir: &Path) -> Result<(LoopPlugins, tempfile::TempDir), BenchError> {
     let plugins = plugin_dir(dir, &["zu_plugin_noop"]);
     let scratch = load(plugins.path(), &[])?;
-    let mut registry = Registry::new();
-    for (kind, name) in [
-        (Kind::Tools, "noop"),
-        (Kind::Detectors, "null_detector"),
-        (Kind::Validators, "null_validator"),
-    ] {
-        let entry = scratch
-            .get(kind, name)
-            .ok_or_else(|| BenchError(format!("{name} did not load")))?
-            .clone();
-        registry
-            .register(entry.info, entry.object)
-            .map_err(|e| BenchError(e.to_string()))?;
-    }
+    let registry = loop_registry(&scratch)?;
     let stats_tool = scratch
         .tool("noop_stats")
         .ok_or_else(|| BenchError("noop_stats did not load".into()))?;

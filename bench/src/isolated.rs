@@ -14,7 +14,7 @@ use zu_runtime::Registry;
 
 use crate::boundary::{idle_view, lib_file};
 use crate::harness::{check, BenchError};
-use crate::runs::{stats, LoopPlugins};
+use crate::runs::{loop_registry, stats, LoopPlugins};
 
 /// The `zu` binary next to this one, which serves the plugin processes.
 pub fn zu_binary(dir: &Path) -> Result<std::path::PathBuf, BenchError> {
@@ -114,20 +114,7 @@ pub fn isolated(libs: &Path) -> Result<(LoopPlugins, tempfile::TempDir, tempfile
     let provider = scratch
         .provider("bench_script")
         .ok_or_else(|| BenchError("bench_script did not load".into()))?;
-    let mut registry = Registry::new();
-    for (kind, name) in [
-        (Kind::Tools, "noop"),
-        (Kind::Detectors, "null_detector"),
-        (Kind::Validators, "null_validator"),
-    ] {
-        let entry = scratch
-            .get(kind, name)
-            .ok_or_else(|| BenchError(format!("{name} did not load")))?
-            .clone();
-        registry
-            .register(entry.info, entry.object)
-            .map_err(|e| BenchError(e.to_string()))?;
-    }
+    let registry = loop_registry(&scratch)?;
     let stats_tool = scratch
         .tool("noop_stats")
         .ok_or_else(|| BenchError("noop_stats did not load".into()))?;

@@ -51,6 +51,26 @@ pub fn in_process() -> LoopPlugins {
     }
 }
 
+/// A registry of exactly the loop's tool, detector and validator, taken
+/// from a registry that loaded the noop library.
+pub fn loop_registry(from: &Registry) -> Result<Registry, BenchError> {
+    let mut registry = Registry::new();
+    for (kind, name) in [
+        (zu_plugin_api::version::Kind::Tools, "noop"),
+        (zu_plugin_api::version::Kind::Detectors, "null_detector"),
+        (zu_plugin_api::version::Kind::Validators, "null_validator"),
+    ] {
+        let entry = from
+            .get(kind, name)
+            .ok_or_else(|| BenchError(format!("{name} did not load")))?
+            .clone();
+        registry
+            .register(entry.info, entry.object)
+            .map_err(|e| BenchError(e.to_string()))?;
+    }
+    Ok(registry)
+}
+
 /// Reads and resets the noop plugins' counters through the `noop_stats` tool.
 pub fn stats(tool: &dyn zu_plugin_api::ports::Tool) -> (u64, u64, u64) {
     let ctx = crate::boundary::idle_view();

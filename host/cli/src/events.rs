@@ -88,7 +88,7 @@ pub fn run(args: EventsArgs) -> Result<u8, Failure> {
     };
     let protection = args.isolation_flags.protection(&Default::default())?;
     let loaded = load::load(
-        discovery::plugin_dirs(&args.dirs),
+        load::Source::Dirs(discovery::plugin_dirs(&args.dirs)),
         configs,
         sink_config_flag,
         protection,

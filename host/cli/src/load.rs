@@ -107,10 +107,18 @@ pub fn config_flag(kind: Kind, name: &str) -> String {
     format!("--config {kind}.{name}=JSON")
 }
 
-/// Loads every library of `dirs`, passing each plugin its config. A config
+/// What to load: the plugin directories, or one library file (`zu check`).
+pub enum Source<'a> {
+    /// Every library of these directories.
+    Dirs(PluginDirs),
+    /// One library.
+    File(&'a std::path::Path),
+}
+
+/// Loads the plugins of `source`, passing each plugin its config. A config
 /// for a plugin that is neither loaded nor refused is a usage error.
 pub fn load(
-    dirs: PluginDirs,
+    source: Source<'_>,
     configs: Vec<PluginConfig>,
     how_to_configure: fn(Kind, &str) -> String,
     protection: Protection,
@@ -120,35 +128,21 @@ pub fn load(
         loader.set_config(c.kind, &c.name, c.value.clone());
     }
     let mut registry = Registry::new();
-    loader
-        .load_dirs(&mut registry, &dirs.dirs)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let dirs = match source {
+        Source::Dirs(dirs) => {
+            loader
+                .load_dirs(&mut registry, &dirs.dirs)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            dirs
+        }
+        Source::File(path) => {
+            loader.load_file(&mut registry, path);
+            zu_loader::discovery::plugin_dirs(&[path.to_owned()])
+        }
+    };
     let loaded = Loaded {
         registry,
         dirs,
-        configs,
-        how_to_configure,
-    };
-    loaded.check_configs()?;
-    Ok(loaded)
-}
-
-/// Loads one library file (`zu check`).
-pub fn load_file(
-    path: &std::path::Path,
-    configs: Vec<PluginConfig>,
-    how_to_configure: fn(Kind, &str) -> String,
-    protection: Protection,
-) -> Result<Loaded, Failure> {
-    let mut loader = Loader::protected(protection);
-    for c in &configs {
-        loader.set_config(c.kind, &c.name, c.value.clone());
-    }
-    let mut registry = Registry::new();
-    loader.load_file(&mut registry, path);
-    let loaded = Loaded {
-        registry,
-        dirs: zu_loader::discovery::plugin_dirs(&[path.to_owned()]),
         configs,
         how_to_configure,
     };

@@ -55,7 +55,12 @@ pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
     }
     let mut protection = args.isolation_flags.protection(&Default::default())?;
     protection.rescan = args.rescan;
-    let loaded = load::load(dirs, parse_config_args(&args.configs)?, config_flag, protection)?;
+    let loaded = load::load(
+        load::Source::Dirs(dirs),
+        parse_config_args(&args.configs)?,
+        config_flag,
+        protection,
+    )?;
     Ok(finish(&loaded, args.json, args.strict))
 }
 
@@ -67,7 +72,7 @@ pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
         ));
     }
     let protection = args.isolation_flags.protection(&Default::default())?;
-    let loaded = load::load_file(&args.library, configs, config_flag, protection)?;
+    let loaded = load::load(load::Source::File(&args.library), configs, config_flag, protection)?;
     Ok(finish(&loaded, args.json, true))
 }
 

@@ -315,7 +315,7 @@ fn chosen(loaded: &Loaded, kind: Kind, names: &Option<Vec<String>>) -> Result<Ve
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let plan = plan(args)?;
     let loaded = load::load(
-        plan.dirs.clone(),
+        load::Source::Dirs(plan.dirs.clone()),
         plan.configs.clone(),
         run_config_hint,
         plan.protection.clone(),

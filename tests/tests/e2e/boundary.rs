@@ -3,49 +3,20 @@
 
 use serde_json::{json, Value};
 use zu_loader::Loader;
-use zu_plugin_api::filter::StoredEvent;
 use zu_plugin_api::prelude::*;
+use zu_plugin_api::testing::TestContext;
 use zu_plugin_api::version::Kind;
 use zu_runtime::Registry;
 use zu_tests::{artifacts, plugin_dir};
 
 use crate::codes;
 
-/// A host-side run context with a fixed spec, observation and log.
-pub struct TestCtx {
-    pub spec: TaskSpec,
-    pub observation: Option<Value>,
-    pub events: Vec<StoredEvent>,
-}
-
-impl TestCtx {
-    pub fn new(observation: Option<Value>) -> Self {
-        TestCtx {
-            spec: TaskSpec::new("what is on the page?"),
-            observation,
-            events: Vec::new(),
-        }
-    }
-}
-
-impl RunContext for TestCtx {
-    fn spec(&self) -> &TaskSpec {
-        &self.spec
-    }
-    fn observation(&self) -> Option<&Value> {
-        self.observation.as_ref()
-    }
-    fn event_count(&self) -> u64 {
-        self.events.len() as u64
-    }
-    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.seq > after_seq && filter.matches(&e.event))
-            .take(limit.unwrap_or(u64::MAX) as usize)
-            .cloned()
-            .collect())
+/// A run context for a call outside a run: the author's `TestContext`.
+fn ctx(observation: Option<Value>) -> TestContext {
+    let ctx = TestContext::new("what is on the page?");
+    match observation {
+        Some(o) => ctx.with_observation(o),
+        None => ctx,
     }
 }
 
@@ -88,32 +59,21 @@ fn detectors_read_the_observation_through_the_host_callback() {
     let empty = reg.detector("empty").unwrap();
     let error = reg.detector("error").unwrap();
     assert_eq!(empty.scope(), Scope::PerObservation);
-    let v = empty
-        .inspect(&TestCtx::new(Some(json!({"html": "   "}))))
-        .unwrap()
-        .unwrap();
+    let v = empty.inspect(&ctx(Some(json!({"html": "   "})))).unwrap().unwrap();
     assert_eq!((v.severity, v.detector.as_str()), (Severity::Escalate, "empty"));
     assert!(empty
-        .inspect(&TestCtx::new(Some(json!({"html": "<p>hi</p>"}))))
+        .inspect(&ctx(Some(json!({"html": "<p>hi</p>"}))))
         .unwrap()
         .is_none());
-    let v = error
-        .inspect(&TestCtx::new(Some(json!({"status": 503}))))
-        .unwrap()
-        .unwrap();
+    let v = error.inspect(&ctx(Some(json!({"status": 503})))).unwrap().unwrap();
     assert_eq!((v.severity, v.detail.as_deref()), (Severity::Retry, Some("http 503")));
-    assert!(error.inspect(&TestCtx::new(None)).unwrap().is_none());
+    assert!(error.inspect(&ctx(None)).unwrap().is_none());
 
     // The mixed fixture's detector asks the host for the event count and the spec.
     let always = reg.detector("always_warns").unwrap();
     assert_eq!(always.scope(), Scope::PerTurn);
-    let mut ctx = TestCtx::new(None);
-    for i in 0..3u64 {
-        let id = ctx.spec.task_id;
-        let event = Event::new(id, id, None, "harness.turn.started", "test", JsonObject::new()).unwrap();
-        ctx.events.push(StoredEvent { seq: i + 1, event });
-    }
-    let v = always.inspect(&ctx).unwrap().unwrap();
+    let three = (0..3).fold(ctx(None), |c, _| c.with_event("harness.turn.started", json!({})));
+    let v = always.inspect(&three).unwrap().unwrap();
     assert_eq!(v.detail.as_deref(), Some("3 events, query \"what is on the page?\""));
 }
 
@@ -125,7 +85,7 @@ fn a_panicking_tool_call_and_a_panicking_destructor_come_back_as_values() {
     Loader::new().load_dir(&mut reg, dir.path()).unwrap();
     assert!(reg.failures().is_empty(), "{:?}", codes(&reg));
     let tool = reg.tool("panics_on_call").unwrap();
-    let ctx = TestCtx::new(None);
+    let ctx = ctx(None);
     let err = tool.call(&ctx, JsonObject::new()).unwrap_err();
     assert_eq!(err, PluginError::Panicked("tool call exploded".into()));
     // The same instance keeps working after its panic.
@@ -166,10 +126,6 @@ fn in_process_and_loaded_plugins_share_one_registry() {
     // The native plugin came first; the library's `dup` is refused, naming it.
     assert_eq!(codes(&reg), ["name_taken"]);
     assert!(reg.failures()[0].error.to_string().contains("in-process"));
-    let out = reg
-        .tool("dup")
-        .unwrap()
-        .call(&TestCtx::new(None), JsonObject::new())
-        .unwrap();
+    let out = reg.tool("dup").unwrap().call(&ctx(None), JsonObject::new()).unwrap();
     assert_eq!(out["native"], true);
 }

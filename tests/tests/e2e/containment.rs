@@ -272,6 +272,16 @@ fn run_dir() -> tempfile::TempDir {
     ])
 }
 
+/// `zu run` of a task whose scripted provider makes `calls`, then answers,
+/// with the plugins of `plugins` and `extra` flags.
+fn zu_run(cache: &Path, plugins: &Path, calls: &[(&str, Value)], extra: &[&str]) -> Command {
+    let script = script(calls);
+    let mut args = vec!["run", "--plugins", plugins.to_str().unwrap(), "--provider", "scripted"];
+    args.extend(["--provider-config", &script, "--query", "q"]);
+    args.extend_from_slice(extra);
+    zu_cmd(cache, &args)
+}
+
 fn script(calls: &[(&str, Value)]) -> String {
     let mut responses: Vec<Value> = calls
         .iter()
@@ -303,18 +313,11 @@ fn an_isolated_tool_that_aborts_segfaults_overflows_exits_or_hangs_is_recorded_a
         ("slow", json!({"ms": 1})),
         ("hangs", json!({})),
     ];
-    let out = zu(
+    let out = zu_run(
         cache.path(),
+        dir.path(),
+        &calls,
         &[
-            "run",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "--provider",
-            "scripted",
-            "--provider-config",
-            &script(&calls),
-            "--query",
-            "q",
             "--wall-time-s",
             "3",
             "--sink",
@@ -322,7 +325,9 @@ fn an_isolated_tool_that_aborts_segfaults_overflows_exits_or_hangs_is_recorded_a
             "--sink-config",
             &json!({"path": log}).to_string(),
         ],
-    );
+    )
+    .output()
+    .unwrap();
     // The hang spends the wall time: the run ends TERMINAL, on the record.
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(
@@ -374,22 +379,9 @@ fn an_in_process_plugin_that_calls_exit_cannot_speak_for_zu() {
     let dir = run_dir();
     let cache = tempfile::tempdir().unwrap();
     let calls = [("prints", json!({"x": 1})), ("exits", json!({}))];
-    let out = zu(
-        cache.path(),
-        &[
-            "run",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "--provider",
-            "scripted",
-            "--provider-config",
-            &script(&calls),
-            "--query",
-            "q",
-            "--isolation",
-            "in-process",
-        ],
-    );
+    let out = zu_run(cache.path(), dir.path(), &calls, &["--isolation", "in-process"])
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(5),
@@ -447,26 +439,11 @@ fn a_library_replaced_in_place_under_a_running_host_does_not_crash_it() {
         let dir = run_dir();
         let cache = tempfile::tempdir().unwrap();
         let calls = [("slow", json!({"ms": 1500})), ("slow", json!({"ms": 5}))];
-        let child = zu_cmd(
-            cache.path(),
-            &[
-                "run",
-                "--plugins",
-                dir.path().to_str().unwrap(),
-                "--provider",
-                "scripted",
-                "--provider-config",
-                &script(&calls),
-                "--query",
-                "q",
-                "--isolation",
-                mode,
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let child = zu_run(cache.path(), dir.path(), &calls, &["--isolation", mode])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(700));
         // An ordinary redeploy: `cp` writes new bytes into the same file.
         let status = Command::new("cp")
@@ -486,18 +463,11 @@ fn interrupted(signal: &str, code: i32) {
     let cache = tempfile::tempdir().unwrap();
     let log = cache.path().join("log.jsonl");
     let calls = [("hangs", json!({}))];
-    let child = zu_cmd(
+    let child = zu_run(
         cache.path(),
+        dir.path(),
+        &calls,
         &[
-            "run",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "--provider",
-            "scripted",
-            "--provider-config",
-            &script(&calls),
-            "--query",
-            "q",
             "--wall-time-s",
             "120",
             "--sink",
@@ -569,18 +539,11 @@ fn a_run_beside_hostile_files_neither_hangs_nor_dies_and_logs_what_it_refused() 
     let cache = tempfile::tempdir().unwrap();
     let log = cache.path().join("log.jsonl");
     let start = Instant::now();
-    let out = zu(
+    let out = zu_run(
         cache.path(),
+        dir.path(),
+        &[],
         &[
-            "run",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "--provider",
-            "scripted",
-            "--provider-config",
-            &script(&[]),
-            "--query",
-            "q",
             "--probe-timeout",
             "1",
             "--sink",
@@ -588,7 +551,9 @@ fn a_run_beside_hostile_files_neither_hangs_nor_dies_and_logs_what_it_refused() 
             "--sink-config",
             &json!({"path": log}).to_string(),
         ],
-    );
+    )
+    .output()
+    .unwrap();
     assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut refused: Vec<(String, String)> = log_of(&log)
