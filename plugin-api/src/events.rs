@@ -36,6 +36,13 @@ pub const PLUGIN_CONTAINED: &str = "harness.plugin.contained";
 /// A library or plugin the host refused at load, recorded at the start of
 /// a run: `{library, kind, name, code, message}`. Beyond the reference.
 pub const PLUGIN_REFUSED: &str = "harness.plugin.refused";
+/// A reader's note in place of a row it could not read (a corrupt line, an
+/// undecodable row): `{where, reason}`, at that row's sequence number. Only
+/// sinks opened read-only write such notes; nothing stores them.
+pub const LOG_DAMAGED: &str = "harness.log.damaged";
+/// A reader's note that the log it follows was deleted, replaced or
+/// truncated (`{what}`): read it again from its first event.
+pub const LOG_RESTARTED: &str = "harness.log.restarted";
 /// A guard contained an unsafe attempt (SSRF, oversized observation, ...).
 pub const DEFENSE_BLOCKED: &str = "harness.defense.blocked";
 /// A connection the egress proxy observed (out-of-band fact).
@@ -65,7 +72,7 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 23] = [
+pub const HARNESS_TYPES: [&str; 25] = [
     TASK_STARTED,
     ENVELOPE_DECLARED,
     TASK_COMPLETED,
@@ -80,6 +87,8 @@ pub const HARNESS_TYPES: [&str; 23] = [
     CHECK_FAILED,
     PLUGIN_CONTAINED,
     PLUGIN_REFUSED,
+    LOG_DAMAGED,
+    LOG_RESTARTED,
     DEFENSE_BLOCKED,
     EGRESS_OBSERVED,
     HOST_EFFECT_OBSERVED,
@@ -93,6 +102,27 @@ pub const HARNESS_TYPES: [&str; 23] = [
 
 /// Every `data.*` type.
 pub const DATA_TYPES: [&str; 2] = [SOURCE_FETCHED, RECORD_EXTRACTED];
+
+fn note(seq: u64, ty: &'static str, payload: serde_json::Value) -> crate::filter::StoredEvent {
+    let payload = match payload {
+        serde_json::Value::Object(o) => o,
+        _ => crate::contracts::JsonObject::new(),
+    };
+    let nil = uuid::Uuid::nil();
+    let event = crate::contracts::Event::new(nil, nil, None, ty, "reader", payload).expect("a namespaced type");
+    crate::filter::StoredEvent { seq, event }
+}
+
+/// The note a read-only sink returns in place of row `seq` it could not read.
+pub fn damaged_row(seq: u64, place: &str, reason: &str) -> crate::filter::StoredEvent {
+    note(seq, LOG_DAMAGED, serde_json::json!({"where": place, "reason": reason}))
+}
+
+/// The note a read-only sink returns when the log it reads was deleted,
+/// replaced (`what`) or truncated since its last read.
+pub fn log_restarted(what: &str) -> crate::filter::StoredEvent {
+    note(0, LOG_RESTARTED, serde_json::json!({"what": what}))
+}
 
 #[cfg(test)]
 mod tests {

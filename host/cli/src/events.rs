@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::Value;
 use uuid::Uuid;
 use zu_loader::discovery;
+use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::version::Kind;
 use zu_runtime::{view, EventBus};
@@ -122,8 +123,47 @@ impl EventsArgs {
     }
 }
 
+/// What the reader skipped: bad rows, each reported once on stderr.
+#[derive(Default)]
+struct Damage {
+    rows: std::collections::BTreeSet<u64>,
+}
+
+impl Damage {
+    /// A note from the sink in place of an event: reported, and `true` if
+    /// it was a note (not an event to print).
+    fn note(&mut self, logged: &zu_runtime::LoggedEvent, after: &mut u64) -> bool {
+        let e = &logged.event;
+        match e.event_type() {
+            events::LOG_DAMAGED => {
+                if self.rows.insert(logged.seq) {
+                    let p = e.payload();
+                    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    eprintln!("zu: skipped {}: {}", text("where"), text("reason"));
+                }
+                *after = (*after).max(logged.seq);
+                true
+            }
+            events::LOG_RESTARTED => {
+                let what = e
+                    .payload()
+                    .get("what")
+                    .and_then(Value::as_str)
+                    .unwrap_or("replaced")
+                    .to_owned();
+                eprintln!("zu: the log was {what}; following the new log from its first event");
+                *after = 0;
+                self.rows.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Result<u8, Failure> {
     let mut after = args.after_seq;
+    let mut damage = Damage::default();
     if !args.json {
         crate::outln!(
             "{:>6}  {:<32}  {:<28}  {:<12}  {:<8}  PAYLOAD",
@@ -134,14 +174,21 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
             "TASK"
         );
     }
+    let poll = Duration::from_millis(args.poll_ms.max(10));
     loop {
+        let asked = std::time::Instant::now();
         let page = match bus.query(filter, args.limit, after) {
             Ok(p) => p,
             Err(e) => return Err(Failure::failed(e.to_string())),
         };
         let mut text = String::new();
+        let mut printed = 0;
         for logged in &page {
+            if damage.note(logged, &mut after) {
+                continue;
+            }
             after = logged.seq;
+            printed += 1;
             let mut view = view::scope_event(&logged.event, args.full);
             let line = if args.json {
                 if let Value::Object(o) = &mut view {
@@ -158,12 +205,24 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
             return Ok(exit::OK); // stdout closed (e.g. piped into head)
         }
         if !args.follow {
-            return Ok(exit::OK);
+            if page.is_empty() || args.limit.is_some() {
+                break;
+            }
+            continue; // a page of notes only: read on
         }
-        if page.is_empty() {
-            std::thread::sleep(Duration::from_millis(args.poll_ms.max(10)));
+        if printed == 0 && page.is_empty() {
+            // A sink that waits for new events (postgres) has waited already.
+            std::thread::sleep(poll.saturating_sub(asked.elapsed()));
         }
     }
+    if damage.rows.is_empty() {
+        return Ok(exit::OK);
+    }
+    eprintln!(
+        "zu: {} unreadable row(s) skipped; every other event was shown",
+        damage.rows.len()
+    );
+    Ok(exit::DAMAGED)
 }
 
 /// One table line; the payload is cut at 100 characters unless `full`.

@@ -338,7 +338,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .ok_or_else(|| Failure::failed(loaded.missing(Kind::Providers, &plan.provider, "")))?;
     let bus = match &plan.sink {
         None => EventBus::new(),
-        Some(name) => EventBus::with_sink(
+        Some(name) => EventBus::with_sink_batched(
             registry
                 .sink(name)
                 .ok_or_else(|| Failure::failed(loaded.missing(Kind::Sinks, name, "")))?,

@@ -61,6 +61,9 @@ pub enum BusError {
 enum Canonical {
     Memory(Arc<MemorySink>),
     Sink(Arc<dyn EventSink>),
+    /// A sink written in batches: events wait in `pending` until the next
+    /// [`EventBus::flush`] (before each side effect, each read, the close).
+    Batched(Arc<dyn EventSink>, Mutex<Vec<Arc<Event>>>),
 }
 
 struct Destination {
@@ -98,9 +101,20 @@ impl EventBus {
         EventBus::over(Canonical::Memory(sink))
     }
 
-    /// A bus whose canonical store is `sink` (e.g. a durable sink plugin).
+    /// A bus whose canonical store is `sink` (e.g. a durable sink plugin):
+    /// each publish is stored before it returns.
     pub fn with_sink(sink: Arc<dyn EventSink>) -> Self {
         EventBus::over(Canonical::Sink(sink))
+    }
+
+    /// A bus over `sink` that stores events in batches: a publish waits in
+    /// memory until [`EventBus::flush`], which stores everything waiting as
+    /// one `append_batch` (one transaction, one sync) and only then fans it
+    /// out. The loop flushes before every plugin call and reads flush first,
+    /// so the log is durable before the next side effect without one sync
+    /// per event.
+    pub fn with_sink_batched(sink: Arc<dyn EventSink>) -> Self {
+        EventBus::over(Canonical::Batched(sink, Mutex::new(Vec::new())))
     }
 
     fn over(canonical: Canonical) -> Self {
@@ -160,7 +174,41 @@ impl EventBus {
                     error,
                 })?;
             }
+            Canonical::Batched(_, pending) => {
+                pending.lock().unwrap_or_else(|p| p.into_inner()).push(event.clone());
+                return Ok(()); // fanned out when it is stored
+            }
         }
+        self.fan_out(event);
+        Ok(())
+    }
+
+    /// Stores every event a batched bus holds (one `append_batch`), then
+    /// fans them out. A no-op for other buses. On a failure the events stay
+    /// waiting and the error reaches the caller, who makes no side effect.
+    pub fn flush(&self) -> Result<(), BusError> {
+        let Canonical::Batched(sink, pending) = &self.canonical else {
+            return Ok(());
+        };
+        let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<Event> = pending.iter().map(|e| Event::clone(e)).collect();
+        let stored = catch_unwind(AssertUnwindSafe(|| sink.append_batch(&events)))
+            .unwrap_or_else(|p| Err(PluginError::Panicked(panic_message(&*p))));
+        stored.map_err(|error| BusError::Canonical {
+            event_id: events[0].event_id(),
+            event_type: events[0].event_type().to_owned(),
+            error,
+        })?;
+        for event in pending.drain(..) {
+            self.fan_out(&event);
+        }
+        Ok(())
+    }
+
+    fn fan_out(&self, event: &Arc<Event>) {
         for s in &self.subscribers {
             let r = catch_unwind(AssertUnwindSafe(|| s.on_event(event))).unwrap_or_else(|p| Err(panic_message(&*p)));
             if let Err(error) = r {
@@ -174,7 +222,6 @@ impl EventBus {
                 self.record(&d.name, event, error.to_string());
             }
         }
-        Ok(())
     }
 
     fn record(&self, subscriber: &str, event: &Event, error: String) {
@@ -211,9 +258,10 @@ impl EventBus {
         limit: Option<u64>,
         after_seq: u64,
     ) -> Result<Vec<LoggedEvent>, BusError> {
+        self.flush()?;
         match &self.canonical {
             Canonical::Memory(m) => Ok(m.query_shared(filter, limit, after_seq)),
-            Canonical::Sink(s) => s
+            Canonical::Sink(s) | Canonical::Batched(s, _) => s
                 .query(filter, limit, after_seq)
                 .map(|v| {
                     v.into_iter()
@@ -229,9 +277,10 @@ impl EventBus {
 
     /// How many events of the canonical log match `filter`.
     pub fn count(&self, filter: &EventFilter) -> Result<u64, BusError> {
+        self.flush()?;
         match &self.canonical {
             Canonical::Memory(m) => Ok(m.count_matching(filter)),
-            Canonical::Sink(s) => s.count(filter).map_err(BusError::Read),
+            Canonical::Sink(s) | Canonical::Batched(s, _) => s.count(filter).map_err(BusError::Read),
         }
     }
 
@@ -254,9 +303,12 @@ impl EventBus {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        if let Err(error) = self.flush() {
+            tracing::error!(%error, "events waiting for a batch could not be stored at close");
+        }
         let canonical: Option<(&str, &Arc<dyn EventSink>)> = match &self.canonical {
             Canonical::Memory(_) => None,
-            Canonical::Sink(s) => Some(("canonical", s)),
+            Canonical::Sink(s) | Canonical::Batched(s, _) => Some(("canonical", s)),
         };
         for (name, sink) in canonical
             .into_iter()

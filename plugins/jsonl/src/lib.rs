@@ -1,23 +1,33 @@
-//! The `jsonl` event sink: one JSON event per line, appended and flushed in a
-//! single write. Human-readable and what log shippers tail. Reads treat the
-//! 1-based line number as the sequence, tolerate a torn last line left by a
-//! crash (skipped, with a line on stderr), and lose nothing before it.
+//! The `jsonl` event sink: one JSON event per line. Human-readable and what
+//! log shippers tail. Any number of processes may append to one file at
+//! once: each append is one write under a lock every writer takes. Reads
+//! number every non-blank line (the 1-based sequence), skip lines that are
+//! not events, and never read a line still being written.
 //!
-//! Config: `{"path": "zu-trace.jsonl", "read_only": false}`. Payloads are
-//! stored as plaintext; use the `sqlite` sink for encryption at rest.
-//! Read-only (what `zu events` asks for) never creates a file or directory.
+//! Config: `{"path": "zu-trace.jsonl", "durability": "process" | "power",
+//! "read_only": false}`. `process` (the default) survives a killed process;
+//! `power` also syncs each append to disk before it returns. Payloads are
+//! plaintext; use `sqlite` or `postgres` for encryption at rest. Read-only
+//! (what `zu events` asks for) never creates a file or directory, returns a
+//! `harness.log.damaged` note in place of each line it cannot read, and a
+//! `harness.log.restarted` note when the file was deleted, replaced or
+//! truncated since its last read.
 
 #![forbid(unsafe_code)]
 
+mod file;
+
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Deserialize;
 use uuid::Uuid;
+use zu_plugin_api::events::{damaged_row, log_restarted};
 use zu_plugin_api::prelude::*;
+
+use file::{fail, Line, Marks, Seen};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,22 +37,43 @@ struct Config {
     codec: Option<Value>,
     #[serde(default)]
     read_only: bool,
+    #[serde(default)]
+    durability: Durability,
+}
+
+/// What an append survives once it returns.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Durability {
+    /// The write is in the OS: a killed process loses nothing.
+    #[default]
+    Process,
+    /// Synced to disk: a power cut loses nothing.
+    Power,
 }
 
 struct Writer {
     file: File,
+    /// Ids this sink has seen in the file or written, for idempotent appends.
     seen: HashSet<Uuid>,
+}
+
+/// What a sink knows about the file between reads.
+#[derive(Default)]
+struct Reading {
+    seen: Option<Seen>,
+    marks: Marks,
+    /// Bad lines already reported on stderr (writers warn once per line).
+    warned: HashSet<u64>,
 }
 
 /// The JSONL sink.
 pub struct JsonlSink {
     path: Result<PathBuf, String>,
-    writer: Mutex<Option<Writer>>,
     read_only: bool,
-}
-
-fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> PluginError {
-    PluginError::failed(format!("jsonl sink {}: {what}: {e}", path.display()))
+    durability: Durability,
+    writer: Mutex<Option<Writer>>,
+    reading: Mutex<Reading>,
 }
 
 impl Plugin for JsonlSink {
@@ -58,8 +89,7 @@ impl Plugin for JsonlSink {
             let why = "the jsonl sink is not configured: give it a config with a path, e.g. --sink-config '{\"path\": \"zu.jsonl\"}'";
             return Ok(JsonlSink {
                 path: Err(why.into()),
-                writer: Mutex::new(None),
-                read_only: false,
+                ..JsonlSink::at(PathBuf::new())
             });
         }
         let config: Config =
@@ -69,7 +99,7 @@ impl Plugin for JsonlSink {
             Some(Value::String(s)) if s == "plaintext" => {}
             Some(other) => {
                 return Err(PluginError::invalid(format!(
-                    "the jsonl sink stores plaintext lines and cannot use codec {other}; use the sqlite sink for encryption at rest"
+                    "the jsonl sink stores plaintext lines and cannot use codec {other}; use the sqlite or postgres sink for encryption at rest"
                 )))
             }
         }
@@ -91,60 +121,22 @@ impl Plugin for JsonlSink {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| fail(&path, "cannot create its directory", e))?;
         }
-        Ok(JsonlSink::at(path))
-    }
-}
-
-/// One pass over the log: `(seq, event)` for each complete line.
-fn scan(path: &Path, mut each: impl FnMut(u64, Event) -> bool) -> Result<(), PluginError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(path, "cannot read", e)),
-    };
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    let mut seq = 0u64;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| fail(path, "cannot read", e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        let complete = line.last() == Some(&b'\n');
-        let text = String::from_utf8_lossy(&line);
-        if text.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Event>(text.trim()) {
-            Ok(event) => {
-                seq += 1;
-                if !each(seq, event) {
-                    return Ok(());
-                }
-            }
-            Err(_) if !complete => {
-                eprintln!(
-                    "zu jsonl sink: {}: skipping a torn last line ({} bytes, an append cut short); every line before it is intact",
-                    path.display(),
-                    line.len()
-                );
-                return Ok(());
-            }
-            Err(e) => return Err(fail(path, &format!("line {} is not a valid event", seq + 1), e)),
-        }
+        Ok(JsonlSink {
+            durability: config.durability,
+            ..JsonlSink::at(path)
+        })
     }
 }
 
 impl JsonlSink {
-    /// A sink writing to `path`.
+    /// A sink writing to `path` (durable against a killed process).
     pub fn at(path: PathBuf) -> Self {
         JsonlSink {
             path: Ok(path),
-            writer: Mutex::new(None),
             read_only: false,
+            durability: Durability::Process,
+            writer: Mutex::new(None),
+            reading: Mutex::new(Reading::default()),
         }
     }
 
@@ -152,87 +144,138 @@ impl JsonlSink {
         self.path.as_deref().map_err(|why| PluginError::failed(why.clone()))
     }
 
-    /// Opens the file for appending: drops a torn tail (an append that never
-    /// returned) so the next line starts clean, and loads the ids already
-    /// written so appends stay idempotent.
-    fn open_writer(path: &Path) -> Result<Writer, PluginError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| fail(path, "cannot open", e))?;
-        let len = file.metadata().map_err(|e| fail(path, "cannot stat", e))?.len();
-        if len > 0 {
-            let mut content = Vec::with_capacity(len as usize);
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| fail(path, "cannot read", e))?;
-            file.read_to_end(&mut content)
-                .map_err(|e| fail(path, "cannot read", e))?;
-            if content.last() != Some(&b'\n') {
-                let keep = content.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                eprintln!(
-                    "zu jsonl sink: {}: dropping a torn last line ({} bytes) before appending",
-                    path.display(),
-                    content.len() - keep
-                );
-                file.set_len(keep as u64)
-                    .map_err(|e| fail(path, "cannot truncate the torn line", e))?;
-            }
-        }
-        let mut seen = HashSet::new();
-        scan(path, |_, e| {
-            seen.insert(e.event_id());
-            true
-        })?;
-        Ok(Writer { file, seen })
-    }
-}
-
-impl EventSink for JsonlSink {
-    fn append(&self, event: &Event) -> Result<(), PluginError> {
+    /// Appends the events not yet in the log, as one write.
+    fn append_all(&self, events: &[&Event]) -> Result<(), PluginError> {
         let path = self.path()?;
         if self.read_only {
             return Err(fail(path, "cannot append", "the sink was opened read-only"));
         }
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(JsonlSink::open_writer(path)?);
+            let file = file::open_for_append(path)?;
+            let mut seen = HashSet::new();
+            self.read(0, |_, line| {
+                if let Line::Event(e) = line {
+                    seen.insert(e.event_id());
+                }
+                true
+            })?;
+            *guard = Some(Writer { file, seen });
         }
         let writer = guard.as_mut().expect("opened just above");
-        if writer.seen.contains(&event.event_id()) {
+        let mut lines = Vec::new();
+        let mut fresh: Vec<Uuid> = Vec::new();
+        for event in events {
+            if writer.seen.contains(&event.event_id()) || fresh.contains(&event.event_id()) {
+                continue;
+            }
+            serde_json::to_writer(&mut lines, event).map_err(|e| PluginError::failed(e.to_string()))?;
+            lines.push(b'\n');
+            fresh.push(event.event_id());
+        }
+        if lines.is_empty() {
             return Ok(());
         }
-        let mut line = serde_json::to_vec(event).map_err(|e| PluginError::failed(e.to_string()))?;
-        line.push(b'\n');
-        writer
-            .file
-            .write_all(&line)
-            .and_then(|_| writer.file.flush())
-            .map_err(|e| fail(path, "cannot append", e))?;
-        writer.seen.insert(event.event_id());
+        file::append(&mut writer.file, path, &lines, self.durability == Durability::Power)?;
+        writer.seen.extend(fresh);
         Ok(())
     }
 
-    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
-        let limit = limit.unwrap_or(u64::MAX);
+    /// Reads the log after `after_seq`. A reader that finds the file gone,
+    /// replaced or shorter than at its last read answers a restart note
+    /// (and reads nothing) once; otherwise `each` sees every complete line.
+    fn read(
+        &self,
+        after_seq: u64,
+        mut each: impl FnMut(u64, Line) -> bool,
+    ) -> Result<Option<StoredEvent>, PluginError> {
+        let path = self.path()?;
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let was = reading.seen.take();
+                reading.marks = Marks::default();
+                return Ok((self.read_only && was.is_some()).then(|| log_restarted("deleted")));
+            }
+            Err(e) => return Err(fail(path, "cannot read", e)),
+        };
+        let now = Seen::of(&file.metadata().map_err(|e| fail(path, "cannot stat", e))?);
+        let restart = match reading.seen {
+            Some(was) if !was.same_file(&now) => Some("replaced"),
+            Some(was) if now.len < was.len => Some("truncated"),
+            _ => None,
+        };
+        reading.seen = Some(now);
+        if let Some(what) = restart {
+            reading.marks = Marks::default();
+            if self.read_only {
+                return Ok(Some(log_restarted(what)));
+            }
+        }
+        file::scan(file, path, &mut reading.marks, after_seq, &mut each)?;
+        Ok(None)
+    }
+
+    /// The events (and, read-only, the notes about bad lines) after
+    /// `after_seq` that `keep` accepts, at most `limit`.
+    fn collect(
+        &self,
+        after_seq: u64,
+        limit: u64,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<StoredEvent>, PluginError> {
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
         }
-        scan(self.path()?, |seq, event| {
-            if seq > after_seq && filter.matches(&event) {
-                out.push(StoredEvent { seq, event });
+        let mut bad = Vec::new();
+        let restarted = self.read(after_seq, |seq, line| {
+            match line {
+                Line::Event(event) if keep(&event) => out.push(StoredEvent { seq, event }),
+                Line::Event(_) => {}
+                Line::Bad(reason) => {
+                    if self.read_only {
+                        out.push(damaged_row(seq, &format!("line {seq}"), &reason));
+                    }
+                    bad.push((seq, reason));
+                }
             }
             (out.len() as u64) < limit
         })?;
+        if let Some(note) = restarted {
+            return Ok(vec![note]);
+        }
+        if !self.read_only && !bad.is_empty() {
+            let path = self.path()?.display().to_string();
+            let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, reason) in bad {
+                if reading.warned.insert(seq) {
+                    eprintln!("zu jsonl sink: {path}: skipping {reason}");
+                }
+            }
+        }
         Ok(out)
+    }
+}
+
+impl EventSink for JsonlSink {
+    fn append(&self, event: &Event) -> Result<(), PluginError> {
+        self.append_all(&[event])
+    }
+
+    fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
+        self.append_all(&events.iter().collect::<Vec<_>>())
+    }
+
+    fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
+        self.collect(after_seq, limit.unwrap_or(u64::MAX), |e| filter.matches(e))
     }
 
     fn count(&self, filter: &EventFilter) -> Result<u64, PluginError> {
         let mut n = 0;
-        scan(self.path()?, |_, event| {
-            n += u64::from(filter.matches(&event));
+        self.read(0, |_, line| {
+            n += u64::from(matches!(line, Line::Event(e) if filter.matches(&e)));
             true
         })?;
         Ok(n)
@@ -250,6 +293,8 @@ zu_plugin_api::export_plugins! { sinks: [JsonlSink] }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn event(ty: &'static str) -> Event {
         let id = Uuid::new_v4();
@@ -279,16 +324,72 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_line_in_the_middle_is_an_error_naming_it() {
+    fn a_corrupt_middle_line_is_skipped_and_a_reader_is_told_where() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.jsonl");
         let sink = JsonlSink::at(path.clone());
-        sink.append(&event("harness.a")).unwrap();
+        let (a, b) = (event("harness.a"), event("harness.b"));
+        sink.append(&a).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"not json\n").unwrap();
+        sink.append(&b).unwrap();
         sink.close().unwrap();
-        let err = JsonlSink::at(path).count(&EventFilter::all()).unwrap_err();
-        assert!(err.to_string().contains("line 2 is not a valid event"), "{err}");
+        let writer_view = JsonlSink::at(path.clone()).query(&EventFilter::all(), None, 0).unwrap();
+        let seqs: Vec<(u64, Uuid)> = writer_view.iter().map(|s| (s.seq, s.event.event_id())).collect();
+        assert_eq!(
+            seqs,
+            [(1, a.event_id()), (3, b.event_id())],
+            "the bad line keeps its number"
+        );
+        let reader = JsonlSink::new(json!({"path": path, "read_only": true})).unwrap();
+        let all = reader.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].seq, 2);
+        assert_eq!(all[1].event.event_type(), zu_plugin_api::events::LOG_DAMAGED);
+        assert!(all[1].event.payload()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 is not a valid event"));
+        assert_eq!(
+            reader.query(&EventFilter::all(), None, 2).unwrap()[0].event,
+            b,
+            "after_seq skips past it"
+        );
+        assert_eq!(reader.count(&EventFilter::all()).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_reader_notices_a_replaced_or_truncated_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let writer = JsonlSink::at(path.clone());
+        for _ in 0..3 {
+            writer.append(&event("harness.a")).unwrap();
+        }
+        let reader = JsonlSink::new(json!({"path": path, "read_only": true})).unwrap();
+        assert_eq!(reader.query(&EventFilter::all(), None, 0).unwrap().len(), 3);
+        std::fs::remove_file(&path).unwrap();
+        let note = reader.query(&EventFilter::all(), None, 3).unwrap();
+        assert_eq!(note[0].event.payload()["what"], "deleted");
+        let fresh = JsonlSink::at(path.clone());
+        let first = event("harness.b");
+        fresh.append(&first).unwrap();
+        let again = reader.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(again[0].event, first, "the new file from its first event");
+        std::fs::write(&path, b"").unwrap();
+        let note = reader.query(&EventFilter::all(), None, 1).unwrap();
+        assert_eq!(note[0].event.payload()["what"], "truncated");
+        let other = dir.path().join("other.jsonl");
+        JsonlSink::at(other.clone()).append(&event("harness.c")).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let note = reader.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(note[0].event.payload()["what"], "replaced");
+        assert_eq!(
+            reader.query(&EventFilter::all(), None, 0).unwrap()[0]
+                .event
+                .event_type(),
+            "harness.c"
+        );
     }
 
     #[test]
@@ -297,7 +398,7 @@ mod tests {
         let err = JsonlSink::new(json!({"path": "x", "codec": {"kind": "aes-gcm"}}))
             .err()
             .unwrap();
-        assert!(err.to_string().contains("use the sqlite sink"), "{err}");
+        assert!(err.to_string().contains("use the sqlite or postgres sink"), "{err}");
         assert!(JsonlSink::new(Value::Null).unwrap().count(&EventFilter::all()).is_err());
     }
 }

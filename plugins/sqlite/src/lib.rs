@@ -1,40 +1,36 @@
-//! The `sqlite` event sink: the embedded durable store. WAL journal,
-//! `synchronous=FULL` (an append is durable when it returns), idempotent on
-//! `event_id`, an index per filter field, keyset-paged reads, and payloads
-//! through the codec (plaintext or AES-256-GCM bound to the row's columns).
+//! The `sqlite` event sink: the embedded durable store. WAL journal, any
+//! number of processes appending at once, idempotent on `event_id`, an
+//! index per filter field, keyset-paged reads, and payloads through the codec
+//! (plaintext or AES-256-GCM bound to the row's columns).
 //!
 //! Config: `{"path": "zu.db", "codec": null | "plaintext" | {"kind": "aes-gcm",
-//! "key_env": "ZU_EVENT_KEY"} | {"kind": "managed-aes-gcm"}, "busy_timeout_ms": 5000,
-//! "read_only": false}`. Read-only (what `zu events` asks for) never creates
-//! or changes a file, and reads a log on read-only media.
+//! "key_env": "ZU_EVENT_KEY"} | {"kind": "managed-aes-gcm"}, "durability":
+//! "power" | "process", "busy_timeout_ms": 5000, "read_only": false}`.
+//! `power` (the default) syncs each commit (an append survives a power cut
+//! once it returns); `process` does not (it survives a killed process). A
+//! database that is not a Zu log is refused unchanged. Read-only (what `zu
+//! events` asks for) never creates or changes a file, reads a log on
+//! read-only media, returns a `harness.log.damaged` note in place of each row
+//! it cannot read, and a `harness.log.restarted` note when the file was
+//! replaced since its last read.
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rusqlite::{params_from_iter, Connection};
 use serde::Deserialize;
 use zu_codec::{row_aad, Codecs};
+use zu_plugin_api::events::{damaged_row, log_restarted};
 use zu_plugin_api::prelude::*;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id   TEXT NOT NULL UNIQUE,
-    trace_id   TEXT NOT NULL,
-    task_id    TEXT NOT NULL,
-    parent_id  TEXT,
-    type       TEXT NOT NULL,
-    source     TEXT NOT NULL,
-    data       BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_events_trace  ON events(trace_id, seq);
-CREATE INDEX IF NOT EXISTS idx_events_task   ON events(task_id, seq);
-CREATE INDEX IF NOT EXISTS idx_events_parent ON events(parent_id, seq);
-CREATE INDEX IF NOT EXISTS idx_events_type   ON events(type, seq);
-CREATE INDEX IF NOT EXISTS idx_events_source ON events(source, seq);
-";
+use schema::fail;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +42,19 @@ struct Config {
     busy_timeout_ms: u64,
     #[serde(default)]
     read_only: bool,
+    #[serde(default)]
+    durability: Durability,
+}
+
+/// What an append survives once it returns.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Durability {
+    /// Each commit synced: a power cut loses nothing.
+    #[default]
+    Power,
+    /// WAL without a sync per commit: a killed process loses nothing.
+    Process,
 }
 
 fn default_busy_timeout() -> u64 {
@@ -56,6 +65,12 @@ struct Open {
     conn: Connection,
     codecs: Codecs,
     path: PathBuf,
+    read_only: bool,
+    busy_timeout: Duration,
+    /// The file a reader has open (device, inode), to notice a replacement.
+    file: Option<(u64, u64)>,
+    /// Rows already reported on stderr (writers warn once per row).
+    warned: HashSet<u64>,
 }
 
 /// The SQLite sink.
@@ -63,81 +78,44 @@ pub struct SqliteSink {
     state: Mutex<Result<Open, String>>,
 }
 
-fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> PluginError {
-    PluginError::failed(format!("sqlite sink {}: {what}: {e}", path.display()))
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl SqliteSink {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if new) the log at `path`; each commit is synced.
     pub fn open(path: &Path, codecs: Codecs, busy_timeout_ms: u64) -> Result<Self, PluginError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| fail(path, "cannot create its directory", e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| fail(path, "cannot open", e))?;
-        let setup = || -> rusqlite::Result<()> {
-            conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)
-        };
-        setup().map_err(|e| fail(path, "not a usable Zu event database", e))?;
-        Ok(SqliteSink {
-            state: Mutex::new(Ok(Open {
-                conn,
-                codecs,
-                path: path.to_owned(),
-            })),
-        })
+        Self::opened(path, codecs, busy_timeout_ms, false, true)
     }
 
-    /// Opens the existing log at `path` for reading only: nothing is
-    /// created or changed, and a log on read-only media (where SQLite cannot
-    /// create its WAL index) is opened as immutable.
+    /// Opens the existing log at `path` for reading only.
     pub fn open_read_only(path: &Path, codecs: Codecs, busy_timeout_ms: u64) -> Result<Self, PluginError> {
-        use rusqlite::OpenFlags;
-        if !path.is_file() {
-            return Err(PluginError::invalid(format!(
-                "no event log at {} (a reader never creates one; check the path)",
-                path.display()
-            )));
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let has_events = |conn: &Connection| -> rusqlite::Result<bool> {
-            conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-            conn.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)
+        Self::opened(path, codecs, busy_timeout_ms, true, false)
+    }
+
+    fn opened(path: &Path, codecs: Codecs, busy_ms: u64, read_only: bool, sync: bool) -> Result<Self, PluginError> {
+        let busy_timeout = Duration::from_millis(busy_ms);
+        let conn = if read_only {
+            schema::open_for_reading(path, busy_timeout)?
+        } else {
+            schema::open_for_writing(path, busy_timeout, sync)?
         };
-        let open_with = |uri: String| -> rusqlite::Result<(Connection, bool)> {
-            let conn = Connection::open_with_flags(uri, flags)?;
-            let ok = has_events(&conn)?;
-            Ok((conn, ok))
-        };
-        let plain = format!("file:{}", uri_path(path));
-        let (conn, is_log) = open_with(plain.clone())
-            .or_else(|_| open_with(format!("{plain}?immutable=1")))
-            .map_err(|e| fail(path, "cannot open for reading", e))?;
-        if !is_log {
-            return Err(PluginError::invalid(format!(
-                "{} is not a Zu event log (it has no events table)",
-                path.display()
-            )));
-        }
         Ok(SqliteSink {
             state: Mutex::new(Ok(Open {
                 conn,
                 codecs,
                 path: path.to_owned(),
+                read_only,
+                busy_timeout,
+                file: identity(path),
+                warned: HashSet::new(),
             })),
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Open) -> Result<T, PluginError>) -> Result<T, PluginError> {
-        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*guard {
+    fn with<T>(&self, f: impl FnOnce(&mut Open) -> Result<T, PluginError>) -> Result<T, PluginError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *guard {
             Ok(open) => f(open),
             Err(why) => Err(PluginError::failed(why.clone())),
         }
@@ -165,28 +143,9 @@ impl Plugin for SqliteSink {
             PluginError::invalid("sqlite sink config has no \"path\" (the database file, e.g. {\"path\": \"zu.db\"})")
         })?;
         let codecs = Codecs::from_config(config.codec.as_ref()).map_err(|e| PluginError::invalid(e.to_string()))?;
-        if config.read_only {
-            SqliteSink::open_read_only(&path, codecs, config.busy_timeout_ms)
-        } else {
-            SqliteSink::open(&path, codecs, config.busy_timeout_ms)
-        }
+        let sync = config.durability == Durability::Power;
+        Self::opened(&path, codecs, config.busy_timeout_ms, config.read_only, sync)
     }
-}
-
-/// A path as the path part of an SQLite `file:` URI (`?`, `#` and `%`
-/// escaped, so a file name is never read as URI parameters).
-fn uri_path(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '?' => out.push_str("%3f"),
-            '#' => out.push_str("%23"),
-            '%' => out.push_str("%25"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn where_clause(filter: &EventFilter) -> (String, Vec<String>) {
@@ -206,24 +165,25 @@ fn where_clause(filter: &EventFilter) -> (String, Vec<String>) {
     (sql, params)
 }
 
-fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> Result<StoredEvent, PluginError> {
-    let get = |i: usize| row.get::<_, String>(i).map_err(|e| fail(&open.path, "bad row", e));
-    let seq: i64 = row.get(0).map_err(|e| fail(&open.path, "bad row", e))?;
-    let (event_id, trace_id, task_id, ty, source) = (get(1)?, get(2)?, get(3)?, get(4)?, get(5)?);
-    let blob: Vec<u8> = row.get(6).map_err(|e| fail(&open.path, "bad row", e))?;
+/// A row as an event, or why it is not one.
+fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, (u64, String)>> {
+    let seq: i64 = row.get(0)?;
+    let seq = seq as u64;
+    let text = |i: usize| row.get::<_, String>(i);
+    let (event_id, trace_id, task_id, ty, source) = (text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
+    let blob: Vec<u8> = row.get(6)?;
     let aad = row_aad(&event_id, &trace_id, &task_id, &ty, &source);
-    let text = open
+    let decoded = open
         .codecs
         .decode(&blob, &aad)
-        .map_err(|e| fail(&open.path, &format!("event {event_id} (seq {seq})"), e))?;
-    let event: Event = serde_json::from_str(&text).map_err(|e| {
-        fail(
-            &open.path,
-            &format!("event {event_id} (seq {seq}) is not a valid event"),
-            e,
-        )
-    })?;
-    Ok(StoredEvent { seq: seq as u64, event })
+        .map_err(|e| format!("event {event_id} (seq {seq}): {e}"))
+        .and_then(|text| {
+            serde_json::from_str::<Event>(&text)
+                .map_err(|e| format!("event {event_id} (seq {seq}) is not a valid event: {e}"))
+        });
+    Ok(decoded
+        .map(|event| StoredEvent { seq, event })
+        .map_err(|why| (seq, why)))
 }
 
 /// Inserts one event (idempotently) on `open`'s connection.
@@ -256,6 +216,26 @@ fn insert(open: &Open, event: &Event) -> Result<(), PluginError> {
     Ok(())
 }
 
+impl Open {
+    /// A reader whose file was replaced (or deleted) since its last read
+    /// reopens the one now at the path and says so once.
+    fn restarted(&mut self) -> Result<Option<StoredEvent>, PluginError> {
+        if !self.read_only {
+            return Ok(None);
+        }
+        let now = identity(&self.path);
+        if now == self.file {
+            return Ok(None);
+        }
+        self.file = now;
+        if now.is_none() {
+            return Ok(Some(log_restarted("deleted")));
+        }
+        self.conn = schema::open_for_reading(&self.path, self.busy_timeout)?;
+        Ok(Some(log_restarted("replaced")))
+    }
+}
+
 impl EventSink for SqliteSink {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
         self.with(|open| insert(open, event))
@@ -276,22 +256,50 @@ impl EventSink for SqliteSink {
 
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         self.with(|open| {
+            if let Some(note) = open.restarted()? {
+                return Ok(vec![note]);
+            }
+            if open.file.is_none() && open.read_only {
+                return Ok(Vec::new()); // deleted, and nothing at the path yet
+            }
             let (clause, params) = where_clause(filter);
             let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
             let sql = format!(
                 "SELECT seq, event_id, trace_id, task_id, type, source, data FROM events \
                  WHERE seq > {after_seq}{clause} ORDER BY seq LIMIT {limit}"
             );
-            let mut st = open
-                .conn
-                .prepare_cached(&sql)
-                .map_err(|e| fail(&open.path, "cannot query", e))?;
-            let mut rows = st
-                .query(params_from_iter(params.iter()))
-                .map_err(|e| fail(&open.path, "cannot query", e))?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| fail(&open.path, "cannot read", e))? {
-                out.push(row_to_event(open, row)?);
+            let mut bad = Vec::new();
+            {
+                let mut st = open
+                    .conn
+                    .prepare_cached(&sql)
+                    .map_err(|e| fail(&open.path, "cannot query", e))?;
+                let mut rows = st
+                    .query(params_from_iter(params.iter()))
+                    .map_err(|e| fail(&open.path, "cannot query", e))?;
+                while let Some(row) = rows.next().map_err(|e| fail(&open.path, "cannot read", e))? {
+                    let item = row_to_event(open, row).unwrap_or_else(|e| {
+                        let seq = row.get::<_, i64>(0).unwrap_or(0) as u64;
+                        Err((seq, format!("an unreadable row (seq {seq}): {e}")))
+                    });
+                    match item {
+                        Ok(e) => out.push(e),
+                        Err((seq, why)) => {
+                            if open.read_only {
+                                out.push(damaged_row(seq, &format!("row seq {seq}"), &why));
+                            }
+                            bad.push((seq, why));
+                        }
+                    }
+                }
+            }
+            if !open.read_only {
+                for (seq, why) in bad {
+                    if open.warned.insert(seq) {
+                        eprintln!("zu sqlite sink: {}: skipping {why}", open.path.display());
+                    }
+                }
             }
             Ok(out)
         })
@@ -358,7 +366,10 @@ mod tests {
         let enc = SqliteSink::open(&path, aes(1), 1000).unwrap();
         enc.append(&b).unwrap();
         let all = enc.query(&EventFilter::all(), None, 0).unwrap();
-        assert_eq!(all.iter().map(|s| s.event.clone()).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(
+            all.iter().map(|s| s.event.clone()).collect::<Vec<_>>(),
+            vec![a.clone(), b]
+        );
         enc.close().unwrap();
         let raw = std::fs::read(&path).unwrap();
         assert_eq!(
@@ -367,14 +378,12 @@ mod tests {
             "only the plaintext row shows the secret"
         );
         // A reader without the key reads the plaintext row and says why it cannot read the other.
-        let err = SqliteSink::open(&path, Codecs::plaintext(), 1000)
-            .unwrap()
-            .query(&EventFilter::all(), None, 0)
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("no codec configured for payload version 1"),
-            "{err}"
-        );
+        let reader = SqliteSink::open_read_only(&path, Codecs::plaintext(), 1000).unwrap();
+        let seen = reader.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(seen[0].event, a);
+        assert_eq!(seen[1].event.event_type(), zu_plugin_api::events::LOG_DAMAGED);
+        let why = seen[1].event.payload()["reason"].as_str().unwrap().to_owned();
+        assert!(why.contains("no codec configured for payload version 1"), "{why}");
     }
 
     #[test]
@@ -386,9 +395,17 @@ mod tests {
         sink.append(&event("harness.b")).unwrap();
         assert_eq!(sink.count(&EventFilter::all()).unwrap(), 2);
         sink.close().unwrap();
-        let wrong = SqliteSink::open(&path, aes(2), 1000).unwrap();
-        let err = wrong.query(&EventFilter::all(), Some(1), 0).unwrap_err();
-        assert!(err.to_string().contains("cannot decrypt payload"), "{err}");
+        let wrong = SqliteSink::open_read_only(&path, aes(2), 1000).unwrap();
+        let note = &wrong.query(&EventFilter::all(), Some(1), 0).unwrap()[0];
+        assert!(note.event.payload()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decrypt payload"));
+        assert!(wrong
+            .query(&EventFilter::all(), None, 0)
+            .unwrap()
+            .iter()
+            .all(|n| n.event.event_type() == zu_plugin_api::events::LOG_DAMAGED));
         wrong.close().unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute(
@@ -403,10 +420,15 @@ mod tests {
             1,
             "row 1 is intact"
         );
-        let err = sink.query(&EventFilter::all(), None, 1).unwrap_err();
         assert!(
-            err.to_string().contains("(seq 2)") && err.to_string().contains("moved"),
-            "{err}"
+            sink.query(&EventFilter::all(), None, 1).unwrap().is_empty(),
+            "the moved row is skipped"
+        );
+        let reader = SqliteSink::open_read_only(&path, aes(1), 1000).unwrap();
+        let why = reader.query(&EventFilter::all(), None, 1).unwrap()[0].event.payload()["reason"].clone();
+        assert!(
+            why.as_str().unwrap().contains("(seq 2)") && why.as_str().unwrap().contains("moved"),
+            "{why}"
         );
     }
 
@@ -418,6 +440,7 @@ mod tests {
         let err = SqliteSink::new(json!({"path": path})).err().unwrap();
         assert!(err.to_string().contains("not a usable Zu event database"), "{err}");
         assert!(err.to_string().contains("corrupt.db"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192], "left unchanged");
         let err = SqliteSink::new(json!({"codec": null})).err().unwrap();
         assert!(
             matches!(err, PluginError::InvalidInput(ref m) if m.contains("no \"path\"")),
@@ -426,6 +449,56 @@ mod tests {
         let unconfigured = SqliteSink::new(Value::Null).unwrap();
         let err = unconfigured.count(&EventFilter::all()).unwrap_err();
         assert!(err.to_string().contains("not configured"), "{err}");
+    }
+
+    #[test]
+    fn another_programs_database_is_refused_unchanged_and_an_empty_one_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'ana');",
+        )
+        .unwrap();
+        drop(conn);
+        let before = std::fs::read(&path).unwrap();
+        let err = SqliteSink::new(json!({"path": path})).err().unwrap();
+        assert!(
+            err.to_string().contains("not a Zu event log") && err.to_string().contains("users"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not a byte changed");
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete", "no journal-mode switch");
+        drop(conn);
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let sink = SqliteSink::new(json!({"path": empty})).unwrap();
+        sink.append(&event("harness.a")).unwrap();
+        let conn = Connection::open(&empty).unwrap();
+        let id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+        assert_eq!(id, schema::APPLICATION_ID);
+    }
+
+    #[test]
+    fn concurrent_first_opens_of_a_new_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let sink = SqliteSink::new(json!({"path": path})).map_err(|e| e.to_string())?;
+                    sink.append(&event("harness.a")).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let sink = SqliteSink::open_read_only(&path, Codecs::plaintext(), 1000).unwrap();
+        assert_eq!(sink.count(&EventFilter::all()).unwrap(), 12);
     }
 
     #[test]

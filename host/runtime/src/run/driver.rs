@@ -75,7 +75,15 @@ fn drive(shared: &Shared, takeover: bool) {
             }
             break;
         }
-        let step = match st.phase.clone() {
+        let phase = st.phase.clone();
+        if matches!(phase, Phase::Provider { .. } | Phase::ToolCall(..)) {
+            // The log is durable before the next side effect, or there is none.
+            if let Err(e) = st.record.bus.flush() {
+                st.outcome = Some(Err(e.into()));
+                break;
+            }
+        }
+        let step = match phase {
             Phase::Start => st.start_run(),
             Phase::StepTop => st.step_top(),
             Phase::Provider { turn, provider } => {
@@ -157,9 +165,16 @@ pub(super) fn run_to_end(state: Loop, span: tracing::Span, cancel: Option<Arc<Ca
     if st.outcome.is_none() {
         st.taken_over = true;
         st.cancelled = cancelled;
+    } else {
+        let outcome = st.outcome.take().expect("checked just above");
+        drop(st);
+        bus.flush()?;
+        return outcome;
     }
     drop(st);
     drive(&shared, true);
     let mut st = lock(&shared);
-    st.outcome.take().expect("a run taken over is driven to its end")
+    let outcome = st.outcome.take().expect("a run taken over is driven to its end");
+    bus.flush()?;
+    outcome
 }

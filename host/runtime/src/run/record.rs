@@ -120,5 +120,6 @@ pub(super) fn abandoned_terminal(
     )
     .expect("a namespaced type and an object payload");
     bus.publish(event)?;
+    bus.flush()?;
     Ok(terminal_result(reason))
 }
