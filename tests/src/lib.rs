@@ -3,6 +3,8 @@
 //! `panic = "abort"` fixture never leaks its settings into the main build),
 //! once per test process, and lays them out in temporary plugin directories.
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -121,6 +123,8 @@ pub fn artifacts() -> &'static Artifacts {
             "zu-plugin-validators",
             "-p",
             "zu-plugin-noop",
+            "-p",
+            "zu-plugin-postgres",
         ]);
         let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
         let fixtures = fixtures.to_str().expect("a UTF-8 path");

@@ -57,7 +57,8 @@ pub struct EventsArgs {
     /// Keep running and print new events as they are appended.
     #[arg(long)]
     follow: bool,
-    /// With --follow, how often to poll the sink, in milliseconds.
+    /// With --follow, how often to look for new events, in milliseconds (a
+    /// postgres log wakes the reader as soon as an event is appended).
     #[arg(long, value_name = "MS", default_value_t = 250)]
     poll_ms: u64,
     #[command(flatten)]
@@ -76,6 +77,11 @@ pub fn run(args: EventsArgs) -> Result<u8, Failure> {
     };
     if let Value::Object(o) = &mut config {
         o.insert("read_only".into(), true.into());
+        if args.follow {
+            // A sink that can wait for news (postgres: LISTEN) waits this long
+            // instead of the reader sleeping.
+            o.insert("wait_ms".into(), args.poll_ms.max(10).into());
+        }
     }
     let configs = if config.is_null() {
         Vec::new()

@@ -98,25 +98,42 @@ pub fn open_for_append(path: &Path) -> Result<File, PluginError> {
         .map_err(|e| fail(path, "cannot open", e))
 }
 
-/// A file's identity and length, to notice a replaced or truncated log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A file's identity, length and first bytes, to notice a replaced or
+/// truncated log (also one truncated and written again before a read).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     dev: u64,
     ino: u64,
-    pub len: u64,
+    len: u64,
+    head: Vec<u8>,
 }
 
+/// How many leading bytes identify a log's content (its first event's id).
+const HEAD: usize = 64;
+
 impl Seen {
-    pub fn of(meta: &std::fs::Metadata) -> Seen {
-        Seen {
+    pub fn of(file: &File, path: &Path) -> Result<Seen, PluginError> {
+        let meta = file.metadata().map_err(|e| fail(path, "cannot stat", e))?;
+        let mut head = Vec::with_capacity(HEAD);
+        file.take(HEAD as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| fail(path, "cannot read", e))?;
+        Ok(Seen {
             dev: meta.dev(),
             ino: meta.ino(),
             len: meta.len(),
-        }
+            head,
+        })
     }
 
-    pub fn same_file(&self, other: &Seen) -> bool {
-        self.dev == other.dev && self.ino == other.ino
+    /// What happened to the log since `self` was seen, if it is not the
+    /// same file grown: "replaced" or "truncated".
+    pub fn change(&self, now: &Seen) -> Option<&'static str> {
+        if (self.dev, self.ino) != (now.dev, now.ino) {
+            return Some("replaced");
+        }
+        let same_start = now.head.starts_with(&self.head) || self.head.starts_with(&now.head);
+        (now.len < self.len || !same_start).then_some("truncated")
     }
 }
 

@@ -39,6 +39,10 @@ struct Config {
     read_only: bool,
     #[serde(default)]
     durability: Durability,
+    /// How long a follower's read may wait for news; this sink answers at
+    /// once and lets the reader poll.
+    #[serde(default, rename = "wait_ms")]
+    _wait_ms: u64,
 }
 
 /// What an append survives once it returns.
@@ -200,12 +204,8 @@ impl JsonlSink {
             }
             Err(e) => return Err(fail(path, "cannot read", e)),
         };
-        let now = Seen::of(&file.metadata().map_err(|e| fail(path, "cannot stat", e))?);
-        let restart = match reading.seen {
-            Some(was) if !was.same_file(&now) => Some("replaced"),
-            Some(was) if now.len < was.len => Some("truncated"),
-            _ => None,
-        };
+        let now = Seen::of(&file, path)?;
+        let restart = reading.seen.as_ref().and_then(|was| was.change(&now));
         reading.seen = Some(now);
         if let Some(what) = restart {
             reading.marks = Marks::default();

@@ -44,6 +44,10 @@ struct Config {
     read_only: bool,
     #[serde(default)]
     durability: Durability,
+    /// How long a follower's read may wait for news; this sink answers at
+    /// once and lets the reader poll.
+    #[serde(default, rename = "wait_ms")]
+    _wait_ms: u64,
 }
 
 /// What an append survives once it returns.

@@ -7,6 +7,7 @@ mod cli;
 mod containment;
 mod embed;
 mod loading;
+mod logs;
 mod newcomer;
 mod run;
 mod scenarios;

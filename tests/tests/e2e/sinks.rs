@@ -17,7 +17,7 @@ use zu_runtime::{EventBus, MemorySink, Registry};
 use zu_tests::{artifacts, plugin_dir};
 
 /// A sink plugin loaded from its library with `config`, and the directory holding it.
-fn plugin_sink(lib: &str, name: &str, config: serde_json::Value) -> (Arc<dyn EventSink>, tempfile::TempDir) {
+pub(crate) fn plugin_sink(lib: &str, name: &str, config: serde_json::Value) -> (Arc<dyn EventSink>, tempfile::TempDir) {
     let dir = plugin_dir(&[artifacts().lib(lib)]);
     let mut reg = Registry::new();
     let mut loader = Loader::new();
@@ -27,11 +27,11 @@ fn plugin_sink(lib: &str, name: &str, config: serde_json::Value) -> (Arc<dyn Eve
     (sink, dir)
 }
 
-fn sqlite(path: &std::path::Path) -> (Arc<dyn EventSink>, tempfile::TempDir) {
+pub(crate) fn sqlite(path: &std::path::Path) -> (Arc<dyn EventSink>, tempfile::TempDir) {
     plugin_sink("zu_plugin_sqlite", "sqlite", json!({"path": path}))
 }
 
-fn jsonl(path: &std::path::Path) -> (Arc<dyn EventSink>, tempfile::TempDir) {
+pub(crate) fn jsonl(path: &std::path::Path) -> (Arc<dyn EventSink>, tempfile::TempDir) {
     plugin_sink("zu_plugin_jsonl", "jsonl", json!({"path": path}))
 }
 
@@ -43,7 +43,7 @@ const TYPES: [&str; 4] = [
 ];
 
 /// Twenty events over two traces, cycling four types, every third a root.
-fn sample() -> Vec<Event> {
+pub(crate) fn sample() -> Vec<Event> {
     let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
     let parent = Uuid::new_v4();
     (0..20)
@@ -64,12 +64,12 @@ fn sample() -> Vec<Event> {
         .collect()
 }
 
-fn ids(v: &[StoredEvent]) -> Vec<u64> {
+pub(crate) fn ids(v: &[StoredEvent]) -> Vec<u64> {
     v.iter().map(|s| s.seq).collect()
 }
 
 /// The contract every sink keeps.
-fn contract(sink: Arc<dyn EventSink>) {
+pub(crate) fn contract(sink: Arc<dyn EventSink>) {
     let events = sample();
     for e in &events {
         sink.append(e).unwrap();
@@ -211,7 +211,12 @@ fn bad_sink_configs_and_a_corrupt_database_are_clear_load_errors() {
 
 /// Runs the writer child until it has reported `at_least` appends, kills it
 /// with SIGKILL, and returns what it reported as durable.
-fn kill_writer_mid_stream(lib: &str, name: &str, config: serde_json::Value, at_least: usize) -> Vec<(u64, Uuid)> {
+pub(crate) fn kill_writer_mid_stream(
+    lib: &str,
+    name: &str,
+    config: serde_json::Value,
+    at_least: usize,
+) -> Vec<(u64, Uuid)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sink_writer"))
         .arg(artifacts().lib(lib))
         .args([name, &config.to_string()])
@@ -236,7 +241,7 @@ fn kill_writer_mid_stream(lib: &str, name: &str, config: serde_json::Value, at_l
     reported
 }
 
-fn assert_durable(sink: &dyn EventSink, reported: &[(u64, Uuid)]) {
+pub(crate) fn assert_durable(sink: &dyn EventSink, reported: &[(u64, Uuid)]) {
     let stored = sink.query(&EventFilter::all(), None, 0).unwrap();
     let event_ids: Vec<Uuid> = stored.iter().map(|s| s.event.event_id()).collect();
     assert_eq!(
@@ -286,7 +291,7 @@ fn jsonl_appends_that_returned_survive_a_sigkill_and_a_torn_final_line() {
     assert_durable(&*sink, &reported);
 }
 
-fn zu_events(args: &[&str]) -> std::process::Output {
+pub(crate) fn zu_events(args: &[&str]) -> std::process::Output {
     Command::new(&artifacts().zu)
         .arg("events")
         .args(args)
