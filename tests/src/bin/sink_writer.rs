@@ -86,7 +86,7 @@ fn main() {
         let batch: Vec<Event> = (n..o.count.min(n + o.batch as u64))
             .map(|n| {
                 let pad = match o.big {
-                    Some(big) if n % 2 == 0 => big,
+                    Some(big) if n.is_multiple_of(2) => big,
                     _ => o.pad,
                 };
                 let payload = json!({"n": n, "writer": writer, "pad": "x".repeat(pad)});

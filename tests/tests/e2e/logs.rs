@@ -101,7 +101,7 @@ pub(crate) fn assert_each_once(sink: &dyn EventSink, reports: &[Report], pad: im
 const MB: usize = 1_000_000;
 
 fn big_even(n: u64) -> usize {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         MB
     } else {
         200
