@@ -9,6 +9,7 @@ mod embed;
 mod loading;
 mod logs;
 mod newcomer;
+mod postgres;
 mod run;
 mod scenarios;
 mod scenarios_isolated;
