@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what the tests need when it is
+# missing (a C compiler for the fixture libraries, the PostgreSQL server the
+# postgres tests start a throwaway instance of), then `cargo test --workspace`.
+# Set ZU_TEST_POSTGRES_URL to use a running server instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ -z "${ZU_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && ! command -v initdb >/dev/null; then
+    missing+=(postgresql)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/test.sh: installing ${missing[*]} (needed by the tests)" >&2
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if command -v apt-get >/dev/null; then
+        $sudo apt-get update -qq
+        # A package's service is not started: the tests run their own server.
+        DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    elif command -v dnf >/dev/null; then
+        $sudo dnf install -y "${missing[@]/postgresql/postgresql-server}"
+    else
+        echo "scripts/test.sh: install ${missing[*]} with your package manager, then run this again" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --workspace "$@"
