@@ -1,7 +1,7 @@
 //! Figures through the real plugin boundary, most with no twin in the
 //! reference: the loop with its plugins loaded from `.so` files, one tool call
-//! across the boundary, scanning and loading 100 libraries, durable SQLite
-//! appends, and a detector checkpoint at 10 and 100,000 logged events.
+//! across the boundary, scanning and loading 100 libraries, and a detector
+//! checkpoint at 10 and 100,000 logged events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,14 +9,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use zu_loader::Loader;
 use zu_plugin_api::contracts::{Event, JsonObject, TaskSpec};
-use zu_plugin_api::filter::EventFilter;
-use zu_plugin_api::ports::{EventSink, ModelProvider};
+use zu_plugin_api::ports::ModelProvider;
 use zu_plugin_api::version::Kind;
 use zu_runtime::{EventBus, Registry, RunView};
 
 use crate::harness::{check, measure, measure_repeated, BenchError};
 use crate::runs::{loop_registry, stats, LoopPlugins};
-use crate::workloads::make_event;
 
 /// A view of an idle run, for calling plugins outside the loop.
 pub fn idle_view() -> RunView {
@@ -30,12 +28,17 @@ pub fn library_dir() -> Result<PathBuf, BenchError> {
         .parent()
         .ok_or_else(|| BenchError("no directory for the bench binary".into()))?
         .to_owned();
-    for lib in ["zu_plugin_noop", "zu_plugin_sqlite"] {
+    for lib in [
+        "zu_plugin_noop",
+        "zu_plugin_sqlite",
+        "zu_plugin_jsonl",
+        "zu_plugin_postgres",
+    ] {
         let path = dir.join(lib_file(lib));
         check(
             path.exists(),
             format!(
-                "{} is missing: build the plugins first: cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite",
+                "{} is missing: build the plugins first: cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres",
                 path.display()
             ),
         )?;
@@ -48,7 +51,7 @@ pub fn lib_file(name: &str) -> String {
 }
 
 /// A private plugin directory holding copies of `libs` from `dir`.
-fn plugin_dir(dir: &Path, libs: &[&str]) -> tempfile::TempDir {
+pub(crate) fn plugin_dir(dir: &Path, libs: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("a temp dir");
     for lib in libs {
         std::fs::copy(dir.join(lib_file(lib)), out.path().join(lib_file(lib))).expect("copy a plugin library");
@@ -58,7 +61,7 @@ fn plugin_dir(dir: &Path, libs: &[&str]) -> tempfile::TempDir {
 
 /// Loads `plugins` with `configs` into a fresh registry (a new Loader, so each
 /// call constructs new instances; the libraries themselves open once).
-fn load(plugins: &Path, configs: &[(Kind, &str, Value)]) -> Result<Registry, BenchError> {
+pub(crate) fn load(plugins: &Path, configs: &[(Kind, &str, Value)]) -> Result<Registry, BenchError> {
     let mut registry = Registry::new();
     let mut loader = Loader::new();
     for (kind, name, value) in configs {
@@ -164,71 +167,6 @@ pub fn bench_scan_load(dir: &Path, libs: usize) -> Result<Value, BenchError> {
     let mut m = m;
     m["median_ms_per_scan"] = (1e3 / m["median"].as_f64().unwrap_or(f64::INFINITY)).into();
     Ok(m)
-}
-
-/// Durable appends to the sqlite sink through the boundary: one event per
-/// append (one transaction, fsync'd: durable when `append` returns), and
-/// batches of 100 (one transaction per batch: durable when the batch returns).
-pub fn bench_sqlite(dir: &Path, single: usize, batches: usize) -> Result<Value, BenchError> {
-    let plugins = plugin_dir(dir, &["zu_plugin_sqlite"]);
-    let work = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
-    let open = |path: &Path| -> Arc<dyn EventSink> {
-        load(plugins.path(), &[(Kind::Sinks, "sqlite", json!({"path": path}))])
-            .expect("sqlite loads")
-            .sink("sqlite")
-            .expect("sqlite")
-    };
-    // Every repetition writes a new file; after timing, each file is opened
-    // again and counted, so what is checked is what reached the disk.
-    let files = std::cell::RefCell::new(Vec::new());
-    let sink_for = |tag: &str| {
-        let path = work.path().join(format!("{tag}{}.db", files.borrow().len()));
-        files.borrow_mut().push(path.clone());
-        open(&path)
-    };
-    let reopened_counts = || -> Vec<u64> {
-        files
-            .take()
-            .iter()
-            .map(|p| open(p).count(&EventFilter::all()).expect("count"))
-            .collect()
-    };
-    let events: Vec<Event> = (0..single.max(batches * 100))
-        .map(|i| make_event(i, "harness.tool.invoked"))
-        .collect();
-    let one = measure(
-        "sqlite append, 1 event per transaction",
-        single as u64,
-        "events/s",
-        json!({"events": single, "durability": "each append is committed with synchronous=FULL (fsync) before it returns"}),
-        || sink_for("single"),
-        |sink| {
-            for e in &events[..single] {
-                sink.append(e).expect("append");
-            }
-        },
-    );
-    check(
-        reopened_counts().iter().all(|c| *c == single as u64),
-        "sqlite lost single appends",
-    )?;
-    let batched = measure(
-        "sqlite append_batch, 100 events per transaction",
-        (batches * 100) as u64,
-        "events/s",
-        json!({"events": batches * 100, "batch": 100, "durability": "each batch is one transaction, fsync'd before append_batch returns"}),
-        || sink_for("batch"),
-        |sink| {
-            for chunk in events[..batches * 100].chunks(100) {
-                sink.append_batch(chunk).expect("append_batch");
-            }
-        },
-    );
-    check(
-        reopened_counts().iter().all(|c| *c == (batches * 100) as u64),
-        "sqlite lost batched appends",
-    )?;
-    Ok(json!({"one_per_transaction": one, "batched_100": batched}))
 }
 
 /// A detector checkpoint (a `.so` detector asking the host for the run's

@@ -5,5 +5,6 @@
 pub mod boundary;
 pub mod harness;
 pub mod isolated;
+pub mod logs;
 pub mod runs;
 pub mod workloads;

@@ -3,14 +3,15 @@
 //! stdout line is one JSON object with the reference's keys, also written to
 //! `--out` (default `bench/results.json`).
 //!
-//!     cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite
+//!     cargo build --release -p zu-cli -p zu-plugin-noop -p zu-plugin-sqlite \
+//!         -p zu-plugin-jsonl -p zu-plugin-postgres
 //!     cargo run --release -p zu-bench -- [--quick] [--out FILE]
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use zu_bench::harness::BenchError;
-use zu_bench::{boundary, harness, isolated, runs, workloads};
+use zu_bench::{boundary, harness, isolated, logs, runs, workloads};
 
 /// The allocator the `zu` binary ships with, so the figures are `zu`'s.
 #[global_allocator]
@@ -20,6 +21,7 @@ struct Args {
     quick: bool,
     out: std::path::PathBuf,
     rss_child: Option<usize>,
+    append_child: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +29,7 @@ fn parse_args() -> Result<Args, String> {
         quick: false,
         out: "bench/results.json".into(),
         rss_child: None,
+        append_child: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -40,13 +43,18 @@ fn parse_args() -> Result<Args, String> {
                         .ok_or("--rss-child needs a number")?,
                 )
             }
+            "--append-child" => args.append_child = Some(it.by_ref().collect()),
             "-h" | "--help" => {
                 println!(
                     "zu-bench: the Python reference's workloads one to one, and figures through the plugin boundary\n\n\
                      Usage: zu-bench [--quick] [--out FILE]\n\n\
                      --quick   N=20k instead of 100k events, fewer queries and runs (K=1000 and K=100 stay)\n\
                      --out     where to write the JSON (default bench/results.json)\n\n\
-                     Build the plugin libraries first:\n  cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite"
+                     The postgres figures use a throwaway server started with the distribution's\n\
+                     PostgreSQL binaries (fsync on), or ZU_BENCH_POSTGRES_URL (a user with CREATEDB);\n\
+                     without either they are left out.\n\n\
+                     Build the binary and the plugin libraries first:\n  \
+                     cargo build --release -p zu-cli -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres"
                 );
                 std::process::exit(0);
             }
@@ -104,8 +112,6 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     let ffi = boundary::bench_ffi_call(&libs, if quick { 50_000 } else { 200_000 })?;
     eprintln!("[b3] scan and load 100 plugin libraries");
     let scan = boundary::bench_scan_load(&libs, 100)?;
-    eprintln!("[b4] durable sqlite appends");
-    let sqlite = boundary::bench_sqlite(&libs, if quick { 100 } else { 300 }, if quick { 20 } else { 50 })?;
     eprintln!("[b5] detector checkpoint cost vs log length");
     let checkpoint = boundary::bench_checkpoint(&libs, if quick { 20_000 } else { 100_000 })?;
     eprintln!("[i1] one tool call to a plugin in its own process");
@@ -115,6 +121,19 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     let isolated_runs = runs::bench_run_task(&isolated_plugins, &[1000, 100], 3, runs_short / 5, "isolated: ")?;
     eprintln!("[i3] discovery of 100 libraries, cold and with cached verdicts");
     let discovery = isolated::bench_discovery(&libs, 100)?;
+
+    let server = postgres_server();
+    let durable = logs::logs(server);
+    eprintln!("[l0] the floor under power durability: 8 kB write + fdatasync");
+    let floor = logs::fsync_floor(if quick { 200 } else { 1000 })?;
+    let mut appends = serde_json::Map::new();
+    let mut runs_into = serde_json::Map::new();
+    for log in &durable {
+        eprintln!("[l1] appends to {} from 1 and 8 writer processes", log.label());
+        appends.insert(log.label(), logs::bench_appends(&libs, log, quick)?);
+        eprintln!("[l2] run_task K=1000 logging into {}", log.label());
+        runs_into.insert(log.label(), logs::bench_run(&libs, log, &loaded)?);
+    }
 
     machine.insert("loadavg_at_end".into(), harness::loadavg());
     machine.insert(
@@ -139,7 +158,6 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "run_task_steps": through_so,
             "ffi_tool_call": ffi,
             "scan_load_100": scan,
-            "sqlite_durable": sqlite,
             "detector_checkpoint": checkpoint,
         },
         "isolation": {
@@ -147,9 +165,21 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "run_task_steps": isolated_runs,
             "discovery_100": discovery,
         },
+        "logs": {
+            "fsync_floor": floor,
+            "appends": appends,
+            "run_task_k1000_into": runs_into,
+            "postgres": if server.is_some() { "measured" } else { "left out: no PostgreSQL server binaries and no ZU_BENCH_POSTGRES_URL" },
+        },
         "breakdown": breakdown,
         "total_wall_s": (t_start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     }))
+}
+
+/// The PostgreSQL server the postgres figures use, if there is one.
+fn postgres_server() -> Option<&'static str> {
+    let named = std::env::var_os("ZU_BENCH_POSTGRES_URL").is_some();
+    (named || zu_tests::postgres::server_binaries().is_some()).then(zu_tests::postgres::durable_server_url)
 }
 
 fn main() {
@@ -160,6 +190,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(child) = &args.append_child {
+        if let Err(BenchError(msg)) = logs::append_child(child) {
+            eprintln!("zu-bench append child: {msg}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(n) = args.rss_child {
         // Before anything else is allocated: the peak must be this workload's.
         println!("{}", workloads::rss_child(n));

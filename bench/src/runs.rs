@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use zu_plugin_api::contracts::{Budget, Status, TaskSpec};
 use zu_plugin_api::filter::EventFilter;
-use zu_plugin_api::ports::{Envelope, ModelProvider};
+use zu_plugin_api::ports::{Envelope, EventSink, ModelProvider};
 use zu_runtime::{run_task, EventBus, PluginObject, Registry, RunOptions};
 
 use crate::harness::{check, measure, BenchError};
@@ -84,13 +84,50 @@ pub fn stats(tool: &dyn zu_plugin_api::ports::Tool) -> (u64, u64, u64) {
 /// One run's spec (K+5 steps, no practical wall time), a fresh provider for K
 /// turns and a fresh bus, as the reference builds them outside the timing.
 pub fn job(k: usize, plugins: &LoopPlugins) -> (TaskSpec, Arc<dyn ModelProvider>, Arc<EventBus>) {
+    job_on(k, plugins, EventBus::new())
+}
+
+fn job_on(k: usize, plugins: &LoopPlugins, bus: EventBus) -> (TaskSpec, Arc<dyn ModelProvider>, Arc<EventBus>) {
     let mut spec = TaskSpec::new("bench");
     spec.budget = Budget {
         max_steps: k as u32 + 5,
         wall_time_s: 10_000,
         ..Budget::default()
     };
-    (spec, (plugins.provider)(k), Arc::new(EventBus::new()))
+    (spec, (plugins.provider)(k), Arc::new(bus))
+}
+
+/// One K-step run logging into a fresh durable sink from `new_sink` the way
+/// `zu run` does (a batched bus: the step's events are stored before each
+/// provider and tool call, not one commit per event), in steps/s.
+pub fn bench_run_into(
+    plugins: &LoopPlugins,
+    k: usize,
+    label: &str,
+    new_sink: &dyn Fn() -> Arc<dyn EventSink>,
+) -> Result<Value, BenchError> {
+    (plugins.counters)();
+    let mut results = Vec::new();
+    let m = measure(
+        &format!("run_task K={k} into {label}"),
+        k as u64,
+        "steps/s",
+        json!({"k": k, "events_per_run": 4 * k + 2, "log": label}),
+        || job_on(k, plugins, EventBus::with_sink_batched(new_sink())),
+        |(spec, provider, bus)| {
+            let r = run_task(spec, provider.clone(), &plugins.registry, bus, &RunOptions::default());
+            results.push((r, bus.clone()));
+        },
+    );
+    for (r, bus) in &results {
+        verify_run(k, r.as_ref().map_err(|e| BenchError(e.to_string()))?, bus)?;
+    }
+    let (tools, _, _) = (plugins.counters)();
+    check(
+        tools == (k as u64 - 1) * results.len() as u64,
+        format!("run_task K={k} into {label}: tool ran {tools}x"),
+    )?;
+    Ok(m)
 }
 
 fn verify_run(k: usize, result: &zu_plugin_api::contracts::RunResult, bus: &EventBus) -> Result<(), BenchError> {

@@ -1,8 +1,8 @@
-//! A real PostgreSQL server for the tests: `ZU_TEST_POSTGRES_URL` when set,
-//! else a throwaway server this process starts once (initdb and postgres on a
-//! temporary directory and a free port, as an unprivileged user when the
-//! tests run as root) and that stops when this process ends. Each test gets
-//! a database of its own.
+//! A real PostgreSQL server for the tests and benchmarks: `ZU_TEST_POSTGRES_URL`
+//! when set, else a throwaway server this process starts once (initdb and
+//! postgres on a temporary directory and a free port, as an unprivileged user
+//! when run as root) and that stops when this process ends. Each test gets a
+//! database of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,27 +13,32 @@ use std::time::{Duration, Instant};
 /// The environment variable naming a server to use instead of starting one.
 pub const URL_ENV: &str = "ZU_TEST_POSTGRES_URL";
 
-/// The directory holding `initdb` and `postgres`.
-fn bin_dir() -> PathBuf {
+/// The directory holding `initdb` and `postgres`, if they are installed.
+pub fn server_binaries() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("ZU_PG_BIN") {
-        return PathBuf::from(d);
+        return Some(PathBuf::from(d));
     }
+    let found = |d: &Path| d.join("initdb").exists() && d.join("postgres").exists();
     let from_pg_config = Command::new("pg_config")
         .arg("--bindir")
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .filter(|d| d.join("initdb").exists() && d.join("postgres").exists());
-    if let Some(d) = from_pg_config {
-        return d;
+        .filter(|d| found(d));
+    if from_pg_config.is_some() {
+        return from_pg_config;
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|r| r.flatten().map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
-    versions.retain(|d| d.join("initdb").exists());
+    versions.retain(|d| found(d));
     versions.sort();
-    versions.pop().unwrap_or_else(|| {
+    versions.pop()
+}
+
+fn bin_dir() -> PathBuf {
+    server_binaries().unwrap_or_else(|| {
         panic!(
             "no PostgreSQL server binaries found (pg_config --bindir, /usr/lib/postgresql/*/bin): \
              install the distribution's postgresql package (the README's test command does), or set {URL_ENV}"
@@ -103,7 +108,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start() -> String {
+fn start(fsync: bool) -> String {
     let bin = bin_dir();
     remove_stale(&std::env::temp_dir());
     let base = std::env::temp_dir().join(format!("zu-test-pg-{}", std::process::id()));
@@ -149,14 +154,8 @@ fn start() -> String {
         .spawn(move || {
             let child = as_server(&postgres)
                 .args(["-D", data_dir.to_str().unwrap(), "-p", &port.to_string()])
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=200",
-                ])
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
+                .args(["-c", if fsync { "fsync=on" } else { "fsync=off" }])
                 .args(["-k", socket_dir.to_str().unwrap()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -180,27 +179,39 @@ fn start() -> String {
     }
 }
 
-/// The URL of the test server's administrative database.
+/// The URL of the test server's administrative database. The throwaway
+/// server does not sync to disk (the tests need no power-cut safety).
 pub fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| std::env::var(URL_ENV).unwrap_or_else(|_| start()))
+    URL.get_or_init(|| std::env::var(URL_ENV).unwrap_or_else(|_| start(false)))
+}
+
+/// A throwaway server that syncs its log as in production, for benchmarks
+/// (`ZU_BENCH_POSTGRES_URL` names one to use instead).
+pub fn durable_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| std::env::var("ZU_BENCH_POSTGRES_URL").unwrap_or_else(|_| start(true)))
 }
 
 /// A new, empty database on the test server, as a URL.
 pub fn fresh_database() -> String {
+    new_database(server_url())
+}
+
+/// A new, empty database on the server at `admin`, as a URL.
+pub fn new_database(admin: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let admin = server_url();
     let name = format!(
         "zu_test_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let mut client = postgres::Client::connect(admin, postgres::NoTls).expect("the test server accepts connections");
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).expect("the server accepts connections");
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("a database for the test");
+        .expect("a new database (the user needs CREATEDB)");
     match admin.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("{URL_ENV} must end in /DATABASE"),
+        None => panic!("the server URL must end in /DATABASE"),
     }
 }

@@ -110,9 +110,9 @@ impl EventBus {
     /// A bus over `sink` that stores events in batches: a publish waits in
     /// memory until [`EventBus::flush`], which stores everything waiting as
     /// one `append_batch` (one transaction, one sync) and only then fans it
-    /// out. The loop flushes before every plugin call and reads flush first,
-    /// so the log is durable before the next side effect without one sync
-    /// per event.
+    /// out. The loop flushes before each provider and tool call (its side
+    /// effects) and reads flush first, so the log is durable before the next
+    /// side effect without one sync per event: two commits a step.
     pub fn with_sink_batched(sink: Arc<dyn EventSink>) -> Self {
         EventBus::over(Canonical::Batched(sink, Mutex::new(Vec::new())))
     }
@@ -412,6 +412,30 @@ mod tests {
         let f = Arc::new(Flaky::default());
         f.failing.store(failing, Ordering::SeqCst);
         f
+    }
+
+    #[test]
+    fn a_batched_bus_stores_on_flush_keeps_what_failed_and_reads_flush_first() {
+        let canonical = flaky(false);
+        let store = Arc::new(SessionStore::default());
+        let mut bus = EventBus::with_sink_batched(canonical.clone());
+        bus.subscribe(store.clone());
+        let (a, b) = (event("harness.a"), event("harness.b"));
+        bus.publish(a.clone()).unwrap();
+        assert_eq!(canonical.stored.len(), 0, "waits until a flush");
+        assert!(store.tasks().is_empty(), "subscribers see only what is stored");
+        canonical.failing.store(true, Ordering::SeqCst);
+        assert!(matches!(bus.flush(), Err(BusError::Canonical { .. })));
+        assert!(store.tasks().is_empty());
+        canonical.failing.store(false, Ordering::SeqCst);
+        bus.publish(b.clone()).unwrap();
+        let read = bus.query(&EventFilter::all(), None, 0).unwrap();
+        assert_eq!(
+            read.iter().map(|s| s.event.event_id()).collect::<Vec<_>>(),
+            [a.event_id(), b.event_id()],
+            "the failed batch was kept, in order"
+        );
+        assert_eq!(store.tasks().len(), 2, "both fanned out once stored");
     }
 
     #[test]

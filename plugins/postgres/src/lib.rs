@@ -18,12 +18,13 @@
 
 mod schema;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 use serde::Deserialize;
 use zu_codec::{row_aad, Codecs};
 use zu_plugin_api::events::damaged_row;
@@ -54,6 +55,10 @@ enum Durability {
 
 struct Connected {
     client: Client,
+    /// `zu_append`, prepared once (one round trip per append, not two).
+    append: Option<Statement>,
+    /// Read statements by their SQL, prepared once each.
+    reads: HashMap<String, Statement>,
     codecs: Codecs,
     /// Where, for messages (the URL without its password).
     at: String,
@@ -110,6 +115,7 @@ impl Plugin for PostgresSink {
         let codecs = Codecs::from_config(config.codec.as_ref()).map_err(|e| PluginError::invalid(e.to_string()))?;
         let at = redact(&url);
         let mut client = Client::connect(&url, NoTls).map_err(|e| fail(&at, "cannot connect", e))?;
+        let mut append = None;
         if config.read_only {
             let found: Option<String> = client
                 .query_one("SELECT to_regclass('zu_events')::text", &[])
@@ -127,10 +133,18 @@ impl Plugin for PostgresSink {
                     .batch_execute("SET synchronous_commit = off")
                     .map_err(|e| fail(&at, "cannot set durability", e))?;
             }
+            let sql = "SELECT zu_append($1, $2, $3, $4, $5, $6, $7)";
+            append = Some(
+                client
+                    .prepare(sql)
+                    .map_err(|e| fail(&at, "cannot prepare appends", e))?,
+            );
         }
         Ok(PostgresSink {
             state: Mutex::new(Ok(Connected {
                 client,
+                append,
+                reads: HashMap::new(),
                 codecs,
                 at,
                 read_only: config.read_only,
@@ -178,9 +192,9 @@ impl PostgresSink {
 
 impl Connected {
     fn append(&mut self, events: &[&Event]) -> Result<(), PluginError> {
-        if self.read_only {
+        let Some(statement) = &self.append else {
             return Err(fail(&self.at, "cannot append", "the sink was opened read-only"));
-        }
+        };
         let mut cols: [Vec<String>; 5] = Default::default();
         let mut parents: Vec<Option<String>> = Vec::new();
         let mut datas: Vec<Vec<u8>> = Vec::new();
@@ -207,10 +221,7 @@ impl Connected {
         }
         let [ids, traces, tasks, types, sources] = &cols;
         self.client
-            .query_one(
-                "SELECT zu_append($1, $2, $3, $4, $5, $6, $7)",
-                &[ids, traces, tasks, &parents, types, sources, &datas],
-            )
+            .query_one(statement, &[ids, traces, tasks, &parents, types, sources, &datas])
             .map_err(|e| fail(&self.at, "cannot append", e))?;
         Ok(())
     }
@@ -221,18 +232,20 @@ impl Connected {
         limit: Option<u64>,
         after_seq: u64,
     ) -> Result<Vec<StoredEvent>, PluginError> {
-        let (clause, params) = where_clause(filter, 2);
-        let limit = limit.map_or_else(|| "ALL".to_owned(), |l| l.min(i64::MAX as u64).to_string());
+        // One prepared statement per filter shape; no limit is `LIMIT NULL`.
+        let (clause, params) = where_clause(filter, 3);
         let sql = format!(
             "SELECT seq, event_id, trace_id, task_id, type, source, data FROM zu_events \
-             WHERE seq > $1{clause} ORDER BY seq LIMIT {limit}"
+             WHERE seq > $1{clause} ORDER BY seq LIMIT $2"
         );
         let after = after_seq.min(i64::MAX as u64) as i64;
-        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&after];
+        let limit = limit.map(|l| l.min(i64::MAX as u64) as i64);
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&after, &limit];
         args.extend(params.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let statement = self.prepared(sql)?;
         let rows = self
             .client
-            .query(sql.as_str(), &args)
+            .query(&statement, &args)
             .map_err(|e| fail(&self.at, "cannot query", e))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -256,6 +269,19 @@ impl Connected {
             }
         }
         Ok(out)
+    }
+
+    /// The read statement for `sql`, prepared on first use.
+    fn prepared(&mut self, sql: String) -> Result<Statement, PluginError> {
+        if let Some(s) = self.reads.get(&sql) {
+            return Ok(s.clone());
+        }
+        let statement = self
+            .client
+            .prepare(&sql)
+            .map_err(|e| fail(&self.at, "cannot prepare a query", e))?;
+        self.reads.insert(sql, statement.clone());
+        Ok(statement)
     }
 
     /// Waits (a reader following the log) until an append notifies or the
@@ -303,9 +329,10 @@ impl EventSink for PostgresSink {
             let (clause, params) = where_clause(filter, 1);
             let sql = format!("SELECT count(*) FROM zu_events WHERE TRUE{clause}");
             let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let statement = c.prepared(sql)?;
             let n: i64 = c
                 .client
-                .query_one(sql.as_str(), &args)
+                .query_one(&statement, &args)
                 .map_err(|e| fail(&c.at, "cannot count", e))?
                 .get(0);
             Ok(n as u64)
@@ -345,8 +372,8 @@ mod tests {
             .with(FilterField::Type, Some("harness.a"))
             .with(FilterField::ParentId, None::<String>)
             .with(FilterField::Source, Some("loop"));
-        let (sql, params) = where_clause(&f, 2);
-        assert_eq!(sql, " AND type = $2 AND parent_id IS NULL AND source = $3");
+        let (sql, params) = where_clause(&f, 3);
+        assert_eq!(sql, " AND type = $3 AND parent_id IS NULL AND source = $4");
         assert_eq!(params, ["harness.a", "loop"]);
     }
 

@@ -41,30 +41,24 @@ CREATE OR REPLACE FUNCTION zu_append(
     ids text[], traces text[], tasks text[], parents text[], types text[], sources text[], datas bytea[]
 ) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    first bigint;
     last  bigint;
-    fresh bigint;
 BEGIN
-    SELECT last_seq INTO last FROM zu_log WHERE id = 1 FOR UPDATE;
-    WITH incoming AS (
-        SELECT * FROM unnest(ids, traces, tasks, parents, types, sources, datas)
-            WITH ORDINALITY AS t(event_id, trace_id, task_id, parent_id, type, source, data, n)
-    ), firsts AS (
-        SELECT DISTINCT ON (event_id) * FROM incoming i
-        WHERE NOT EXISTS (SELECT 1 FROM zu_events e WHERE e.event_id = i.event_id)
-        ORDER BY event_id, n
-    ), numbered AS (
-        SELECT *, last + row_number() OVER (ORDER BY n) AS seq FROM firsts
-    ), stored AS (
+    SELECT last_seq INTO first FROM zu_log WHERE id = 1 FOR UPDATE;
+    last := first;
+    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
         INSERT INTO zu_events (seq, event_id, trace_id, task_id, parent_id, type, source, data)
-        SELECT seq, event_id, trace_id, task_id, parent_id, type, source, data FROM numbered
-        RETURNING 1
-    )
-    SELECT count(*) INTO fresh FROM stored;
-    IF fresh > 0 THEN
-        UPDATE zu_log SET last_seq = last + fresh WHERE id = 1;
-        PERFORM pg_notify('zu_events', (last + fresh)::text);
+        VALUES (last + 1, ids[i], traces[i], tasks[i], parents[i], types[i], sources[i], datas[i])
+        ON CONFLICT (event_id) DO NOTHING;
+        IF FOUND THEN
+            last := last + 1;
+        END IF;
+    END LOOP;
+    IF last > first THEN
+        UPDATE zu_log SET last_seq = last WHERE id = 1;
+        PERFORM pg_notify('zu_events', last::text);
     END IF;
-    RETURN last + fresh;
+    RETURN last;
 END
 $$;
 "#;

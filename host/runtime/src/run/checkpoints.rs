@@ -71,7 +71,6 @@ fn run_check(
     parent: Option<Uuid>,
     check: impl FnOnce() -> Result<Option<Verdict>, PluginError>,
 ) -> Result<Option<Verdict>, BusError> {
-    record.bus.flush()?; // a check may act on the world too: the log first
     let error = match crate::deadline::within(checks.deadline, name, || catch_unwind(AssertUnwindSafe(check))) {
         Ok(Ok(v)) => return Ok(v),
         Ok(Err(e)) => {

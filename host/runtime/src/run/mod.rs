@@ -280,6 +280,121 @@ mod tests {
         }
     }
 
+    /// A log that remembers each batch it stored, by event type.
+    #[derive(Default)]
+    struct Batches {
+        stored: crate::MemorySink,
+        batches: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+    impl zu_plugin_api::ports::EventSink for Batches {
+        fn append(&self, e: &zu_plugin_api::contracts::Event) -> Result<(), PluginError> {
+            self.append_batch(std::slice::from_ref(e))
+        }
+        fn append_batch(&self, events: &[zu_plugin_api::contracts::Event]) -> Result<(), PluginError> {
+            let types = events.iter().map(|e| e.event_type().to_owned()).collect();
+            self.batches.lock().unwrap().push(types);
+            events.iter().try_for_each(|e| self.stored.append(e))
+        }
+        fn query(
+            &self,
+            f: &zu_plugin_api::filter::EventFilter,
+            l: Option<u64>,
+            a: u64,
+        ) -> Result<Vec<zu_plugin_api::filter::StoredEvent>, PluginError> {
+            self.stored.query(f, l, a)
+        }
+        fn count(&self, f: &zu_plugin_api::filter::EventFilter) -> Result<u64, PluginError> {
+            self.stored.count(f)
+        }
+    }
+
+    /// The last event type the log had stored when each side effect began.
+    #[derive(Default)]
+    struct Witness {
+        log: Arc<Batches>,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+    impl Witness {
+        fn look(&self, who: &str) {
+            let all = zu_plugin_api::ports::EventSink::query(&*self.log, &Default::default(), None, 0).unwrap();
+            let last = all.last().map_or("nothing", |s| s.event.event_type());
+            self.seen.lock().unwrap().push(format!("{who} after {last}"));
+        }
+    }
+    impl ModelProvider for Witness {
+        fn complete(&self, r: &ModelRequest) -> Result<ModelResponse, PluginError> {
+            self.look("provider");
+            let asked = r.messages.iter().any(|m| m["role"] == "tool");
+            Ok(ModelResponse {
+                text: asked.then(|| "{\"ok\": 1}".into()),
+                tool_calls: (!asked)
+                    .then(|| zu_plugin_api::ports::ToolCall {
+                        name: "probe".into(),
+                        args: Default::default(),
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+        }
+    }
+    impl zu_plugin_api::ports::Tool for Witness {
+        fn call(
+            &self,
+            _: &dyn zu_plugin_api::ports::RunContext,
+            _: zu_plugin_api::contracts::JsonObject,
+        ) -> Result<zu_plugin_api::contracts::JsonObject, PluginError> {
+            self.look("tool");
+            Ok(Default::default())
+        }
+    }
+
+    #[test]
+    fn a_batched_log_is_stored_before_each_side_effect_in_one_batch_each() {
+        let log = Arc::new(Batches::default());
+        let witness = Arc::new(Witness {
+            log: log.clone(),
+            ..Default::default()
+        });
+        let mut registry = Registry::new();
+        let tool = crate::PluginObject::Tool(witness.clone());
+        registry
+            .register_native("probe", zu_plugin_api::ports::Envelope::NONE, tool)
+            .unwrap();
+        let bus = Arc::new(EventBus::with_sink_batched(log.clone()));
+        let r = run_task(
+            &TaskSpec::new("q"),
+            witness.clone(),
+            &registry,
+            &bus,
+            &RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(r.status, Status::Success);
+        assert_eq!(
+            *witness.seen.lock().unwrap(),
+            [
+                "provider after harness.turn.started",
+                "tool after harness.tool.invoked",
+                "provider after harness.turn.started",
+            ],
+            "everything before a side effect is stored when it begins"
+        );
+        let batches = log.batches.lock().unwrap();
+        assert_eq!(
+            batches.len(),
+            4,
+            "one batch per side effect and one at the end: {batches:?}"
+        );
+        assert_eq!(batches.last().unwrap().last().unwrap(), "harness.task.completed");
+        let stored = zu_plugin_api::ports::EventSink::count(&*log, &Default::default()).unwrap() as usize;
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            stored,
+            "each event stored once"
+        );
+    }
+
     #[test]
     fn an_enormous_wall_time_is_no_deadline_rather_than_a_crash() {
         let mut spec = TaskSpec::new("q");
