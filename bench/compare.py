@@ -96,10 +96,6 @@ ns = statistics.median(x["ffi_tool_call"]["median_ns_per_call"] for x in b)
 print(f"| one tool call across the boundary (ns) | {ns:,.0f} | <= 2000 | {'yes' if ns <= 2000 else 'no'} |")
 ms = statistics.median(x["scan_load_100"]["median_ms_per_scan"] for x in b)
 print(f"| scan + load 100 libraries (ms) | {ms:,.1f} | <= 100 | {'yes' if ms <= 100 else 'no'} |")
-one = statistics.median(x["sqlite_durable"]["one_per_transaction"]["median"] for x in b)
-bat = statistics.median(x["sqlite_durable"]["batched_100"]["median"] for x in b)
-print(f"| sqlite durable appends, 1 per transaction (events/s) | {one:,.0f} | - | - |")
-print(f"| sqlite durable appends, batches of 100 (events/s) | {bat:,.0f} | - | - |")
 cr = statistics.median(x["detector_checkpoint"]["cost_ratio_100000_vs_10"] for x in b)
 print(f"| checkpoint cost at 100k events / at 10 events | {cr:.2f} | <= 2 | {'yes' if cr <= 2 else 'no'} |")
 iso = [d["isolation"] for d in rs if "isolation" in d]
@@ -113,3 +109,22 @@ if iso:
     children = max(x["discovery_100"]["warm_probe_children"] for x in iso)
     print(f"| discovery of 100 libraries, verdicts cached (ms; probe children: {children}) | {warm:,.1f} | <= 30 | {'yes' if warm <= 30 and children == 0 else 'no'} |")
     print(f"| discovery of 100 libraries, cold probe (ms) | {cold:,.0f} | <= 2000 | {'yes' if cold <= 2000 else 'no'} |")
+
+logs = [d["logs"] for d in rs if "logs" in d]
+if logs:
+    print("\nDurable logs (Rust medians over the rounds). Appends per second from 1 and 8")
+    print("writer processes, one event per append and batches of 100; a K=1000 run logging")
+    print("into each log (two commits a step, before the provider and the tool call),")
+    print("beside the same run (.so plugins) on the in-memory log:\n")
+    print("| log | survives | 1 writer, 1/append | 1 writer, 100/batch | 8 writers, 1/append | 8 writers, 100/batch | K=1000 run (steps/s) | run vs in-memory |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    memory = statistics.median(get(d["boundary"], ("run_task_steps", "k1000_steps_per_s")) for d in rs)
+    print(f"| memory | the host process | - | - | - | - | {memory:,.0f} | 1x |")
+    for label in logs[0]["appends"]:
+        cells = [statistics.median(x["appends"][label][k]["median"] for x in logs) for k in ("w1_b1", "w1_b100", "w8_b1", "w8_b100")]
+        run = statistics.median(x["run_task_k1000_into"][label]["median"] for x in logs)
+        survives = logs[0]["appends"][label]["survives"].split(":")[0]
+        print(f"| {label} | {survives} | " + " | ".join(f"{c:,.0f}" for c in cells) + f" | {run:,.0f} | {memory / run:,.0f}x slower |")
+    floors = logs[0]["floors"]
+    print("\nFloors on this machine (median, us): " + "; ".join(
+        f"{v['what']}: {statistics.median(x['floors'][k]['median'] for x in logs):,.0f}" for k, v in floors.items()))

@@ -1,8 +1,8 @@
 //! Durable logs: appends per second to each durable sink at each durability
 //! it offers, one event per append and in batches of 100, from 1 and from 8
 //! writer processes at once; a K=1000 run logging into each (beside the
-//! in-memory run); and the floor under `power` durability, one 8 kB write
-//! and `fdatasync` on the same disk.
+//! in-memory run); and the floors under them (a sync, a bare SQLite commit,
+//! a PostgreSQL round trip).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -233,20 +233,67 @@ pub fn bench_run(libs: &Path, log: &Log, plugins: &LoopPlugins) -> Result<Value,
     bench_run_into(plugins, 1000, &log.label(), &new_sink)
 }
 
-/// The floor under `power` durability: one 8 kB write and `fdatasync` on the
-/// disk the logs are on, in microseconds (median of `times`).
-pub fn fsync_floor(times: usize) -> Result<Value, BenchError> {
-    let dir = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
-    let mut file = std::fs::File::create(dir.path().join("floor")).map_err(|e| BenchError(e.to_string()))?;
-    let block = vec![7u8; 8192];
+fn percentiles(mut micros: Vec<f64>, what: &str) -> Value {
+    micros.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+    json!({"what": what, "times": micros.len(), "unit": "us", "median": at(0.5), "p99": at(0.99)})
+}
+
+fn timed(times: usize, mut op: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, BenchError> {
     let mut micros = Vec::with_capacity(times);
     for _ in 0..times {
         let t = Instant::now();
-        file.write_all(&block).map_err(|e| BenchError(e.to_string()))?;
-        file.sync_data().map_err(|e| BenchError(e.to_string()))?;
+        op().map_err(BenchError)?;
         micros.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    micros.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
-    Ok(json!({"what": "write 8 kB + fdatasync", "times": times, "unit": "us", "median": at(0.5), "p99": at(0.99)}))
+    Ok(micros)
+}
+
+/// What the design cannot go below, each timed `times` times on this
+/// machine: an 8 kB write and `fdatasync` (the floor under `power`), a bare
+/// SQLite commit of one row on the sink's tables with each `synchronous`
+/// setting (no FFI, no codec, no JSON), and a round trip to the PostgreSQL
+/// server (`SELECT 1`).
+pub fn floors(libs: &Path, times: usize, server: Option<&str>) -> Result<Value, BenchError> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let dir = tempfile::tempdir().map_err(|x| BenchError(x.to_string()))?;
+    let mut file = std::fs::File::create(dir.path().join("floor")).map_err(|x| BenchError(x.to_string()))?;
+    let block = vec![7u8; 8192];
+    let fsync = timed(times, || {
+        file.write_all(&block).map_err(|x| e(&x))?;
+        file.sync_data().map_err(|x| e(&x))
+    })?;
+    let mut out = serde_json::Map::new();
+    out.insert("fsync_8k".into(), percentiles(fsync, "write 8 kB + fdatasync"));
+    let sink = plugin_dir(libs, &["zu_plugin_sqlite"]);
+    for (durability, sync) in [("power", "FULL"), ("process", "NORMAL")] {
+        // The sink makes the log (its tables, WAL); the commits bypass it.
+        let path = dir.path().join(format!("{durability}.db"));
+        load(sink.path(), &[(Kind::Sinks, "sqlite", json!({"path": path}))])?;
+        let db = rusqlite::Connection::open(&path).map_err(|x| BenchError(e(&x)))?;
+        db.execute_batch(&format!("PRAGMA synchronous = {sync}"))
+            .map_err(|x| BenchError(e(&x)))?;
+        let mut n = 0;
+        let commits = timed(times, || {
+            n += 1;
+            db.execute(
+                "INSERT INTO events (event_id, trace_id, task_id, parent_id, type, source, data) \
+                 VALUES (?1, 't', 't', 'p', 'harness.tool.invoked', 'bench', zeroblob(300))",
+                [format!("{n:036}")],
+            )
+            .map(|_| ())
+            .map_err(|x| e(&x))
+        })?;
+        let what = format!("one SQLite commit of a 300-byte row on the sink's tables, synchronous={sync}");
+        out.insert(format!("sqlite_commit_{durability}"), percentiles(commits, &what));
+    }
+    if let Some(url) = server {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|x| BenchError(e(&x)))?;
+        let trips = timed(times, || client.simple_query("SELECT 1").map(|_| ()).map_err(|x| e(&x)))?;
+        out.insert(
+            "postgres_round_trip".into(),
+            percentiles(trips, "SELECT 1 on the server"),
+        );
+    }
+    Ok(Value::Object(out))
 }

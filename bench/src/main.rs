@@ -124,8 +124,8 @@ fn run(args: &Args) -> Result<Value, BenchError> {
 
     let server = postgres_server();
     let durable = logs::logs(server);
-    eprintln!("[l0] the floor under power durability: 8 kB write + fdatasync");
-    let floor = logs::fsync_floor(if quick { 200 } else { 1000 })?;
+    eprintln!("[l0] floors: fsync, a bare SQLite commit, a PostgreSQL round trip");
+    let floors = logs::floors(&libs, if quick { 200 } else { 1000 }, server)?;
     let mut appends = serde_json::Map::new();
     let mut runs_into = serde_json::Map::new();
     for log in &durable {
@@ -166,7 +166,7 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "discovery_100": discovery,
         },
         "logs": {
-            "fsync_floor": floor,
+            "floors": floors,
             "appends": appends,
             "run_task_k1000_into": runs_into,
             "postgres": if server.is_some() { "measured" } else { "left out: no PostgreSQL server binaries and no ZU_BENCH_POSTGRES_URL" },

@@ -247,9 +247,9 @@ impl EventSink for SqliteSink {
 
     fn append_batch(&self, events: &[Event]) -> Result<(), PluginError> {
         self.with(|open| {
-            let tx = open
-                .conn
-                .unchecked_transaction()
+            // IMMEDIATE: the write lock (waiting busy_timeout for it) before any
+            // read, so a concurrent writer's commit cannot make this one stale.
+            let tx = rusqlite::Transaction::new_unchecked(&open.conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| fail(&open.path, "cannot begin", e))?;
             for event in events {
                 insert(open, event)?;
