@@ -251,9 +251,9 @@ fn timed(times: usize, mut op: impl FnMut() -> Result<(), String>) -> Result<Vec
 
 /// What the design cannot go below, each timed `times` times on this
 /// machine: an 8 kB write and `fdatasync` (the floor under `power`), a bare
-/// SQLite commit of one row on the sink's tables with each `synchronous`
-/// setting (no FFI, no codec, no JSON), and a round trip to the PostgreSQL
-/// server (`SELECT 1`).
+/// SQLite commit of what a step stores (two rows) on the sink's tables with
+/// each `synchronous` setting (no FFI, no codec, no JSON), and a round trip
+/// to the PostgreSQL server (`SELECT 1`).
 pub fn floors(libs: &Path, times: usize, server: Option<&str>) -> Result<Value, BenchError> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let dir = tempfile::tempdir().map_err(|x| BenchError(x.to_string()))?;
@@ -270,21 +270,23 @@ pub fn floors(libs: &Path, times: usize, server: Option<&str>) -> Result<Value, 
         // The sink makes the log (its tables, WAL); the commits bypass it.
         let path = dir.path().join(format!("{durability}.db"));
         load(sink.path(), &[(Kind::Sinks, "sqlite", json!({"path": path}))])?;
-        let db = rusqlite::Connection::open(&path).map_err(|x| BenchError(e(&x)))?;
+        let mut db = rusqlite::Connection::open(&path).map_err(|x| BenchError(e(&x)))?;
         db.execute_batch(&format!("PRAGMA synchronous = {sync}"))
             .map_err(|x| BenchError(e(&x)))?;
-        let mut n = 0;
-        let commits = timed(times, || {
-            n += 1;
-            db.execute(
+        // What one step stores: two events (~500 bytes each, random ids).
+        let insert = |tx: &rusqlite::Transaction| {
+            tx.execute(
                 "INSERT INTO events (event_id, trace_id, task_id, parent_id, type, source, data) \
-                 VALUES (?1, 't', 't', 'p', 'harness.tool.invoked', 'bench', zeroblob(300))",
-                [format!("{n:036}")],
+                 VALUES (?1, 't', 't', 'p', 'harness.tool.invoked', 'bench', zeroblob(500))",
+                [uuid::Uuid::new_v4().to_string()],
             )
-            .map(|_| ())
-            .map_err(|x| e(&x))
+        };
+        let commits = timed(times, || {
+            let tx = db.transaction().map_err(|x| e(&x))?;
+            insert(&tx).and_then(|_| insert(&tx)).map_err(|x| e(&x))?;
+            tx.commit().map_err(|x| e(&x))
         })?;
-        let what = format!("one SQLite commit of a 300-byte row on the sink's tables, synchronous={sync}");
+        let what = format!("one SQLite commit of two 500-byte rows on the sink's tables, synchronous={sync}");
         out.insert(format!("sqlite_commit_{durability}"), percentiles(commits, &what));
     }
     if let Some(url) = server {

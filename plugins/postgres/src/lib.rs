@@ -10,19 +10,21 @@
 //! "wait_ms": 0}`. The codec envelope and its binding to the row's columns are
 //! the sqlite sink's. `power` (the default) waits for the server to flush the
 //! commit; `process` (`synchronous_commit = off`) survives a killed host, not
-//! a server crash. Read-only creates nothing; with `wait_ms`, a read that
-//! finds nothing new waits that long for a notification before it answers.
+//! a server crash. Read-only creates nothing, and answers a
+//! `harness.log.restarted` note when the log was dropped, replaced or
+//! truncated under it (`follow`); with `wait_ms`, a read that finds nothing
+//! new waits that long for a notification before it answers.
 //! Connections are plain TCP or a Unix socket (no TLS).
 
 #![forbid(unsafe_code)]
 
+mod follow;
 mod schema;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use serde::Deserialize;
@@ -65,6 +67,10 @@ struct Connected {
     read_only: bool,
     wait: Duration,
     listening: bool,
+    /// A reader's last row read (seq, event_id), to notice a replaced log.
+    last_read: Option<(u64, String)>,
+    /// A reader found no log (dropped since it was opened).
+    gone: bool,
 }
 
 /// The PostgreSQL sink.
@@ -150,6 +156,8 @@ impl Plugin for PostgresSink {
                 read_only: config.read_only,
                 wait: Duration::from_millis(config.wait_ms),
                 listening: false,
+                last_read: None,
+                gone: false,
             })),
         })
     }
@@ -231,7 +239,7 @@ impl Connected {
         filter: &EventFilter,
         limit: Option<u64>,
         after_seq: u64,
-    ) -> Result<Vec<StoredEvent>, PluginError> {
+    ) -> Result<Vec<StoredEvent>, postgres::Error> {
         // One prepared statement per filter shape; no limit is `LIMIT NULL`.
         let (clause, params) = where_clause(filter, 3);
         let sql = format!(
@@ -243,15 +251,13 @@ impl Connected {
         let mut args: Vec<&(dyn ToSql + Sync)> = vec![&after, &limit];
         args.extend(params.iter().map(|p| p as &(dyn ToSql + Sync)));
         let statement = self.prepared(sql)?;
-        let rows = self
-            .client
-            .query(&statement, &args)
-            .map_err(|e| fail(&self.at, "cannot query", e))?;
+        let rows = self.client.query(&statement, &args)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq = row.get::<_, i64>(0) as u64;
             let text = |i: usize| row.get::<_, String>(i);
             let (id, trace, task, ty, source) = (text(1), text(2), text(3), text(4), text(5));
+            self.last_read = Some((seq, id.clone()));
             let data: Vec<u8> = row.get(6);
             let aad = row_aad(&id, &trace, &task, &ty, &source);
             let event = self
@@ -271,33 +277,14 @@ impl Connected {
         Ok(out)
     }
 
-    /// The read statement for `sql`, prepared on first use.
-    fn prepared(&mut self, sql: String) -> Result<Statement, PluginError> {
+    /// The statement for `sql`, prepared on first use.
+    fn prepared(&mut self, sql: String) -> Result<Statement, postgres::Error> {
         if let Some(s) = self.reads.get(&sql) {
             return Ok(s.clone());
         }
-        let statement = self
-            .client
-            .prepare(&sql)
-            .map_err(|e| fail(&self.at, "cannot prepare a query", e))?;
+        let statement = self.client.prepare(&sql)?;
         self.reads.insert(sql, statement.clone());
         Ok(statement)
-    }
-
-    /// Waits (a reader following the log) until an append notifies or the
-    /// wait passes.
-    fn wait_for_more(&mut self) -> Result<(), PluginError> {
-        if !self.listening {
-            self.client
-                .batch_execute(&format!("LISTEN {}", schema::CHANNEL))
-                .map_err(|e| fail(&self.at, "cannot listen", e))?;
-            self.listening = true;
-        }
-        match self.client.notifications().timeout_iter(self.wait).next() {
-            Ok(_) => {}
-            Err(e) => return Err(fail(&self.at, "cannot wait for notifications", e)),
-        }
-        Ok(())
     }
 }
 
@@ -315,12 +302,11 @@ impl EventSink for PostgresSink {
 
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         self.with(|c| {
-            let found = c.select(filter, limit, after_seq)?;
-            if found.is_empty() && c.read_only && !c.wait.is_zero() {
-                c.wait_for_more()?;
-                return c.select(filter, limit, after_seq);
+            if c.read_only {
+                return c.follow(filter, limit, after_seq);
             }
-            Ok(found)
+            c.select(filter, limit, after_seq)
+                .map_err(|e| fail(&c.at, "cannot query", e))
         })
     }
 
@@ -329,7 +315,7 @@ impl EventSink for PostgresSink {
             let (clause, params) = where_clause(filter, 1);
             let sql = format!("SELECT count(*) FROM zu_events WHERE TRUE{clause}");
             let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let statement = c.prepared(sql)?;
+            let statement = c.prepared(sql).map_err(|e| fail(&c.at, "cannot count", e))?;
             let n: i64 = c
                 .client
                 .query_one(&statement, &args)

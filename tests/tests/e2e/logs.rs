@@ -395,7 +395,7 @@ impl Drop for Follower {
     }
 }
 
-fn ids_of(events: &[Event], from_seq: u64) -> Vec<(u64, String)> {
+pub(crate) fn ids_of(events: &[Event], from_seq: u64) -> Vec<(u64, String)> {
     events
         .iter()
         .enumerate()

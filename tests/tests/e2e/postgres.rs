@@ -14,7 +14,7 @@ use zu_plugin_api::prelude::*;
 use zu_tests::postgres::fresh_database;
 use zu_tests::{artifacts, plugin_dir};
 
-use crate::logs::{assert_each_once, concurrent_writers, Follower};
+use crate::logs::{assert_each_once, concurrent_writers, ids_of, Follower};
 use crate::sinks::{assert_durable, contract, kill_writer_mid_stream, plugin_sink, sample, zu_events};
 
 const LIB: &str = "zu_plugin_postgres";
@@ -97,6 +97,36 @@ fn twelve_writer_processes_start_at_once_and_followers_miss_nothing() {
     let reports = concurrent_writers(LIB, "postgres", &fresh, 12, &["5"]);
     let (check, _c) = postgres(fresh);
     assert_each_once(&*check, &reports, |_| 200);
+}
+
+#[test]
+fn a_postgres_follower_goes_on_across_a_dropped_and_an_emptied_log() {
+    let url = fresh_database();
+    let config = json!({"url": url});
+    let events = sample();
+    let (writer, _p) = postgres(config.clone());
+    writer.append_batch(&events[..3]).unwrap();
+    let plugins = plugin_dir(&[artifacts().lib(LIB)]);
+    let f = Follower::start(plugins.path(), "postgres", &config, 50);
+    assert_eq!(f.events(3), ids_of(&events[..3], 1));
+
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    db.batch_execute("DROP TABLE zu_events, zu_log").unwrap();
+    f.says("the log was deleted");
+    let (writer, _q) = postgres(config.clone()); // a new log in its place
+    writer.append_batch(&events[3..5]).unwrap();
+    assert_eq!(
+        f.events(2),
+        ids_of(&events[3..5], 1),
+        "the new log from its first event"
+    );
+
+    // Emptied in place and written again, longer than before, maybe before the follower looks.
+    db.batch_execute("BEGIN; TRUNCATE zu_events; UPDATE zu_log SET last_seq = 0; COMMIT")
+        .unwrap();
+    writer.append_batch(&events[5..10]).unwrap();
+    f.says("the log was");
+    assert_eq!(f.events(5), ids_of(&events[5..10], 1));
 }
 
 #[test]
