@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use zu_plugin_api::contracts::Event;
@@ -114,10 +114,9 @@ const HEAD: usize = 64;
 impl Seen {
     pub fn of(file: &File, path: &Path) -> Result<Seen, PluginError> {
         let meta = file.metadata().map_err(|e| fail(path, "cannot stat", e))?;
-        let mut head = Vec::with_capacity(HEAD);
-        file.take(HEAD as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| fail(path, "cannot read", e))?;
+        let mut head = vec![0; HEAD];
+        let n = file.read_at(&mut head, 0).map_err(|e| fail(path, "cannot read", e))?;
+        head.truncate(n);
         Ok(Seen {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -174,7 +173,7 @@ impl Marks {
 /// `each(seq, line)` for every complete non-blank line until it returns
 /// false. A line still being written (no newline yet) is not read.
 pub fn scan(
-    file: File,
+    file: &File,
     path: &Path,
     marks: &mut Marks,
     after_seq: u64,

@@ -186,8 +186,9 @@ impl JsonlSink {
     }
 
     /// Reads the log after `after_seq`. A reader that finds the file gone,
-    /// replaced or shorter than at its last read answers a restart note
-    /// (and reads nothing) once; otherwise `each` sees every complete line.
+    /// replaced, shorter or with other first bytes than at its last read (or
+    /// at the end of this one) answers a restart note instead, once;
+    /// otherwise `each` sees every complete line.
     fn read(
         &self,
         after_seq: u64,
@@ -206,15 +207,25 @@ impl JsonlSink {
         };
         let now = Seen::of(&file, path)?;
         let restart = reading.seen.as_ref().and_then(|was| was.change(&now));
-        reading.seen = Some(now);
+        reading.seen = Some(now.clone());
         if let Some(what) = restart {
             reading.marks = Marks::default();
             if self.read_only {
                 return Ok(Some(log_restarted(what)));
             }
         }
-        file::scan(file, path, &mut reading.marks, after_seq, &mut each)?;
-        Ok(None)
+        file::scan(&file, path, &mut reading.marks, after_seq, &mut each)?;
+        // Emptied and rewritten while it was read: what was read is not one log.
+        let after = Seen::of(&file, path)?;
+        let during = now.change(&after);
+        reading.seen = Some(after);
+        match during {
+            Some(what) => {
+                reading.marks = Marks::default();
+                Ok(self.read_only.then(|| log_restarted(what)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The events (and, read-only, the notes about bad lines) after

@@ -25,17 +25,12 @@ impl Connected {
         limit: Option<u64>,
         after_seq: u64,
     ) -> Result<Vec<StoredEvent>, PluginError> {
-        let read = self.moved(after_seq).and_then(|note| match note {
-            Some(note) => Ok(vec![note]),
-            None => {
-                let found = self.select(filter, limit, after_seq)?;
-                if !found.is_empty() || self.wait.is_zero() {
-                    return Ok(found);
-                }
-                self.wait_for_more()?;
-                self.select(filter, limit, after_seq)
-            }
-        });
+        let mut read = self.snapshot(filter, limit, after_seq);
+        if matches!(&read, Ok(found) if found.is_empty()) && !self.wait.is_zero() {
+            read = self
+                .wait_for_more()
+                .and_then(|()| self.snapshot(filter, limit, after_seq));
+        }
         match read {
             Ok(found) => {
                 self.gone = false;
@@ -53,6 +48,28 @@ impl Connected {
             }
             Err(e) => Err(fail(&self.at, "cannot read", e)),
         }
+    }
+
+    /// The check that the log is the one read before, and the read, in one
+    /// snapshot: nothing written between them can be mislabelled.
+    fn snapshot(
+        &mut self,
+        filter: &EventFilter,
+        limit: Option<u64>,
+        after_seq: u64,
+    ) -> Result<Vec<StoredEvent>, postgres::Error> {
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let read = self.moved(after_seq).and_then(|note| match note {
+            Some(note) => Ok(vec![note]),
+            None => self.select(filter, limit, after_seq),
+        });
+        let end = self
+            .client
+            .batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let found = read?;
+        end?;
+        Ok(found)
     }
 
     /// Whether the row read last (when the reader goes on from it) is gone

@@ -12,10 +12,12 @@
 //! events` asks for) never creates or changes a file, reads a log on
 //! read-only media, returns a `harness.log.damaged` note in place of each row
 //! it cannot read, and a `harness.log.restarted` note when the file was
-//! replaced since its last read.
+//! deleted, replaced, or truncated or rewritten in place since its last read
+//! (see `read`).
 
 #![forbid(unsafe_code)]
 
+mod read;
 mod schema;
 
 use std::collections::HashSet;
@@ -27,7 +29,8 @@ use std::time::Duration;
 use rusqlite::{params_from_iter, Connection};
 use serde::Deserialize;
 use zu_codec::{row_aad, Codecs};
-use zu_plugin_api::events::{damaged_row, log_restarted};
+
+use read::where_clause;
 use zu_plugin_api::prelude::*;
 
 use schema::fail;
@@ -73,6 +76,10 @@ struct Open {
     busy_timeout: Duration,
     /// The file a reader has open (device, inode), to notice a replacement.
     file: Option<(u64, u64)>,
+    /// A reader's last row read (seq, event_id), to notice a rewritten file.
+    last_read: Option<(u64, String)>,
+    /// A reader's connection reads a log (false while the path holds none).
+    ready: bool,
     /// Rows already reported on stderr (writers warn once per row).
     warned: HashSet<u64>,
 }
@@ -112,6 +119,8 @@ impl SqliteSink {
                 read_only,
                 busy_timeout,
                 file: identity(path),
+                last_read: None,
+                ready: true,
                 warned: HashSet::new(),
             })),
         })
@@ -152,44 +161,6 @@ impl Plugin for SqliteSink {
     }
 }
 
-fn where_clause(filter: &EventFilter) -> (String, Vec<String>) {
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    for (field, value) in filter.terms() {
-        // Column names come from the fixed FilterField set, never from input.
-        let col = field.as_str();
-        match value {
-            None => sql.push_str(&format!(" AND {col} IS NULL")),
-            Some(v) => {
-                sql.push_str(&format!(" AND {col} = ?"));
-                params.push(v.clone());
-            }
-        }
-    }
-    (sql, params)
-}
-
-/// A row as an event, or why it is not one.
-fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, (u64, String)>> {
-    let seq: i64 = row.get(0)?;
-    let seq = seq as u64;
-    let text = |i: usize| row.get::<_, String>(i);
-    let (event_id, trace_id, task_id, ty, source) = (text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
-    let blob: Vec<u8> = row.get(6)?;
-    let aad = row_aad(&event_id, &trace_id, &task_id, &ty, &source);
-    let decoded = open
-        .codecs
-        .decode(&blob, &aad)
-        .map_err(|e| format!("event {event_id} (seq {seq}): {e}"))
-        .and_then(|text| {
-            serde_json::from_str::<Event>(&text)
-                .map_err(|e| format!("event {event_id} (seq {seq}) is not a valid event: {e}"))
-        });
-    Ok(decoded
-        .map(|event| StoredEvent { seq, event })
-        .map_err(|why| (seq, why)))
-}
-
 /// Inserts one event (idempotently) on `open`'s connection.
 fn insert(open: &Open, event: &Event) -> Result<(), PluginError> {
     let event_id = event.event_id().to_string();
@@ -220,26 +191,6 @@ fn insert(open: &Open, event: &Event) -> Result<(), PluginError> {
     Ok(())
 }
 
-impl Open {
-    /// A reader whose file was replaced (or deleted) since its last read
-    /// reopens the one now at the path and says so once.
-    fn restarted(&mut self) -> Result<Option<StoredEvent>, PluginError> {
-        if !self.read_only {
-            return Ok(None);
-        }
-        let now = identity(&self.path);
-        if now == self.file {
-            return Ok(None);
-        }
-        self.file = now;
-        if now.is_none() {
-            return Ok(Some(log_restarted("deleted")));
-        }
-        self.conn = schema::open_for_reading(&self.path, self.busy_timeout)?;
-        Ok(Some(log_restarted("replaced")))
-    }
-}
-
 impl EventSink for SqliteSink {
     fn append(&self, event: &Event) -> Result<(), PluginError> {
         self.with(|open| insert(open, event))
@@ -259,66 +210,28 @@ impl EventSink for SqliteSink {
     }
 
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
-        self.with(|open| {
-            if let Some(note) = open.restarted()? {
-                return Ok(vec![note]);
-            }
-            if open.file.is_none() && open.read_only {
-                return Ok(Vec::new()); // deleted, and nothing at the path yet
-            }
-            let (clause, params) = where_clause(filter);
-            let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
-            let sql = format!(
-                "SELECT seq, event_id, trace_id, task_id, type, source, data FROM events \
-                 WHERE seq > {after_seq}{clause} ORDER BY seq LIMIT {limit}"
-            );
-            let mut out = Vec::new();
-            let mut bad = Vec::new();
-            {
-                let mut st = open
-                    .conn
-                    .prepare_cached(&sql)
-                    .map_err(|e| fail(&open.path, "cannot query", e))?;
-                let mut rows = st
-                    .query(params_from_iter(params.iter()))
-                    .map_err(|e| fail(&open.path, "cannot query", e))?;
-                while let Some(row) = rows.next().map_err(|e| fail(&open.path, "cannot read", e))? {
-                    let item = row_to_event(open, row).unwrap_or_else(|e| {
-                        let seq = row.get::<_, i64>(0).unwrap_or(0) as u64;
-                        Err((seq, format!("an unreadable row (seq {seq}): {e}")))
-                    });
-                    match item {
-                        Ok(e) => out.push(e),
-                        Err((seq, why)) => {
-                            if open.read_only {
-                                out.push(damaged_row(seq, &format!("row seq {seq}"), &why));
-                            }
-                            bad.push((seq, why));
-                        }
-                    }
-                }
-            }
-            if !open.read_only {
-                for (seq, why) in bad {
-                    if open.warned.insert(seq) {
-                        eprintln!("zu sqlite sink: {}: skipping {why}", open.path.display());
-                    }
-                }
-            }
-            Ok(out)
-        })
+        self.with(|open| open.read(filter, limit, after_seq))
     }
 
     fn count(&self, filter: &EventFilter) -> Result<u64, PluginError> {
         self.with(|open| {
             let (clause, params) = where_clause(filter);
             let sql = format!("SELECT COUNT(*) FROM events WHERE 1=1{clause}");
-            let n: i64 = open
-                .conn
-                .prepare_cached(&sql)
-                .and_then(|mut st| st.query_row(params_from_iter(params.iter()), |r| r.get(0)))
-                .map_err(|e| fail(&open.path, "cannot count", e))?;
-            Ok(n as u64)
+            let count = |conn: &Connection| {
+                conn.prepare_cached(&sql)
+                    .and_then(|mut st| st.query_row(params_from_iter(params.iter()), |r| r.get::<_, i64>(0)))
+                    .map(|n| n as u64)
+                    .map_err(|e| fail(&open.path, "cannot count", e))
+            };
+            if !open.read_only {
+                return count(&open.conn);
+            }
+            // A reader counts on a connection of its own (see `read`).
+            match schema::open_for_reading(&open.path, open.busy_timeout) {
+                Ok(conn) => count(&conn),
+                Err(_) if identity(&open.path).is_none() => Ok(0),
+                Err(e) => Err(e),
+            }
         })
     }
 
