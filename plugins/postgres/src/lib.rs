@@ -73,6 +73,9 @@ struct Connected {
     gone: bool,
 }
 
+/// How long a connection may take unless the url says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The PostgreSQL sink.
 pub struct PostgresSink {
     state: Mutex<Result<Connected, String>>,
@@ -120,7 +123,13 @@ impl Plugin for PostgresSink {
         })?;
         let codecs = Codecs::from_config(config.codec.as_ref()).map_err(|e| PluginError::invalid(e.to_string()))?;
         let at = redact(&url);
-        let mut client = Client::connect(&url, NoTls).map_err(|e| fail(&at, "cannot connect", e))?;
+        let mut options: postgres::Config = url
+            .parse()
+            .map_err(|e| PluginError::invalid(format!("postgres sink url {at}: {e}")))?;
+        if options.get_connect_timeout().is_none() {
+            options.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = options.connect(NoTls).map_err(|e| fail(&at, "cannot connect", e))?;
         let mut append = None;
         if config.read_only {
             let found: Option<String> = client
@@ -369,6 +378,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("cannot connect"), "{err}");
+        let err = PostgresSink::new(json!({"url": "postgresql://zu@db:notaport/zu"}))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("postgres sink url"), "{err}");
         let err = PostgresSink::new(json!({})).err().unwrap();
         assert!(err.to_string().contains("no \"url\""), "{err}");
         assert!(PostgresSink::new(Value::Null)
