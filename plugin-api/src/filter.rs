@@ -136,6 +136,27 @@ impl EventFilter {
         &self.terms
     }
 
+    /// The terms as SQL conditions over columns named like the fields, each
+    /// ` AND col = <placeholder(i)>` or ` AND col IS NULL`, and the values to
+    /// bind, in order (`placeholder(i)` names the i-th, from 0: `?` for
+    /// SQLite, `$n` for PostgreSQL). Column names come from the fixed field
+    /// set, never from input.
+    pub fn sql_conditions(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for (field, value) in &self.terms {
+            let col = field.as_str();
+            match value {
+                None => sql.push_str(&format!(" AND {col} IS NULL")),
+                Some(v) => {
+                    sql.push_str(&format!(" AND {col} = {}", placeholder(values.len())));
+                    values.push(v.clone());
+                }
+            }
+        }
+        (sql, values)
+    }
+
     /// The value the filter requires of `field`: `None` if unconstrained,
     /// `Some(None)` if it must be null.
     pub fn get(&self, field: FilterField) -> Option<Option<&str>> {

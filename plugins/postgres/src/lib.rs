@@ -180,21 +180,9 @@ fn create(client: &mut Client) -> Result<(), postgres::Error> {
     made
 }
 
+/// The filter's conditions with placeholders numbered from `$first`.
 fn where_clause(filter: &EventFilter, first: usize) -> (String, Vec<String>) {
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    for (field, value) in filter.terms() {
-        // Column names come from the fixed FilterField set, never from input.
-        let col = field.as_str();
-        match value {
-            None => sql.push_str(&format!(" AND {col} IS NULL")),
-            Some(v) => {
-                params.push(v.clone());
-                sql.push_str(&format!(" AND {col} = ${}", first + params.len() - 1));
-            }
-        }
-    }
-    (sql, params)
+    filter.sql_conditions(|i| format!("${}", first + i))
 }
 
 impl PostgresSink {

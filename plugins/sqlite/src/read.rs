@@ -12,21 +12,9 @@ use zu_plugin_api::prelude::*;
 use crate::schema::{self, fail};
 use crate::{identity, Open};
 
+/// The filter's conditions with `?` placeholders.
 pub(crate) fn where_clause(filter: &EventFilter) -> (String, Vec<String>) {
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    for (field, value) in filter.terms() {
-        // Column names come from the fixed FilterField set, never from input.
-        let col = field.as_str();
-        match value {
-            None => sql.push_str(&format!(" AND {col} IS NULL")),
-            Some(v) => {
-                sql.push_str(&format!(" AND {col} = ?"));
-                params.push(v.clone());
-            }
-        }
-    }
-    (sql, params)
+    filter.sql_conditions(|_| "?".to_owned())
 }
 
 /// A row as an event, or why it is not one.
