@@ -13,6 +13,9 @@ pub const TASK_COMPLETED: &str = "harness.task.completed";
 pub const TASK_ESCALATED: &str = "harness.task.escalated";
 /// The run ended without success.
 pub const TASK_TERMINAL: &str = "harness.task.terminal";
+/// A run that had no end on the log was resumed by `zu run --resume`:
+/// `{step, tokens, elapsed_ms, resumed_at}`. Beyond the reference.
+pub const TASK_RESUMED: &str = "harness.task.resumed";
 /// A model turn began.
 pub const TURN_STARTED: &str = "harness.turn.started";
 /// A model turn ended: `{step, tier, model, usage}`.
@@ -21,6 +24,10 @@ pub const TURN_COMPLETED: &str = "harness.turn.completed";
 pub const TOOL_INVOKED: &str = "harness.tool.invoked";
 /// A tool returned.
 pub const TOOL_RETURNED: &str = "harness.tool.returned";
+/// The `extract` observation strategy asked the model for what is relevant
+/// in one chunk of a too-large observation: `{tool, key, chunk, of, model,
+/// usage, error?}`. Beyond the reference, which makes these calls unlogged.
+pub const OBSERVATION_EXTRACTED: &str = "harness.observation.extracted";
 /// A detector returned a verdict.
 pub const DETECTOR_FIRED: &str = "harness.detector.fired";
 /// A validator refused the result.
@@ -72,8 +79,10 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 25] = [
+pub const HARNESS_TYPES: [&str; 27] = [
     TASK_STARTED,
+    TASK_RESUMED,
+    OBSERVATION_EXTRACTED,
     ENVELOPE_DECLARED,
     TASK_COMPLETED,
     TASK_ESCALATED,

@@ -32,18 +32,26 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod cost;
 pub mod deadline;
 pub mod error;
 pub mod memory_sink;
+pub mod pipeline;
 pub mod projections;
 pub mod registry;
 pub mod run;
+pub mod track;
 pub mod view;
 
 pub use bus::{BusError, EventBus, Subscriber, SubscriberFailure};
+pub use cost::{CostSummary, Prices};
 pub use error::LoadError;
 pub use memory_sink::{LoggedEvent, MemorySink};
+pub use pipeline::{run_pipeline, PipelinePhase, PipelineResult};
 pub use projections::SessionStore;
 pub use registry::{Entry, LoadFailure, PluginInfo, PluginObject, Registry};
-pub use run::{run_task, Cancel, Checks, Containment, RunError, RunOptions, RunView};
+pub use run::{
+    resume_task, run_task, Cancel, Checks, Containment, ResumeError, RunError, RunOptions, RunView, Shaping, Strategy,
+};
+pub use track::{Track, TrackStep};
 pub use zu_plugin_api as api;

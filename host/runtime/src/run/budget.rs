@@ -1,11 +1,16 @@
 //! The run's budgets as the reference counts them: tokens from each turn's
-//! usage, the wall time, and which budget a run has spent. (Steps and tool
-//! calls per turn are counted where they happen, in the step machine.)
+//! usage, the wall time, and which budget a run has spent; beyond it, the
+//! dollars spent against `max_usd`. (Steps and tool calls per turn are
+//! counted where they happen, in the step machine.)
 
 use std::time::Duration;
 
 use serde_json::Value;
-use zu_plugin_api::contracts::{JsonObject, TaskSpec};
+use std::sync::Arc;
+
+use zu_plugin_api::contracts::{Budget, JsonObject};
+
+use crate::cost::Prices;
 
 fn as_int(v: Option<&Value>) -> u64 {
     match v {
@@ -28,12 +33,43 @@ pub(super) fn usage_tokens(usage: &JsonObject) -> u64 {
     as_int(usage.get("input_tokens")) + as_int(usage.get("output_tokens"))
 }
 
-/// The budget a run has spent, if any: its wall time, then its tokens.
-pub(super) fn budget_reason(elapsed: Duration, tokens: u64, spec: &TaskSpec) -> Option<&'static str> {
-    if elapsed.as_secs_f64() > spec.budget.wall_time_s as f64 {
+/// Dollars spent by a run's model calls, against its dollar budget.
+#[derive(Default)]
+pub(super) struct Spend {
+    pub(super) usd: f64,
+    pub(super) max_usd: Option<f64>,
+    pub(super) prices: Arc<Prices>,
+}
+
+impl Spend {
+    /// Adds one call of `model`; a call the table cannot price adds nothing
+    /// (a run with a dollar budget starts only with priced providers).
+    pub(super) fn add(&mut self, model: Option<&str>, usage: &JsonObject) {
+        match self.prices.usd(model, usage) {
+            Some(usd) => self.usd += usd,
+            None if self.max_usd.is_some() => {
+                tracing::warn!(
+                    model,
+                    "a model call the price table cannot price; the dollar budget does not see it"
+                )
+            }
+            None => {}
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.max_usd.is_some_and(|max| self.usd > max)
+    }
+}
+
+/// The budget a run has spent, if any: its wall time, its tokens, its dollars.
+pub(super) fn budget_reason(elapsed: Duration, tokens: u64, budget: &Budget, spend: &Spend) -> Option<&'static str> {
+    if elapsed.as_secs_f64() > budget.wall_time_s as f64 {
         Some("budget:wall_time_s")
-    } else if tokens >= spec.budget.max_tokens {
+    } else if tokens >= budget.max_tokens {
         Some("budget:max_tokens")
+    } else if spend.over() {
+        Some("budget:max_usd")
     } else {
         None
     }

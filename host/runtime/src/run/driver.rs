@@ -10,8 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use zu_plugin_api::contracts::RunResult;
-use zu_plugin_api::ports::{panic_message, to_json_capped, PluginError, MAX_OBSERVATION_BYTES};
+use zu_plugin_api::contracts::{JsonObject, RunResult};
+use zu_plugin_api::ports::{panic_message, to_json_capped, PluginError, Tool, MAX_OBSERVATION_BYTES};
 
 use super::record::abandoned_terminal;
 use super::steps::{Called, Loop, Phase};
@@ -23,6 +23,9 @@ use crate::deadline::{CallError, Cancel, DeadlineRunner};
 const GRACE: Duration = Duration::from_secs(1);
 
 type Shared = Mutex<Loop>;
+
+/// An observation and its JSON text.
+type Observed = (JsonObject, String);
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Loop> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
@@ -61,6 +64,26 @@ fn call_unlocked<'a, T>(
     Some((st, out))
 }
 
+/// Calls `tool` with `args` after `wait`, under the run's deadline. The
+/// observation is encoded once, for the model's history, and refused before
+/// an oversized one is encoded whole.
+fn call_tool<'a>(
+    shared: &'a Shared,
+    st: MutexGuard<'a, Loop>,
+    name: &str,
+    args: JsonObject,
+    tool: Arc<dyn Tool>,
+    wait: Duration,
+) -> Option<(MutexGuard<'a, Loop>, Called<Observed>)> {
+    let view = st.record.view(None);
+    call_unlocked(shared, st, name, move || {
+        std::thread::sleep(wait);
+        let out = tool.call(&view, args)?;
+        let text = to_json_capped(&out, MAX_OBSERVATION_BYTES)?;
+        Ok((out, text))
+    })
+}
+
 /// Drives the run until it ends or this thread must stop. The worker passes
 /// `takeover = false` and stops as soon as it finds the run taken over.
 fn drive(shared: &Shared, takeover: bool) {
@@ -76,7 +99,10 @@ fn drive(shared: &Shared, takeover: bool) {
             break;
         }
         let phase = st.phase.clone();
-        if matches!(phase, Phase::Provider { .. } | Phase::ToolCall(..)) {
+        if matches!(
+            phase,
+            Phase::Provider { .. } | Phase::ToolCall(..) | Phase::ReplayCall { .. } | Phase::Extract { .. }
+        ) {
             // The log is durable before the next side effect, or there is none.
             if let Err(e) = st.record.bus.flush() {
                 st.outcome = Some(Err(e.into()));
@@ -100,18 +126,35 @@ fn drive(shared: &Shared, takeover: bool) {
             Phase::ToolCall(turn, i, tool) => {
                 let call = &turn.response.tool_calls[i];
                 let (name, args) = (call.name.clone(), call.args.clone());
-                let view = st.record.view(None);
-                let Some((next, out)) = call_unlocked(shared, st, &name, move || {
-                    let out = tool.call(&view, args)?;
-                    // Encoded once, for the model's history, and refused
-                    // before an oversized observation is encoded whole.
-                    let text = to_json_capped(&out, MAX_OBSERVATION_BYTES)?;
-                    Ok((out, text))
-                }) else {
+                let Some((next, out)) = call_tool(shared, st, &name, args, tool, Duration::ZERO) else {
                     return;
                 };
                 st = next;
                 st.after_tool(turn, i, Some(out))
+            }
+            Phase::Replay => st.replay_step(),
+            Phase::ReplayCall { turn, tool, wait } => {
+                let replay = st.replay.as_ref().expect("replaying");
+                let step = &replay.track.steps[replay.next];
+                let (name, args) = (step.tool.clone(), step.args.clone());
+                let Some((next, out)) = call_tool(shared, st, &name, args, tool, wait) else {
+                    return;
+                };
+                st = next;
+                st.after_replay_tool(turn, Some(out))
+            }
+            Phase::Extract { turn, i, obs, jobs } => {
+                let provider = st.provider.clone();
+                let model = provider.model();
+                let allowance = st.budget.max_tokens.saturating_sub(st.tokens);
+                let calls = jobs.clone();
+                let Some((next, out)) = call_unlocked(shared, st, "the provider", move || {
+                    Ok(super::shaping::extract(&*provider, &calls, allowance))
+                }) else {
+                    return;
+                };
+                st = next;
+                st.after_extract(turn, i, obs, &jobs, out, model)
             }
             Phase::TurnEnd {
                 turn,

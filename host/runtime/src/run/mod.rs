@@ -1,14 +1,19 @@
 //! The interpreter loop, a port of the reference `run_task`: ask the provider
 //! for an action, dispatch tools at or below the current tier, run detector
 //! checkpoints, repeat until the model finalises or a budget is spent; on
-//! finalise run the validators; climb the tier ladder on ESCALATE. This file
-//! is the public face: [`run_task`], its options and errors.
+//! finalise run the validators; climb the tier ladder on ESCALATE; replay a
+//! recorded track first; shape what the model reads; resume a crashed run.
+//! This file is the public face: [`run_task`], [`resume_task`], their
+//! options and errors.
 
 mod budget;
 mod checkpoints;
 mod driver;
 mod observation;
 mod record;
+mod replay;
+mod resume;
+mod shaping;
 mod steps;
 mod text;
 mod view;
@@ -18,19 +23,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
-use zu_plugin_api::contracts::{RunResult, TaskSpec};
+use zu_plugin_api::contracts::{Budget, RunResult, TaskSpec};
+use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::ports::{ModelProvider, ModelRequest};
 use zu_plugin_api::version::Kind;
 
+use budget::Spend;
 use checkpoints::{CheckSet, Ladder, ToolEntry};
 use record::{Abandon, Record};
+pub use resume::ResumeError;
+pub use shaping::{Shaping, Strategy};
 use steps::{Loop, Phase};
 pub use text::parse_value;
 pub use view::RunView;
 
 use crate::bus::{BusError, EventBus};
+use crate::cost::Prices;
 pub use crate::deadline::Cancel;
 use crate::registry::Registry;
+use crate::track::{Jitter, Track};
 
 /// The environment variable the sandboxed launcher sets inside the sandbox.
 pub const SANDBOX_ENV: &str = "ZU_SANDBOXED";
@@ -102,6 +113,22 @@ pub struct RunOptions {
     /// Asked from another thread (a signal handler), it stops the run: no
     /// further plugin call, `task.terminal` with the cancel's reason.
     pub cancel: Option<Arc<Cancel>>,
+    /// A recorded path, replayed first (no model calls) when it matches the task.
+    pub track: Option<Arc<Track>>,
+    /// The budget in force instead of the task's when the track replays.
+    pub replay_budget: Option<Budget>,
+    /// Drives the frontier after a replay that did not diverge (a cheap model).
+    pub finish_provider: Option<Arc<dyn ModelProvider>>,
+    /// The median extra pause of a replayed step, in ms (0: none, and the
+    /// recorded gaps are capped at 3 s).
+    pub replay_jitter_ms: u64,
+    /// What the model reads of large observations and of a long history.
+    pub shaping: Shaping,
+    /// Dollars the run may spend; it ends `budget:max_usd` once past them.
+    /// Every provider of the run must have a price.
+    pub max_usd: Option<f64>,
+    /// The price table (default: the built-in one).
+    pub prices: Option<Arc<Prices>>,
 }
 
 /// Why a run could not produce a Result at all.
@@ -124,6 +151,15 @@ pub enum RunError {
         /// What the registry holds of that kind, sorted.
         loaded: Vec<String>,
     },
+    /// A dollar budget with a provider whose model the price table does not price.
+    #[error("--max-usd needs a price for every model the run may call, and {what} has none; add it to a price file (--prices FILE) or run without a dollar budget")]
+    Unpriced {
+        /// The provider's model, or that it names none.
+        what: String,
+    },
+    /// The run to resume is not on the log or has ended.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     /// The canonical event log refused an event.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -183,6 +219,70 @@ pub fn run_task(
     bus: &Arc<EventBus>,
     options: &RunOptions,
 ) -> Result<RunResult, RunError> {
+    let before = bus.count(&EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string())))?;
+    run(spec, provider, registry, bus, options, None, before)
+}
+
+/// Continues task `task`'s run, which has no end on `bus`'s log (it was
+/// killed or crashed): the spec and trace come from its `task.started`, the
+/// conversation and what it spent from its events; it appends to the same
+/// task and never makes again a tool call that returned. A run that ended
+/// is refused ([`ResumeError::Ended`]).
+pub fn resume_task(
+    task: Uuid,
+    provider: Arc<dyn ModelProvider>,
+    registry: &Registry,
+    bus: &Arc<EventBus>,
+    options: &RunOptions,
+) -> Result<RunResult, RunError> {
+    let (spec, trace, resumed) = resume::find(bus, task)?;
+    let of_task = EventFilter::all().with(FilterField::TaskId, Some(task.to_string()));
+    let before = bus.count(&of_task)?.saturating_sub(resumed.events.len() as u64);
+    let options = RunOptions {
+        trace_id: Some(trace),
+        track: None,
+        ..options.clone()
+    };
+    run(&spec, provider, registry, bus, &options, Some(resumed), before)
+}
+
+/// The model of every provider a run may call, when it has a dollar budget.
+fn check_prices(options: &RunOptions, prices: &Prices, main: &Arc<dyn ModelProvider>) -> Result<(), RunError> {
+    if options.max_usd.is_none() {
+        return Ok(());
+    }
+    let all = std::iter::once(main)
+        .chain(options.providers_by_tier.values())
+        .chain(options.finish_provider.iter());
+    for p in all {
+        match p.model() {
+            Some(m) if prices.price(&m).is_some() => {}
+            Some(m) => {
+                return Err(RunError::Unpriced {
+                    what: format!("model {m:?}"),
+                })
+            }
+            None => {
+                return Err(RunError::Unpriced {
+                    what: "a provider that names no model".into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(
+    spec: &TaskSpec,
+    provider: Arc<dyn ModelProvider>,
+    registry: &Registry,
+    bus: &Arc<EventBus>,
+    options: &RunOptions,
+    resume: Option<resume::Resumed>,
+    before: u64,
+) -> Result<RunResult, RunError> {
+    let prices = options.prices.clone().unwrap_or_default();
+    check_prices(options, &prices, &provider)?;
     let mut tool_names = participants(registry, Kind::Tools, options.tools.as_deref())?;
     tool_names.sort();
     tool_names.dedup();
@@ -217,10 +317,19 @@ pub fn run_task(
 
     let spec = Arc::new(spec.clone());
     let top = tools.iter().map(|t| t.tier).max().unwrap_or(1);
+    let track = options.track.clone().filter(|t| t.matches(&spec) && resume.is_none());
+    let budget = match (&track, &options.replay_budget) {
+        (Some(_), Some(b)) => b.clone(),
+        _ => spec.budget.clone(),
+    };
+    let spent_before = resume.as_ref().map_or(Duration::ZERO, |r| {
+        let (first, last) = (&r.events[0].event, &r.events[r.events.len() - 1].event);
+        Duration::from_millis((last.ts() - first.ts()).num_milliseconds().max(0) as u64)
+    });
     let start = Instant::now();
     // A wall time too large for the clock means "no deadline" in practice.
     let deadline = start
-        .checked_add(Duration::from_secs(spec.budget.wall_time_s))
+        .checked_add(Duration::from_secs(budget.wall_time_s).saturating_sub(spent_before))
         .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
     let mut checks = checks;
     checks.deadline = deadline;
@@ -228,19 +337,37 @@ pub fn run_task(
     // At ERROR level so the span is enabled whenever any line is logged (a
     // span below the filter's level would not be, and lines would lose the ids).
     let span = tracing::error_span!("run", task = %task_id, trace = %trace_id);
+    let stop = Arc::new(Abandon::default());
     let state = Loop {
         record: Record {
             bus: bus.clone(),
             trace_id,
             task_id,
-            view: RunView::new(spec.clone(), bus.clone(), None),
-            stop: Arc::new(Abandon::default()),
+            view: RunView::of_run(spec.clone(), bus.clone(), stop.root.clone(), before),
+            stop,
         },
         ladder: Ladder {
             current: 1,
             ceiling: spec.max_tier.min(top),
         },
+        replay: track.map(|track| replay::Replay {
+            track,
+            next: 0,
+            soft_misses: 0,
+            jitter: Jitter::new(trace_id, options.replay_jitter_ms),
+        }),
         spec,
+        budget,
+        finish_provider: options.finish_provider.clone(),
+        finishing: false,
+        shaping: options.shaping,
+        spend: Spend {
+            usd: 0.0,
+            max_usd: options.max_usd,
+            prices,
+        },
+        resume,
+        spent_before,
         tools,
         checks,
         refused: registry.failures().to_vec(),

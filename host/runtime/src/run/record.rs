@@ -20,7 +20,7 @@ use crate::bus::{BusError, EventBus};
 pub(super) struct Abandon {
     pub(super) abandoned: AtomicBool,
     /// The run's `task.started` event, the parent of its end.
-    pub(super) root: OnceLock<Uuid>,
+    pub(super) root: Arc<OnceLock<Uuid>>,
 }
 
 /// Where a run's events go, and the view plugins read it through.

@@ -6,20 +6,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
-use zu_plugin_api::contracts::{JsonObject, RunResult, Status, TaskSpec};
+use zu_plugin_api::contracts::{Budget, JsonObject, RunResult, Status, TaskSpec};
 use zu_plugin_api::events as ev;
 use zu_plugin_api::ports::{
     Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Scope, Severity, Tool, Verdict,
 };
 
-use super::budget::{budget_reason, usage_tokens};
+use super::budget::{budget_reason, usage_tokens, Spend};
 use super::checkpoints::{checkpoint, escalate, on_final, CheckSet, Ladder, ToolEntry};
 use super::observation;
 use super::record::Record;
+use super::replay::Replay;
+use super::shaping::{bound_history, extract_jobs, truncated, ExtractJob, Shaping, Strategy};
 use super::text::{initial_messages, obj, parse_value, severity_name, skipped_note, validation_retry_note};
 use super::RunError;
 use crate::deadline::CallError;
@@ -48,6 +50,22 @@ pub(super) enum Phase {
     Tool(Turn, usize),
     /// Make tool call `i` (recorded already) to `tool`.
     ToolCall(Turn, usize, Arc<dyn Tool>),
+    /// Ask the provider what is relevant in the chunks of tool call `i`'s
+    /// oversized observation `obs` (the `extract` strategy).
+    Extract {
+        turn: Turn,
+        i: usize,
+        obs: Arc<JsonObject>,
+        jobs: Arc<Vec<ExtractJob>>,
+    },
+    /// Drive the next step of the track being replayed.
+    Replay,
+    /// Make the replayed call (recorded already) to `tool` after `wait`.
+    ReplayCall {
+        turn: Uuid,
+        tool: Arc<dyn Tool>,
+        wait: Duration,
+    },
     /// The calls are over: the first `dispatched` ran; `halting` stopped the rest.
     TurnEnd {
         turn: Turn,
@@ -63,6 +81,19 @@ pub(super) enum Phase {
 pub(super) struct Loop {
     pub(super) record: Record,
     pub(super) spec: Arc<TaskSpec>,
+    /// The budget in force: the task's, or the replay budget while a track replays.
+    pub(super) budget: Budget,
+    /// The track being replayed, until the model takes over.
+    pub(super) replay: Option<Replay>,
+    /// Drives the frontier after a clean replay, if set.
+    pub(super) finish_provider: Option<Arc<dyn ModelProvider>>,
+    /// The replay ended cleanly and the finish provider drives.
+    pub(super) finishing: bool,
+    pub(super) shaping: Shaping,
+    /// Dollars spent, against the dollar budget.
+    pub(super) spend: Spend,
+    /// What the log says of the run being resumed, until it is applied.
+    pub(super) resume: Option<super::resume::Resumed>,
     pub(super) tools: Vec<ToolEntry>,
     pub(super) checks: CheckSet,
     /// What the registry refused at load, recorded at the start of the run.
@@ -80,6 +111,8 @@ pub(super) struct Loop {
     /// The tier whose tool schemas the request carries.
     pub(super) tools_tier: u32,
     pub(super) start: Instant,
+    /// Wall time the run had spent before this process took it up (resume).
+    pub(super) spent_before: Duration,
     pub(super) deadline: Instant,
     pub(super) step: u32,
     pub(super) phase: Phase,
@@ -108,6 +141,10 @@ struct TurnCompleted<'a> {
     model: Option<String>,
     usage: &'a JsonObject,
     text: &'a Option<String>,
+    /// The calls the model asked for (beyond the reference: a resumed run
+    /// knows which of them are still to make).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: &'a [zu_plugin_api::ports::ToolCall],
 }
 
 #[derive(serde::Serialize)]
@@ -132,6 +169,11 @@ impl Loop {
         Ok(())
     }
 
+    /// The run's wall time so far, counting what it spent before a resume.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.spent_before + self.start.elapsed()
+    }
+
     pub(super) fn terminal(&mut self, reason: &str) -> Result<(), RunError> {
         let r = self.record.terminal(reason)?;
         self.finish(r)
@@ -143,16 +185,19 @@ impl Loop {
         Ok(())
     }
 
-    fn push_message(&mut self, message: Value) {
+    pub(super) fn push_message(&mut self, message: Value) {
         Arc::make_mut(&mut self.request).messages.push(message);
     }
 
     /// `task.started`, the envelope of every tool, the first messages.
     pub(super) fn start_run(&mut self) -> Result<(), RunError> {
+        if let Some(resumed) = self.resume.take() {
+            return self.resume_run(resumed);
+        }
         let spec = self.spec.clone();
         let root = self.record.emit(
             ev::TASK_STARTED,
-            &json!({"query": spec.query, "target": spec.target}),
+            &json!({"query": spec.query, "target": spec.target, "max_tier": spec.max_tier, "budget": spec.budget, "output_schema": spec.output_schema}),
             None,
             "loop",
         )?;
@@ -182,16 +227,20 @@ impl Loop {
         let fragments = self.ladder.active(&self.tools).map(|t| t.prompt_fragment.as_str());
         Arc::make_mut(&mut self.request).messages = initial_messages(&spec, fragments);
         self.step = 1;
-        self.phase = Phase::StepTop;
+        self.phase = if self.replay.is_some() {
+            Phase::Replay
+        } else {
+            Phase::StepTop
+        };
         Ok(())
     }
 
     /// Budgets, the tools of the current tier, `turn.started`, the turn's provider.
     pub(super) fn step_top(&mut self) -> Result<(), RunError> {
-        if self.step > self.spec.budget.max_steps {
+        if self.step > self.budget.max_steps {
             return self.terminal("budget:max_steps");
         }
-        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+        if let Some(reason) = budget_reason(self.elapsed(), self.tokens, &self.budget, &self.spend) {
             return self.terminal(reason);
         }
         if self.tools_tier != self.ladder.current {
@@ -204,11 +253,14 @@ impl Loop {
                 .collect();
             Arc::make_mut(&mut self.request).tools = schemas;
         }
-        let provider = self
-            .providers_by_tier
-            .get(&self.ladder.current)
-            .unwrap_or(&self.provider)
-            .clone();
+        let provider = match (&self.finish_provider, self.finishing) {
+            (Some(finisher), true) => finisher.clone(),
+            _ => self
+                .providers_by_tier
+                .get(&self.ladder.current)
+                .unwrap_or(&self.provider)
+                .clone(),
+        };
         let turn = self.record.emit(
             ev::TURN_STARTED,
             &StepPayload { step: self.step },
@@ -217,6 +269,11 @@ impl Loop {
         )?;
         if Instant::now() >= self.deadline {
             return self.terminal("budget:wall_time_s");
+        }
+        let messages = &mut Arc::make_mut(&mut self.request).messages;
+        if let Some(first) = bound_history(messages, self.shaping.max_context_chars) {
+            // An elided history is a new prefix: the next call sends it from there.
+            self.sent = self.sent.min(first);
         }
         self.phase = Phase::Provider { turn, provider };
         Ok(())
@@ -255,19 +312,22 @@ impl Loop {
             Err(CallError::Panicked(m)) => return self.provider_failed(&format!("panicked: {m}")),
         };
         self.tokens += usage_tokens(&resp.usage);
+        let model = provider.model();
+        self.spend.add(model.as_deref(), &resp.usage);
         self.record.emit(
             ev::TURN_COMPLETED,
             &TurnCompleted {
                 step: self.step,
                 tier: self.ladder.current,
-                model: provider.model(),
+                model,
                 usage: &resp.usage,
                 text: &resp.text,
+                tool_calls: &resp.tool_calls,
             },
             Some(turn),
             "loop",
         )?;
-        if let Some(reason) = budget_reason(self.start.elapsed(), self.tokens, &self.spec) {
+        if let Some(reason) = budget_reason(self.elapsed(), self.tokens, &self.budget, &self.spend) {
             return self.terminal(reason);
         }
         if resp.finish == Finish::Length {
@@ -276,7 +336,7 @@ impl Loop {
         if resp.tool_calls.is_empty() {
             return self.finalise(resp.text.as_deref());
         }
-        if resp.tool_calls.len() > self.spec.budget.max_tool_calls as usize {
+        if resp.tool_calls.len() > self.budget.max_tool_calls as usize {
             return self.terminal("budget:max_tool_calls");
         }
         let calls: Vec<Value> = resp
@@ -358,6 +418,26 @@ impl Loop {
     ) -> Result<(), RunError> {
         let name = turn.response.tool_calls[i].name.as_str();
         let (obs, content) = observation::record(&self.record, turn.id, name, outcome)?;
+        let max = self.shaping.max_observation_chars;
+        if let (Strategy::Extract, Some(max)) = (self.shaping.strategy, max) {
+            let jobs = extract_jobs(&obs, max, &self.spec.query);
+            if !jobs.is_empty() {
+                let (obs, jobs) = (Arc::new(obs), Arc::new(jobs));
+                self.phase = Phase::Extract { turn, i, obs, jobs };
+                return Ok(());
+            }
+        }
+        let content = match truncated(&obs, max) {
+            Some(shaped) => serde_json::to_string(&shaped).unwrap_or_default(),
+            None => content,
+        };
+        self.observed(turn, i, obs, content)
+    }
+
+    /// Tool call `i`'s observation reaches the model as `content` and the
+    /// per-observation detectors as it is.
+    pub(super) fn observed(&mut self, turn: Turn, i: usize, obs: JsonObject, content: String) -> Result<(), RunError> {
+        let name = turn.response.tool_calls[i].name.as_str();
         let message = json!({"role": "tool", "name": name, "content": content});
         self.push_message(message);
         let obs = Arc::new(Value::Object(obs));
@@ -406,7 +486,7 @@ impl Loop {
 
     /// The model answered without tools: parse, validate, then complete,
     /// retry, escalate or end.
-    fn finalise(&mut self, text: Option<&str>) -> Result<(), RunError> {
+    pub(super) fn finalise(&mut self, text: Option<&str>) -> Result<(), RunError> {
         let Some(value) = parse_value(text) else {
             return self.terminal("model finalised with no answer");
         };

@@ -1,8 +1,11 @@
 //! The run as plugins read it: the spec, the observation being inspected, and
-//! this run's own events, read from the canonical log on demand, so reading
-//! it costs the same with 10 or 100,000 events logged.
+//! this run's own events (from its `task.started` on: an earlier run of the
+//! same task id is not this run), read from the canonical log on demand, so
+//! reading it costs the same with 10 or 100,000 events logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use uuid::Uuid;
 
 use serde_json::Value;
 use zu_plugin_api::contracts::TaskSpec;
@@ -25,15 +28,53 @@ struct ViewOf {
     bus: Arc<EventBus>,
     /// `task_id = <this task>`: the run's own events.
     scope: EventFilter,
+    /// The run's `task.started` event, once emitted.
+    root: Arc<OnceLock<Uuid>>,
+    /// Its sequence number, once looked up.
+    since: OnceLock<u64>,
+    /// How many events of the task the log held before this run.
+    before: u64,
 }
 
 impl RunView {
-    /// A view of `spec`'s run on `bus`, inspecting `observation`.
+    /// A view of `spec`'s run on `bus` (every event of its task), inspecting `observation`.
     pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
+        Self::of_run(spec, bus, Arc::default(), 0).inspecting(observation)
+    }
+
+    /// A view of the run that starts at event `root` (set once emitted),
+    /// after `before` events of the same task on the log.
+    pub(crate) fn of_run(spec: Arc<TaskSpec>, bus: Arc<EventBus>, root: Arc<OnceLock<Uuid>>, before: u64) -> Self {
         let scope = EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string()));
         RunView {
-            run: Arc::new(ViewOf { spec, bus, scope }),
-            observation,
+            run: Arc::new(ViewOf {
+                spec,
+                bus,
+                scope,
+                root,
+                since: OnceLock::new(),
+                before,
+            }),
+            observation: None,
+        }
+    }
+
+    /// The sequence number this run's events start after.
+    fn start_after(&self) -> u64 {
+        let run = &self.run;
+        if let Some(&s) = run.since.get() {
+            return s;
+        }
+        let Some(root) = run.root.get() else { return 0 };
+        let filter = EventFilter::all().with(FilterField::EventId, Some(root.to_string()));
+        match run
+            .bus
+            .query(&filter, Some(1), 0)
+            .ok()
+            .and_then(|v| v.first().map(|e| e.seq))
+        {
+            Some(seq) => *run.since.get_or_init(|| seq - 1),
+            None => 0,
         }
     }
 
@@ -58,7 +99,11 @@ impl RunContext for RunView {
         self.observation.as_deref()
     }
     fn event_count(&self) -> u64 {
-        self.run.bus.count(&self.run.scope).unwrap_or(0)
+        self.run
+            .bus
+            .count(&self.run.scope)
+            .unwrap_or(0)
+            .saturating_sub(self.run.before)
     }
     fn query(&self, filter: &EventFilter, limit: Option<u64>, after_seq: u64) -> Result<Vec<StoredEvent>, PluginError> {
         // Only this run's events: a filter naming another task (or asking for
@@ -71,7 +116,7 @@ impl RunContext for RunView {
         let scoped = filter.clone().with(FilterField::TaskId, Some(self.task()));
         self.run
             .bus
-            .query(&scoped, limit, after_seq)
+            .query(&scoped, limit, after_seq.max(self.start_after()))
             .map(|v| v.into_iter().map(|e| e.into_stored()).collect())
             .map_err(|e| PluginError::failed(e.to_string()))
     }
