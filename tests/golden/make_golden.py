@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from uuid import UUID
 from pathlib import Path
 
 import zu_core
@@ -21,6 +22,8 @@ from zu_core import (
     SecurityBlock, Severity, TaskSpec, ToolCall, Verdict,
 )
 from zu_core.loop import run_task
+from zu_core.pipeline import Phase, run_pipeline
+from zu_core.track import Track
 
 HERE = Path(__file__).parent
 
@@ -56,7 +59,10 @@ def make_tool(spec):
 
         async def __call__(self, ctx, **kwargs):
             if "return" in behavior:
-                return dict(behavior["return"])
+                out = dict(behavior["return"])
+                for k, n in behavior.get("repeat", {}).items():
+                    out[k] = out[k] * n
+                return out
             if "hang" in behavior:
                 await asyncio.sleep(3600)
             if "panic" in behavior:
@@ -101,7 +107,7 @@ def make_validator(spec):
     return V()
 
 
-async def run(scenario):
+def registry_for(scenario):
     reg = Registry()
     for t in scenario.get("tools", []):
         reg.register("tools", t["name"], make_tool(t))
@@ -109,29 +115,73 @@ async def run(scenario):
         reg.register("detectors", d["name"], make_detector(d))
     for v in scenario.get("validators", []):
         reg.register("validators", v["name"], make_validator(v))
-    task = dict(scenario["task"])
+    return reg
+
+
+def spec_for(task):
+    task = dict(task)
     budget = Budget(**task.pop("budget", {}))
-    spec = TaskSpec(budget=budget, **task)
+    return TaskSpec(budget=budget, **task)
+
+
+def result_json(result):
+    return {"status": result.status.value, "value": result.value, "reason": result.reason}
+
+
+async def run(scenario):
+    reg = registry_for(scenario)
+    spec = spec_for(scenario["task"])
     bus = EventBus()
-    result = await run_task(spec, ScriptedProvider(scenario["responses"]), registry=reg, bus=bus)
+    options = dict(scenario.get("options", {}))
+    kwargs = {}
+    if "track" in scenario:
+        kwargs["track"] = Track.from_json(json.dumps(scenario["track"]))
+    if "replay_budget" in options:
+        kwargs["replay_budget"] = Budget(**options.pop("replay_budget"))
+    if "finish_responses" in options:
+        kwargs["finish_provider"] = ScriptedProvider(options.pop("finish_responses"))
+    kwargs.update(options)
+    result = await run_task(spec, ScriptedProvider(scenario["responses"]), registry=reg, bus=bus, **kwargs)
     events = await bus.query({})
     return {
         "scenario": scenario["name"],
         "reference": "zu-core 0.2.0",
-        "result": {"status": result.status.value, "value": result.value, "reason": result.reason},
+        "result": result_json(result),
         "event_types": [e.type for e in events],
     }
 
 
+async def run_pipeline_scenario(p):
+    """Each of the scenario's runs is the pipeline run again on the same log
+    with the same id: a later run skips the phases an earlier one finished."""
+    bus = EventBus()
+    reg = registry_for(p)
+    pid = UUID(p["id"])
+    phases = [Phase(ph["name"], (lambda t: lambda prev: spec_for(t))(ph["task"])) for ph in p["phases"]]
+    results = []
+    for r in p["runs"]:
+        out = await run_pipeline(phases, ScriptedProvider(r["responses"]), reg, bus, pipeline_id=pid)
+        results.append({"status": out.status.value, "value": out.value, "failed_phase": out.failed_phase})
+    events = await bus.query({})
+    return {
+        "scenario": p["name"],
+        "reference": "zu-core 0.2.0",
+        "results": results,
+        "event_types": [e.type for e in events],
+        "task_ids": sorted({str(e.task_id) for e in events}),
+    }
+
+
 def main() -> None:
-    scenarios = json.loads((HERE / "scenarios.json").read_text())["scenarios"]
+    doc = json.loads((HERE / "scenarios.json").read_text())
     only = set(sys.argv[1:])
-    for s in scenarios:
+    jobs = [(s, run) for s in doc["scenarios"]] + [(p, run_pipeline_scenario) for p in doc.get("pipelines", [])]
+    for s, runner in jobs:
         if only and s["name"] not in only:
             continue
-        out = asyncio.run(run(s))
+        out = asyncio.run(runner(s))
         (HERE / f"{s['name']}.json").write_text(json.dumps(out, indent=2) + "\n")
-        print(f"{s['name']}: {out['result']['status']} ({len(out['event_types'])} events)", file=sys.stderr)
+        print(f"{s['name']}: {len(out['event_types'])} events", file=sys.stderr)
 
 
 if __name__ == "__main__":

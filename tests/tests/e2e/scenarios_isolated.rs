@@ -14,7 +14,7 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::{run_task, EventBus, Registry, RunOptions};
 use zu_tests::{artifacts, plugin_dir};
 
-use crate::scenarios::{assert_matches_golden, event_types, scenarios, spec_for, ScenarioProvider};
+use crate::scenarios::{assert_matches_golden, event_types, options_for, scenarios, spec_for, ScenarioProvider};
 
 fn names(s: &Value, key: &str) -> Vec<String> {
     s[key]
@@ -80,6 +80,7 @@ fn check_all(mode: Isolation) {
             validators: Some(names(&s, "validators")),
             ..RunOptions::default()
         };
+        let options = options_for(&s, options);
         let bus = Arc::new(EventBus::new());
         let result = run_task(&spec_for(&s), provider, &registry, &bus, &options).unwrap();
         assert_matches_golden(name, &result, &event_types(&bus));
