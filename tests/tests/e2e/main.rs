@@ -13,6 +13,7 @@ mod postgres;
 mod run;
 mod scenarios;
 mod scenarios_isolated;
+mod shaping;
 mod sinks;
 
 use std::path::Path;
