@@ -9,13 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 use uuid::Uuid;
-use zu_loader::discovery;
 use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
-use zu_plugin_api::version::Kind;
 use zu_runtime::{view, EventBus};
 
-use crate::config::{json_flag, PluginConfig};
 use crate::{exit, load, Failure};
 
 #[derive(Args)]
@@ -65,45 +62,17 @@ pub struct EventsArgs {
     isolation_flags: load::IsolationFlags,
 }
 
-fn sink_config_flag(_: Kind, _: &str) -> String {
-    "--sink-config JSON".to_owned()
-}
-
 pub fn run(args: EventsArgs) -> Result<u8, Failure> {
-    // Readers never create or change a log: the sink opens it read-only.
-    let mut config = match &args.sink_config {
-        Some(raw) => json_flag("--sink-config", raw)?,
-        None => Value::Null,
-    };
-    if let Value::Object(o) = &mut config {
-        o.insert("read_only".into(), true.into());
-        if args.follow {
-            // A sink that can wait for news (postgres: LISTEN) waits this long
-            // instead of the reader sleeping.
-            o.insert("wait_ms".into(), args.poll_ms.max(10).into());
-        }
-    }
-    let configs = if config.is_null() {
-        Vec::new()
-    } else {
-        vec![PluginConfig {
-            kind: Kind::Sinks,
-            name: args.sink.clone(),
-            value: config,
-            origin: "--sink-config".into(),
-        }]
-    };
-    let protection = args.isolation_flags.protection(&Default::default())?;
-    let loaded = load::load(
-        load::Source::Dirs(discovery::plugin_dirs(&args.dirs)),
-        configs,
-        sink_config_flag,
-        protection,
+    // A sink that can wait for news (postgres: LISTEN) waits this long
+    // instead of the reader sleeping.
+    let wait_ms = args.follow.then_some(args.poll_ms.max(10));
+    let bus = crate::log::open(
+        &args.sink,
+        args.sink_config.as_deref(),
+        &args.dirs,
+        &args.isolation_flags,
+        wait_ms,
     )?;
-    let Some(sink) = loaded.registry.sink(&args.sink) else {
-        return Err(Failure::failed(loaded.missing(Kind::Sinks, &args.sink, "")));
-    };
-    let bus = EventBus::with_sink(sink);
     let filter = args.filter();
     let code = print_events(&bus, &filter, &args);
     bus.close();

@@ -5,12 +5,15 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod cost;
 mod events;
 mod exit;
 mod interrupt;
 mod load;
+mod log;
 #[macro_use]
 mod output;
+mod pipeline;
 mod plugins;
 mod run;
 mod settings;
@@ -95,6 +98,11 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Read the event log of a durable sink (read-only): filtered, scoped by default, as a table or JSON lines.
     Events(events::EventsArgs),
+    /// What runs on a durable log spent: model calls, tokens and dollars per model, and what replay saved.
+    Cost(cost::CostArgs),
+    /// Run the phases of a TOML pipeline file in order under one trace; running it again on a durable
+    /// sink skips the phases that completed.
+    Pipeline(Box<pipeline::PipelineArgs>),
     /// (internal) The probe child: opens libraries and reports their verdicts.
     #[command(name = "__probe", hide = true)]
     Probe,
@@ -140,6 +148,8 @@ fn main() -> ExitCode {
         Command::Check(args) => plugins::run_check(args),
         Command::Events(args) => events::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Cost(args) => cost::run(args),
+        Command::Pipeline(args) => pipeline::run(*args),
         Command::Probe | Command::Serve { .. } => unreachable!("handled above"),
     };
     let code = match outcome {

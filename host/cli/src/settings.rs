@@ -33,6 +33,8 @@ pub struct FileSettings {
     #[serde(default)]
     pub tier_providers: BTreeMap<String, String>,
     pub sink: Option<Named>,
+    /// `[run]`: replay, observation shaping and the dollar budget.
+    pub run: Option<FileRun>,
     /// `[config.<kind>.<name>]` tables: each plugin's config.
     #[serde(default)]
     pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -83,7 +85,22 @@ pub struct FileTask {
     pub budget: Option<FileBudget>,
 }
 
+/// `[run]`: the same settings as `zu run`'s flags of those names.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileRun {
+    pub track: Option<PathBuf>,
+    pub replay_budget_steps: Option<u32>,
+    pub finish_provider: Option<String>,
+    pub replay_jitter_ms: Option<u64>,
+    pub max_observation_chars: Option<usize>,
+    pub observation_strategy: Option<String>,
+    pub max_context_chars: Option<usize>,
+    pub max_usd: Option<f64>,
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileBudget {
     pub max_steps: Option<u32>,

@@ -4,8 +4,9 @@
 //!
 //! Config: `{"responses": [{"text": "..."}, {"tool_calls": [{"name": "t",
 //! "args": {}}]}, ...], "model": "optional-id"}`; each response may also carry
-//! `"usage"` and `"finish"` (default: `tool_calls` when it has tool calls,
-//! else `stop`). A call past the end of the script is an error saying so.
+//! `"usage"`, `"finish"` (default: `tool_calls` when it has tool calls,
+//! else `stop`) and `"delay_ms"` (answer that much later, like a slow
+//! model). A call past the end of the script is an error saying so.
 
 #![forbid(unsafe_code)]
 
@@ -34,11 +35,14 @@ struct ScriptedResponse {
     finish: Option<Finish>,
     #[serde(default)]
     usage: JsonObject,
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 /// Replays a fixed list of model responses.
 pub struct Scripted {
     responses: Vec<ModelResponse>,
+    delays_ms: Vec<u64>,
     next: AtomicUsize,
     model: Option<String>,
 }
@@ -48,6 +52,7 @@ impl Scripted {
     pub fn from_responses(responses: Vec<ModelResponse>) -> Self {
         Scripted {
             responses,
+            delays_ms: Vec::new(),
             next: AtomicUsize::new(0),
             model: None,
         }
@@ -66,6 +71,7 @@ impl Plugin for Scripted {
         let config = if config.is_null() { json!({}) } else { config };
         let config: Config = serde_json::from_value(config)
             .map_err(|e| PluginError::invalid(format!("scripted provider config: {e}")))?;
+        let delays_ms = config.responses.iter().map(|r| r.delay_ms).collect();
         let responses = config
             .responses
             .into_iter()
@@ -85,6 +91,7 @@ impl Plugin for Scripted {
             .collect();
         Ok(Scripted {
             model: config.model,
+            delays_ms,
             ..Scripted::from_responses(responses)
         })
     }
@@ -97,6 +104,9 @@ impl ModelProvider for Scripted {
 
     fn complete(&self, _request: &ModelRequest) -> Result<ModelResponse, PluginError> {
         let i = self.next.fetch_add(1, Ordering::SeqCst);
+        if let Some(&ms) = self.delays_ms.get(i).filter(|&&ms| ms > 0) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         self.responses.get(i).cloned().ok_or_else(|| {
             PluginError::failed(format!(
                 "the scripted provider's script is exhausted: call {} asked for a response but the script has {} (add more entries to \"responses\")",

@@ -11,6 +11,7 @@ mod logs;
 mod newcomer;
 mod postgres;
 mod run;
+mod runtime_cli;
 mod scenarios;
 mod scenarios_isolated;
 mod shaping;

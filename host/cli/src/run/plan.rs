@@ -1,24 +1,21 @@
-//! `zu run`: one task through the loop. Settings come from flags, then from a
-//! `zu.toml` in the working directory (flags win); the plugins taking part
-//! are printed on stderr, the Result as JSON on stdout, and the exit code
-//! says how the run ended.
+//! The flags of `zu run` (and of `zu pipeline`, which shares them) merged
+//! with `zu.toml` (flags win) into one [`Plan`]: the task, the plugins and
+//! their configs, and how the run is contained, replayed, shaped and priced.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
+use uuid::Uuid;
 use zu_loader::discovery::{self, PluginDirs};
-use zu_plugin_api::contracts::{Budget, Status, TaskSpec};
-use zu_plugin_api::filter::EventFilter;
+use zu_plugin_api::contracts::{Budget, TaskSpec};
 use zu_plugin_api::version::Kind;
-use zu_runtime::{run_task, Cancel, Checks, Containment, EventBus, RunOptions};
+use zu_runtime::{Checks, Containment, Prices, Shaping, Strategy};
 
 use crate::config::{json_flag, parse_config_args, PluginConfig};
-use crate::interrupt::Interrupts;
-use crate::load::{self, Loaded};
-use crate::settings::{to_json, Settings};
-use crate::{exit, Failure};
+use crate::load;
+use crate::settings::{to_json, FileRun, Settings};
+use crate::Failure;
 
 #[derive(Args, Default)]
 pub struct RunArgs {
@@ -92,24 +89,78 @@ pub struct RunArgs {
     /// Read settings from this file instead of ./zu.toml.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
+    /// A track file: replayed first (no model calls) when it exists and was recorded for this
+    /// query; this run's tool path is recorded into it when the run succeeds.
+    #[arg(long, value_name = "FILE")]
+    track: Option<PathBuf>,
+    /// Model turns at most when the track replays (instead of --max-steps): a broken track fails
+    /// fast and cheap.
+    #[arg(long, value_name = "N")]
+    replay_budget_steps: Option<u32>,
+    /// A provider plugin that drives the rest of the run after a replay that did not diverge
+    /// (a cheap model for the final extraction).
+    #[arg(long, value_name = "NAME")]
+    finish_provider: Option<String>,
+    /// The median extra pause of each replayed step, in ms (log-normal, seeded by the trace);
+    /// 0 (default) replays at once with recorded gaps capped at 3 s.
+    #[arg(long, value_name = "MS")]
+    replay_jitter_ms: Option<u64>,
+    /// Content fields of an observation longer than this many characters are shaped before the
+    /// model reads them (the log keeps them whole).
+    #[arg(long, value_name = "N")]
+    max_observation_chars: Option<usize>,
+    /// How: `truncate` (default: a pointer to the log) or `extract` (the provider pulls what is
+    /// relevant out of each chunk; those calls are logged and budgeted).
+    #[arg(long, value_name = "truncate|extract")]
+    observation_strategy: Option<String>,
+    /// Keep the conversation under this many characters by eliding old observations.
+    #[arg(long, value_name = "N")]
+    max_context_chars: Option<usize>,
+    /// Dollars the run may spend; it ends TERMINAL `budget:max_usd` once past them. Refused
+    /// when a provider's model has no price.
+    #[arg(long, value_name = "USD")]
+    max_usd: Option<f64>,
+    /// A TOML price file (`[models."id"] input = .., output = ..`, USD per million tokens)
+    /// added to the built-in table.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Continue this task's run, which has no end on the --sink log (killed, crashed): its
+    /// task and budget come from the log, its tool calls that returned are not made again.
+    #[arg(long, value_name = "TASK_ID")]
+    resume: Option<Uuid>,
     #[command(flatten)]
     isolation_flags: load::IsolationFlags,
 }
 
 /// Everything the run needs, merged from flags and the settings file.
-struct Plan {
-    spec: TaskSpec,
-    dirs: PluginDirs,
-    provider: String,
-    tier_providers: BTreeMap<u32, String>,
-    sink: Option<String>,
-    configs: Vec<PluginConfig>,
-    containment: Containment,
-    checks: Checks,
-    tools: Option<Vec<String>>,
-    detectors: Option<Vec<String>>,
-    validators: Option<Vec<String>>,
-    protection: zu_loader::Protection,
+pub(crate) struct Plan {
+    pub(crate) spec: TaskSpec,
+    pub(crate) dirs: PluginDirs,
+    pub(crate) provider: String,
+    pub(crate) tier_providers: BTreeMap<u32, String>,
+    pub(crate) sink: Option<String>,
+    pub(crate) configs: Vec<PluginConfig>,
+    pub(crate) containment: Containment,
+    pub(crate) checks: Checks,
+    pub(crate) tools: Option<Vec<String>>,
+    pub(crate) detectors: Option<Vec<String>>,
+    pub(crate) validators: Option<Vec<String>>,
+    pub(crate) protection: zu_loader::Protection,
+    pub(crate) track: Option<PathBuf>,
+    pub(crate) replay_budget: Option<Budget>,
+    pub(crate) finish_provider: Option<String>,
+    pub(crate) replay_jitter_ms: u64,
+    pub(crate) shaping: Shaping,
+    pub(crate) max_usd: Option<f64>,
+    pub(crate) prices: Prices,
+    pub(crate) resume: Option<Uuid>,
+}
+
+/// What the query may be: a run needs one, a resumed run or a pipeline not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Query {
+    Required,
+    Optional,
 }
 
 /// A comma-separated list of names; blank entries are dropped, so '' is none.
@@ -121,7 +172,7 @@ fn names(list: &str) -> Vec<String> {
         .collect()
 }
 
-fn task_spec(args: &RunArgs, settings: &mut Settings) -> Result<TaskSpec, Failure> {
+fn task_spec(args: &RunArgs, settings: &mut Settings, query: Query) -> Result<TaskSpec, Failure> {
     let mut spec = match &args.task {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -163,7 +214,7 @@ fn task_spec(args: &RunArgs, settings: &mut Settings) -> Result<TaskSpec, Failur
         max_tool_calls: args.max_tool_calls.or(budget.max_tool_calls).unwrap_or(max_tool_calls),
     };
     spec.max_tier = args.max_tier.or(task.max_tier).unwrap_or(spec.max_tier);
-    if spec.query.trim().is_empty() {
+    if spec.query.trim().is_empty() && query == Query::Required {
         return Err(Failure::usage(
             "no task: give --query, --task FILE, or [task] query in zu.toml",
         ));
@@ -171,10 +222,69 @@ fn task_spec(args: &RunArgs, settings: &mut Settings) -> Result<TaskSpec, Failur
     Ok(spec)
 }
 
-fn plan(args: RunArgs) -> Result<Plan, Failure> {
+/// The replay, shaping and pricing settings: flags, else zu.toml's `[run]`
+/// (its paths relative to the file).
+fn run_settings(args: &RunArgs, file: FileRun, settings: &Settings, spec: &TaskSpec) -> Result<RunSettings, Failure> {
+    let origin = |key: &str| format!("{} [run] {key}", settings.path.display());
+    let strategy = match args.observation_strategy.clone().or(file.observation_strategy) {
+        Some(s) => s
+            .parse()
+            .map_err(|e: String| Failure::usage(format!("observation strategy: {e}")))?,
+        None => Strategy::Truncate,
+    };
+    let max_usd = args.max_usd.or(file.max_usd);
+    if let Some(x) = max_usd.filter(|x| !x.is_finite() || *x < 0.0) {
+        return Err(Failure::usage(format!(
+            "--max-usd {x}: expected a non-negative number of dollars"
+        )));
+    }
+    let prices = match args.prices.clone().or(file.prices.map(|p| settings.base.join(p))) {
+        Some(p) => Prices::with_file(&p).map_err(|e| Failure::usage(e.to_string()))?,
+        None => Prices::default(),
+    };
+    if file.replay_budget_steps == Some(0) || args.replay_budget_steps == Some(0) {
+        return Err(Failure::usage(format!(
+            "{}: must be at least 1",
+            origin("replay_budget_steps")
+        )));
+    }
+    let replay_budget = args.replay_budget_steps.or(file.replay_budget_steps).map(|n| Budget {
+        max_steps: n,
+        ..spec.budget.clone()
+    });
+    Ok(RunSettings {
+        track: args.track.clone().or(file.track.map(|t| settings.base.join(t))),
+        replay_budget,
+        finish_provider: args.finish_provider.clone().or(file.finish_provider),
+        replay_jitter_ms: args.replay_jitter_ms.or(file.replay_jitter_ms).unwrap_or(0),
+        shaping: Shaping {
+            max_observation_chars: args.max_observation_chars.or(file.max_observation_chars),
+            strategy,
+            max_context_chars: args.max_context_chars.or(file.max_context_chars),
+        },
+        max_usd,
+        prices,
+    })
+}
+
+struct RunSettings {
+    track: Option<PathBuf>,
+    replay_budget: Option<Budget>,
+    finish_provider: Option<String>,
+    replay_jitter_ms: u64,
+    shaping: Shaping,
+    max_usd: Option<f64>,
+    prices: Prices,
+}
+
+/// Merges `args` with the settings file into a plan.
+pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     let file = args.config_file.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
     let mut settings = Settings::read(&file, args.config_file.is_some())?;
-    let spec = task_spec(&args, &mut settings)?;
+    let query = if args.resume.is_some() { Query::Optional } else { query };
+    let spec = task_spec(&args, &mut settings, query)?;
+    let file_run = settings.file.run.take().unwrap_or_default();
+    let more = run_settings(&args, file_run, &settings, &spec)?;
     let mut configs = settings.plugin_configs()?;
     configs.extend(parse_config_args(&args.configs)?);
 
@@ -282,123 +392,13 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         detectors: args.detectors.as_deref().map(names).or(table.detectors),
         validators: args.validators.as_deref().map(names).or(table.validators),
         protection,
+        track: more.track,
+        replay_budget: more.replay_budget,
+        finish_provider: more.finish_provider,
+        replay_jitter_ms: more.replay_jitter_ms,
+        shaping: more.shaping,
+        max_usd: more.max_usd,
+        prices: more.prices,
+        resume: args.resume,
     })
-}
-
-/// How `zu run` configures a plugin that got no config.
-fn run_config_hint(kind: Kind, name: &str) -> String {
-    match kind {
-        Kind::Providers => {
-            format!("--provider-config JSON (or [provider] config in zu.toml, or --config providers.{name}=JSON)")
-        }
-        Kind::Sinks => "--sink-config JSON (or [sink] config in zu.toml)".to_owned(),
-        _ => format!("--config {kind}.{name}=JSON (or [config.{kind}.{name}] in zu.toml)"),
-    }
-}
-
-/// The plugins of `kind` that take part: the chosen ones (each must be
-/// loaded), or every loaded one.
-fn chosen(loaded: &Loaded, kind: Kind, names: &Option<Vec<String>>) -> Result<Vec<String>, Failure> {
-    match names {
-        None => Ok(loaded.registry.names(kind)),
-        Some(names) => {
-            for n in names {
-                if loaded.registry.get(kind, n).is_none() {
-                    return Err(Failure::failed(loaded.missing(kind, n, "")));
-                }
-            }
-            Ok(names.clone())
-        }
-    }
-}
-
-pub fn run(args: RunArgs) -> Result<u8, Failure> {
-    let plan = plan(args)?;
-    let loaded = load::load(
-        load::Source::Dirs(plan.dirs.clone()),
-        plan.configs.clone(),
-        run_config_hint,
-        plan.protection.clone(),
-    )?;
-    let registry = &loaded.registry;
-    let mut named = vec![(Kind::Providers, plan.provider.as_str())];
-    named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
-    named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));
-    for (kind, names) in [
-        (Kind::Tools, &plan.tools),
-        (Kind::Detectors, &plan.detectors),
-        (Kind::Validators, &plan.validators),
-    ] {
-        named.extend(names.iter().flatten().map(|n| (kind, n.as_str())));
-    }
-    // Refusals of the plugins the run names are reported once, as its error.
-    loaded.warn_refused(&named);
-    let provider = registry
-        .provider(&plan.provider)
-        .ok_or_else(|| Failure::failed(loaded.missing(Kind::Providers, &plan.provider, "")))?;
-    let bus = match &plan.sink {
-        None => EventBus::new(),
-        Some(name) => EventBus::with_sink_batched(
-            registry
-                .sink(name)
-                .ok_or_else(|| Failure::failed(loaded.missing(Kind::Sinks, name, "")))?,
-        ),
-    };
-    let mut providers_by_tier = BTreeMap::new();
-    for (tier, name) in &plan.tier_providers {
-        let p = registry
-            .provider(name)
-            .ok_or_else(|| Failure::failed(loaded.missing(Kind::Providers, name, &format!(" for tier {tier}"))))?;
-        providers_by_tier.insert(*tier, p);
-    }
-    let tools = chosen(&loaded, Kind::Tools, &plan.tools)?;
-    let detectors = chosen(&loaded, Kind::Detectors, &plan.detectors)?;
-    let validators = chosen(&loaded, Kind::Validators, &plan.validators)?;
-    let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
-    eprintln!(
-        "zu: taking part: provider {}; tools: {}; detectors: {}; validators: {}",
-        plan.provider,
-        list(&tools),
-        list(&detectors),
-        list(&validators)
-    );
-    let bus = Arc::new(bus);
-    let cancel = Arc::new(Cancel::new());
-    let interrupts =
-        Interrupts::watch(cancel.clone()).map_err(|e| Failure::failed(format!("cannot watch for signals: {e}")))?;
-    let options = RunOptions {
-        providers_by_tier,
-        containment: plan.containment,
-        checks: plan.checks,
-        tools: Some(tools),
-        detectors: Some(detectors),
-        validators: Some(validators),
-        cancel: Some(cancel),
-        ..RunOptions::default()
-    };
-    let outcome = run_task(&plan.spec, provider, registry, &bus, &options);
-    let code = match outcome {
-        Ok(result) => {
-            crate::outln!(
-                "{}",
-                serde_json::to_string_pretty(&result).expect("a Result is plain data")
-            );
-            let events = bus.count(&EventFilter::all()).unwrap_or(0);
-            eprintln!(
-                "zu: task {} ended {:?}; {events} events in the {} log",
-                plan.spec.task_id,
-                result.status,
-                plan.sink.as_deref().unwrap_or("in-memory")
-            );
-            Ok(match (interrupts.code(), result.status) {
-                (Some(signal), Status::Terminal) => signal,
-                (_, Status::Success) => exit::OK,
-                (_, Status::Escalate) => exit::ESCALATE,
-                (_, Status::Terminal) => exit::TERMINAL,
-            })
-        }
-        Err(e) => Err(Failure::failed(e.to_string())),
-    };
-    bus.close();
-    code
 }

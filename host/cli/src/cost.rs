@@ -1,0 +1,113 @@
+//! `zu cost`: what runs on a durable log spent — model calls, tokens and
+//! dollars per model, and the model calls replay saved — as a table or JSON.
+//! A model with no price reports its tokens and no dollars, never a guess.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use uuid::Uuid;
+use zu_plugin_api::filter::{EventFilter, FilterField};
+use zu_runtime::{CostSummary, Prices};
+
+use crate::{exit, load, Failure};
+
+#[derive(Args)]
+pub struct CostArgs {
+    /// The sink plugin holding the log (e.g. sqlite, jsonl, postgres).
+    #[arg(long, value_name = "NAME")]
+    sink: String,
+    /// The sink's config, as JSON or @FILE (e.g. '{"path": "zu.db"}').
+    #[arg(long, value_name = "JSON")]
+    sink_config: Option<String>,
+    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
+    /// $HOME/.local/share/zu/plugins.
+    #[arg(long = "plugins", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Only the runs of this trace (a pipeline, or one run).
+    #[arg(long, value_name = "UUID")]
+    trace: Option<Uuid>,
+    /// Only this task's runs.
+    #[arg(long, value_name = "UUID")]
+    task: Option<Uuid>,
+    /// A TOML price file (`[models."id"] input = .., output = ..`, USD per million tokens)
+    /// added to the built-in table.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    isolation_flags: load::IsolationFlags,
+}
+
+pub fn run(args: CostArgs) -> Result<u8, Failure> {
+    let prices = match &args.prices {
+        Some(p) => Prices::with_file(p).map_err(|e| Failure::usage(e.to_string()))?,
+        None => Prices::default(),
+    };
+    let bus = crate::log::open(
+        &args.sink,
+        args.sink_config.as_deref(),
+        &args.dirs,
+        &args.isolation_flags,
+        None,
+    )?;
+    let mut filter = EventFilter::all();
+    for (field, value) in [(FilterField::TraceId, args.trace), (FilterField::TaskId, args.task)] {
+        if let Some(v) = value {
+            filter = filter.with(field, Some(v.to_string()));
+        }
+    }
+    let events: Result<Vec<_>, _> = bus.stream(&filter, 1000).map(|e| e.map(|e| e.event)).collect();
+    bus.close();
+    let events = events.map_err(|e| Failure::failed(format!("cannot read the {} log: {e}", args.sink)))?;
+    let summary = CostSummary::of(events.iter().map(|e| &**e), &prices);
+    if args.json {
+        crate::outln!("{}", serde_json::to_string(&summary).expect("plain data"));
+    } else {
+        print_table(&summary);
+    }
+    Ok(exit::OK)
+}
+
+fn dollars(usd: Option<f64>) -> String {
+    usd.map_or_else(|| "no price".to_owned(), |d| format!("${d:.4}"))
+}
+
+fn print_table(s: &CostSummary) {
+    crate::outln!(
+        "{:<32} {:>6} {:>12} {:>12} {:>12}",
+        "MODEL",
+        "CALLS",
+        "INPUT",
+        "OUTPUT",
+        "USD"
+    );
+    for (model, m) in &s.by_model {
+        crate::outln!(
+            "{:<32} {:>6} {:>12} {:>12} {:>12}",
+            model,
+            m.calls,
+            m.input_tokens,
+            m.output_tokens,
+            dollars(m.usd)
+        );
+    }
+    crate::outln!(
+        "{:<32} {:>6} {:>12} {:>12} {:>12}",
+        "TOTAL",
+        s.model_calls,
+        s.input_tokens,
+        s.output_tokens,
+        dollars(s.usd)
+    );
+    if s.unpriced_calls > 0 {
+        crate::outln!(
+            "{} calls of models with no price: their tokens are counted, their dollars are not",
+            s.unpriced_calls
+        );
+    }
+    if s.replay_steps > 0 {
+        crate::outln!("replay drove {} steps with no model call", s.replay_steps);
+    }
+}

@@ -1,0 +1,237 @@
+//! `zu run`: one task through the loop, or `--resume` of one that has no
+//! end on a durable log. The plugins taking part are printed on stderr, the
+//! Result as JSON on stdout, and the exit code says how the run ended; with
+//! `--track` a matching track replays first and a successful run records
+//! its path. [`Prepared`] (plugins loaded, bus, options) is shared with
+//! `zu pipeline`.
+
+mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zu_plugin_api::contracts::{RunResult, Status};
+use zu_plugin_api::filter::EventFilter;
+use zu_plugin_api::ports::ModelProvider;
+use zu_plugin_api::version::Kind;
+use zu_runtime::{resume_task, run_task, Cancel, EventBus, RunOptions, Track};
+
+pub use plan::RunArgs;
+pub(crate) use plan::{plan, Plan, Query};
+
+use crate::interrupt::Interrupts;
+use crate::load::{self, Loaded};
+use crate::{exit, Failure};
+
+/// How `zu run` configures a plugin that got no config.
+fn run_config_hint(kind: Kind, name: &str) -> String {
+    match kind {
+        Kind::Providers => {
+            format!("--provider-config JSON (or [provider] config in zu.toml, or --config providers.{name}=JSON)")
+        }
+        Kind::Sinks => "--sink-config JSON (or [sink] config in zu.toml)".to_owned(),
+        _ => format!("--config {kind}.{name}=JSON (or [config.{kind}.{name}] in zu.toml)"),
+    }
+}
+
+/// The plugins of `kind` that take part: the chosen ones (each must be
+/// loaded), or every loaded one.
+fn chosen(loaded: &Loaded, kind: Kind, names: &Option<Vec<String>>) -> Result<Vec<String>, Failure> {
+    match names {
+        None => Ok(loaded.registry.names(kind)),
+        Some(names) => {
+            for n in names {
+                if loaded.registry.get(kind, n).is_none() {
+                    return Err(Failure::failed(loaded.missing(kind, n, "")));
+                }
+            }
+            Ok(names.clone())
+        }
+    }
+}
+
+/// A plan made ready: plugins loaded, the provider, the log, the options.
+pub(crate) struct Prepared {
+    pub(crate) loaded: Loaded,
+    pub(crate) provider: Arc<dyn ModelProvider>,
+    pub(crate) bus: Arc<EventBus>,
+    pub(crate) options: RunOptions,
+    pub(crate) interrupts: Interrupts,
+}
+
+/// Loads the plan's plugins and builds the bus and the run options.
+pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
+    let loaded = load::load(
+        load::Source::Dirs(plan.dirs.clone()),
+        plan.configs.clone(),
+        run_config_hint,
+        plan.protection.clone(),
+    )?;
+    let mut named = vec![(Kind::Providers, plan.provider.as_str())];
+    named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
+    named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));
+    named.extend(plan.finish_provider.as_deref().map(|n| (Kind::Providers, n)));
+    for (kind, names) in [
+        (Kind::Tools, &plan.tools),
+        (Kind::Detectors, &plan.detectors),
+        (Kind::Validators, &plan.validators),
+    ] {
+        named.extend(names.iter().flatten().map(|n| (kind, n.as_str())));
+    }
+    // Refusals of the plugins the run names are reported once, as its error.
+    loaded.warn_refused(&named);
+    let registry = &loaded.registry;
+    let provider_named = |name: &str, role: &str| {
+        registry
+            .provider(name)
+            .ok_or_else(|| Failure::failed(loaded.missing(Kind::Providers, name, role)))
+    };
+    let provider = provider_named(&plan.provider, "")?;
+    let bus = match &plan.sink {
+        None => EventBus::new(),
+        Some(name) => EventBus::with_sink_batched(
+            registry
+                .sink(name)
+                .ok_or_else(|| Failure::failed(loaded.missing(Kind::Sinks, name, "")))?,
+        ),
+    };
+    let mut providers_by_tier = BTreeMap::new();
+    for (tier, name) in &plan.tier_providers {
+        providers_by_tier.insert(*tier, provider_named(name, &format!(" for tier {tier}"))?);
+    }
+    let finish_provider = match &plan.finish_provider {
+        Some(name) => Some(provider_named(name, " (--finish-provider)")?),
+        None => None,
+    };
+    let track = match &plan.track {
+        Some(path) => Track::load(path)
+            .map_err(|e| Failure::usage(e.to_string()))?
+            .map(Arc::new),
+        None => None,
+    };
+    if let (Some(t), Some(path)) = (&track, &plan.track) {
+        if !t.matches(&plan.spec) && plan.resume.is_none() {
+            eprintln!(
+                "zu: track {} was recorded for another task ({:?}); not replaying it",
+                path.display(),
+                t.task
+            );
+        }
+    }
+    let tools = chosen(&loaded, Kind::Tools, &plan.tools)?;
+    let detectors = chosen(&loaded, Kind::Detectors, &plan.detectors)?;
+    let validators = chosen(&loaded, Kind::Validators, &plan.validators)?;
+    let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+    eprintln!(
+        "zu: taking part: provider {}; tools: {}; detectors: {}; validators: {}",
+        plan.provider,
+        list(&tools),
+        list(&detectors),
+        list(&validators)
+    );
+    let cancel = Arc::new(Cancel::new());
+    let interrupts =
+        Interrupts::watch(cancel.clone()).map_err(|e| Failure::failed(format!("cannot watch for signals: {e}")))?;
+    let options = RunOptions {
+        providers_by_tier,
+        containment: plan.containment,
+        checks: plan.checks,
+        tools: Some(tools),
+        detectors: Some(detectors),
+        validators: Some(validators),
+        cancel: Some(cancel),
+        track,
+        replay_budget: plan.replay_budget.clone(),
+        finish_provider,
+        replay_jitter_ms: plan.replay_jitter_ms,
+        shaping: plan.shaping,
+        max_usd: plan.max_usd,
+        prices: Some(Arc::new(plan.prices.clone())),
+        ..RunOptions::default()
+    };
+    Ok(Prepared {
+        loaded,
+        provider,
+        bus: Arc::new(bus),
+        options,
+        interrupts,
+    })
+}
+
+/// The exit code of a run that ended with `status`.
+pub(crate) fn exit_code(interrupts: &Interrupts, status: Status) -> u8 {
+    match (interrupts.code(), status) {
+        (Some(signal), Status::Terminal) => signal,
+        (_, Status::Success) => exit::OK,
+        (_, Status::Escalate) => exit::ESCALATE,
+        (_, Status::Terminal) => exit::TERMINAL,
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<u8, Failure> {
+    let plan = plan(args, Query::Required)?;
+    if plan.resume.is_some() && plan.sink.is_none() {
+        return Err(Failure::usage(
+            "--resume continues a run from its log: give the --sink (and --sink-config) it was written to",
+        ));
+    }
+    let p = prepare(&plan)?;
+    let registry = &p.loaded.registry;
+    let (outcome, task) = match plan.resume {
+        Some(task) => (
+            resume_task(task, p.provider.clone(), registry, &p.bus, &p.options),
+            task,
+        ),
+        None => (
+            run_task(&plan.spec, p.provider.clone(), registry, &p.bus, &p.options),
+            plan.spec.task_id,
+        ),
+    };
+    let code = match outcome {
+        Ok(result) => {
+            crate::outln!(
+                "{}",
+                serde_json::to_string_pretty(&result).expect("a Result is plain data")
+            );
+            let events = p.bus.count(&EventFilter::all()).unwrap_or(0);
+            eprintln!(
+                "zu: task {task} ended {:?}; {events} events in the {} log",
+                result.status,
+                plan.sink.as_deref().unwrap_or("in-memory")
+            );
+            record_track(&plan, &p, task, &result);
+            Ok(exit_code(&p.interrupts, result.status))
+        }
+        Err(e) => Err(Failure::failed(e.to_string())),
+    };
+    p.bus.close();
+    code
+}
+
+/// Records a successful run's path into the `--track` file (from this
+/// run's own events, never from others in a shared log).
+fn record_track(plan: &Plan, p: &Prepared, task: uuid::Uuid, result: &RunResult) {
+    let Some(path) = &plan.track else { return };
+    if result.status != Status::Success {
+        return;
+    }
+    let previous = p.options.track.as_deref();
+    match Track::record_run(&p.bus, task, p.provider.model()) {
+        Ok(mut track) => {
+            // A path replayed as it was is still the path its model found.
+            if let Some(old) = previous.filter(|old| {
+                old.steps
+                    .iter()
+                    .map(|s| (&s.tool, &s.args))
+                    .eq(track.steps.iter().map(|s| (&s.tool, &s.args)))
+            }) {
+                track.model = old.model.clone();
+            }
+            match track.save(path) {
+                Ok(()) => eprintln!("zu: recorded {} steps into track {}", track.steps.len(), path.display()),
+                Err(e) => eprintln!("zu: {e}"),
+            }
+        }
+        Err(e) => eprintln!("zu: could not record the track: {e}"),
+    }
+}
