@@ -16,6 +16,7 @@ mod resume;
 mod shaping;
 mod steps;
 mod text;
+mod tools;
 mod view;
 
 use std::collections::BTreeMap;

@@ -13,16 +13,15 @@ use uuid::Uuid;
 use zu_plugin_api::contracts::{Budget, JsonObject, RunResult, Status, TaskSpec};
 use zu_plugin_api::events as ev;
 use zu_plugin_api::ports::{
-    Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Scope, Severity, Tool, Verdict,
+    Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Severity, Tool, Verdict,
 };
 
 use super::budget::{budget_reason, usage_tokens, Spend};
-use super::checkpoints::{checkpoint, escalate, on_final, CheckSet, Ladder, ToolEntry};
-use super::observation;
+use super::checkpoints::{escalate, on_final, CheckSet, Ladder, ToolEntry};
 use super::record::Record;
 use super::replay::Replay;
-use super::shaping::{bound_history, extract_jobs, truncated, ExtractJob, Shaping, Strategy};
-use super::text::{initial_messages, obj, parse_value, severity_name, skipped_note, validation_retry_note};
+use super::shaping::{bound_history, ExtractJob, Shaping};
+use super::text::{initial_messages, obj, parse_value, severity_name, validation_retry_note};
 use super::RunError;
 use crate::deadline::CallError;
 
@@ -147,12 +146,6 @@ struct TurnCompleted<'a> {
     tool_calls: &'a [zu_plugin_api::ports::ToolCall],
 }
 
-#[derive(serde::Serialize)]
-struct ToolInvoked<'a> {
-    tool: &'a str,
-    args: &'a JsonObject,
-}
-
 fn is_empty_schema(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -179,7 +172,7 @@ impl Loop {
         self.finish(r)
     }
 
-    fn next_step(&mut self) -> Result<(), RunError> {
+    pub(super) fn next_step(&mut self) -> Result<(), RunError> {
         self.step += 1;
         self.phase = Phase::StepTop;
         Ok(())
@@ -373,106 +366,9 @@ impl Loop {
         self.terminal(&reason)
     }
 
-    /// Records tool call `i`; an unknown tool (or one above the current tier)
-    /// is answered here, a known one is called next.
-    pub(super) fn before_tool(&mut self, turn: Turn, i: usize) -> Result<(), RunError> {
-        let Some(call) = turn.response.tool_calls.get(i) else {
-            let dispatched = turn.response.tool_calls.len();
-            self.phase = Phase::TurnEnd {
-                turn,
-                dispatched,
-                halting: None,
-            };
-            return Ok(());
-        };
-        self.record.emit(
-            ev::TOOL_INVOKED,
-            &ToolInvoked {
-                tool: &call.name,
-                args: &call.args,
-            },
-            Some(turn.id),
-            &call.name,
-        )?;
-        let tool = self
-            .ladder
-            .active(&self.tools)
-            .find(|t| t.name == call.name)
-            .map(|t| t.tool.clone());
-        match tool {
-            Some(tool) => {
-                self.phase = Phase::ToolCall(turn, i, tool);
-                Ok(())
-            }
-            None => self.after_tool(turn, i, None),
-        }
-    }
-
-    /// Turns tool `i`'s outcome (`None`: no such tool at this tier) into the
-    /// observation, records it, and runs the per-observation detectors.
-    pub(super) fn after_tool(
-        &mut self,
-        turn: Turn,
-        i: usize,
-        outcome: Option<Called<(JsonObject, String)>>,
-    ) -> Result<(), RunError> {
-        let name = turn.response.tool_calls[i].name.as_str();
-        let (obs, content) = observation::record(&self.record, turn.id, name, outcome)?;
-        let max = self.shaping.max_observation_chars;
-        if let (Strategy::Extract, Some(max)) = (self.shaping.strategy, max) {
-            let jobs = extract_jobs(&obs, max, &self.spec.query);
-            if !jobs.is_empty() {
-                let (obs, jobs) = (Arc::new(obs), Arc::new(jobs));
-                self.phase = Phase::Extract { turn, i, obs, jobs };
-                return Ok(());
-            }
-        }
-        let content = match truncated(&obs, max) {
-            Some(shaped) => serde_json::to_string(&shaped).unwrap_or_default(),
-            None => content,
-        };
-        self.observed(turn, i, obs, content)
-    }
-
-    /// Tool call `i`'s observation reaches the model as `content` and the
-    /// per-observation detectors as it is.
-    pub(super) fn observed(&mut self, turn: Turn, i: usize, obs: JsonObject, content: String) -> Result<(), RunError> {
-        let name = turn.response.tool_calls[i].name.as_str();
-        let message = json!({"role": "tool", "name": name, "content": content});
-        self.push_message(message);
-        let obs = Arc::new(Value::Object(obs));
-        let halting = checkpoint(&self.record, turn.id, &self.checks, Some(obs), Scope::PerObservation)?;
-        self.phase = match halting {
-            Some(v) => Phase::TurnEnd {
-                turn,
-                dispatched: i + 1,
-                halting: Some(v),
-            },
-            None => Phase::Tool(turn, i + 1),
-        };
-        Ok(())
-    }
-
-    /// Tells the model which calls a halting verdict skipped, runs the
-    /// per-turn detectors, and acts on a halting verdict or goes on.
-    pub(super) fn turn_end(&mut self, turn: Turn, dispatched: usize, halting: Option<Verdict>) -> Result<(), RunError> {
-        for skipped in &turn.response.tool_calls[dispatched..] {
-            let content = skipped_note(halting.as_ref());
-            self.push_message(json!({"role": "tool", "name": skipped.name, "content": content}));
-        }
-        let halting = match halting {
-            Some(h) => Some(h),
-            None => checkpoint(&self.record, turn.id, &self.checks, None, Scope::PerTurn)?,
-        };
-        match halting {
-            Some(h) => self.halt(&h),
-            None => self.next_step(),
-        }
-    }
-
     /// Acts on a halting verdict: TERMINAL ends the run; ESCALATE climbs a
     /// tier (or ends the run exhausted) and the run goes on at the next step.
-    fn halt(&mut self, v: &Verdict) -> Result<(), RunError> {
+    pub(super) fn halt(&mut self, v: &Verdict) -> Result<(), RunError> {
         if v.severity == Severity::Terminal {
             return self.terminal(&v.detector);
         }
