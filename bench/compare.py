@@ -53,6 +53,17 @@ for label, path, target in FIGURES:
     print(f"| {label} | {fmt(statistics.median(p))} | {fmt(statistics.median(r))} | {rm:,.1f}x | "
           f"{min(ratios):,.1f}-{max(ratios):,.1f}x | {tgt} | {met} |")
 
+# A replayed K=1000 track (no model calls) against the reference's replay of
+# the same track, with both sides' model-driven K=1000 beside it.
+replay_py = [out / f"py-replay-{r}.json" for r in range(1, rounds + 1)]
+if all(f.exists() for f in replay_py):
+    p = [get(json.loads(f.read_text())["results"], ("run_task_replay_k1000",)) for f in replay_py]
+    r = [get(d["results"], ("run_task_replay_k1000",)) for d in rs]
+    if None not in p and None not in r:
+        ratios = [b / a for a, b in zip(p, r)]
+        print(f"| run_task_replay_k1000 (a replayed track) | {fmt(statistics.median(p))} | {fmt(statistics.median(r))} | "
+              f"{statistics.median(ratios):,.1f}x | {min(ratios):,.1f}-{max(ratios):,.1f}x | - | - |")
+
 # run_task through the .so boundary against the same Python figure.
 for k in ("k1000_steps_per_s", "k100_steps_per_s", "k3_runs_per_s"):
     p = [get(d["results"], ("run_task_steps", k)) for d in py]

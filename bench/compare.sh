@@ -30,6 +30,7 @@ mkdir -p "$out"
 for r in $(seq 1 "$rounds"); do
   echo "== round $r/$rounds: python" >&2
   "$venv/bin/python" "$anchor" "${quick[@]}" --out "$out/py-$r.json" > /dev/null
+  "$venv/bin/python" bench/replay_anchor.py --out "$out/py-replay-$r.json" > /dev/null
   echo "== round $r/$rounds: rust" >&2
   target/release/zu-bench "${quick[@]}" --out "$out/rs-$r.json" > /dev/null
 done

@@ -100,6 +100,8 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     eprintln!("[4] run_task, plugins in-process");
     let runs_short = if quick { 100 } else { 500 };
     let in_process = runs::bench_run_task(&runs::in_process(), &[1000, 100], 3, runs_short, "")?;
+    eprintln!("[4r] run_task K=1000 replaying a track (no model calls)");
+    let replay = runs::bench_replay(&runs::in_process(), 1000, "")?;
     eprintln!("[5] scope_event");
     let scope = workloads::bench_scope_event(n)?;
     eprintln!("[6] registry register");
@@ -150,6 +152,7 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "event_build_publish": build,
             "sink_query": sink_query,
             "run_task_steps": in_process,
+            "run_task_replay_k1000": replay,
             "scope_event": scope,
             "registry_register": registry,
             "peak_rss": rss,

@@ -241,3 +241,71 @@ pub fn bench_run_task(
     out.insert(format!("k{k_short}_runs_per_s"), m);
     Ok(Value::Object(out))
 }
+
+/// A K-step track of the noop tool (K-1 calls with the args the model-driven
+/// run makes), for the same task as [`job`].
+pub fn noop_track(k: usize) -> zu_runtime::Track {
+    zu_runtime::Track {
+        task: "bench".into(),
+        model: None,
+        steps: (1..k)
+            .map(|i| zu_runtime::TrackStep {
+                tool: "noop".into(),
+                args: json!({"x": i}).as_object().cloned().unwrap_or_default(),
+                wait_ms: 0,
+                tier: 1,
+            })
+            .collect(),
+    }
+}
+
+/// `run_task_replay`: a K-step run whose K-1 tool calls replay a track (no
+/// model call) and whose final answer is the one model turn, in steps/s:
+/// beside the model-driven K-step figure.
+pub fn bench_replay(plugins: &LoopPlugins, k: usize, label: &str) -> Result<Value, BenchError> {
+    let options = RunOptions {
+        track: Some(Arc::new(noop_track(k))),
+        ..RunOptions::default()
+    };
+    (plugins.counters)();
+    let mut results = Vec::new();
+    let m = measure(
+        &format!("{label}run_task K={k} replayed"),
+        k as u64,
+        "steps/s",
+        json!({"k": k, "replayed_steps": k - 1, "model_calls": 1}),
+        || {
+            let (spec, _, bus) = job(k, plugins);
+            (spec, (plugins.provider)(1), bus)
+        },
+        |(spec, provider, bus)| {
+            let r = run_task(spec, provider.clone(), &plugins.registry, bus, &options);
+            results.push((r, bus.clone()));
+        },
+    );
+    for (r, bus) in &results {
+        let r = r.as_ref().map_err(|e| BenchError(e.to_string()))?;
+        check(r.status == Status::Success, format!("replay K={k}: {r:?}"))?;
+        let all = bus
+            .query(&EventFilter::all(), None, 0)
+            .map_err(|e| BenchError(e.to_string()))?;
+        let replayed = all
+            .iter()
+            .filter(|e| e.event.event_type() == "harness.turn.started" && e.event.payload().get("replay").is_some())
+            .count();
+        let turns = all
+            .iter()
+            .filter(|e| e.event.event_type() == "harness.turn.completed")
+            .count();
+        check(
+            replayed == k - 1 && turns == 1,
+            format!("replay K={k}: {replayed} replayed, {turns} model turns"),
+        )?;
+    }
+    let (tools, _, _) = (plugins.counters)();
+    check(
+        tools == (k as u64 - 1) * results.len() as u64,
+        format!("replay K={k}: tool ran {tools}x"),
+    )?;
+    Ok(m)
+}
