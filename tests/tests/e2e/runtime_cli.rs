@@ -446,3 +446,50 @@ fn a_pipeline_file_passes_values_on_and_a_second_run_skips_what_finished() {
     assert_eq!(dup.status.code(), Some(2));
     assert!(err(&dup).contains("unique"), "{}", err(&dup));
 }
+
+#[test]
+fn zu_toml_run_settings_work_like_the_flags_with_paths_relative_to_the_file() {
+    let env = Env::new();
+    let conf = env.dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("prices.toml"),
+        "[models.house-model]\ninput = 1000.0\noutput = 1000.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("zu.toml"),
+        "[run]\ntrack = \"t.json\"\nmax_usd = 1.5\nprices = \"prices.toml\"\nmax_observation_chars = 5\n",
+    )
+    .unwrap();
+    let cf = conf.join("zu.toml");
+    let args = ["--query", "alpha?", "--config-file", cf.to_str().unwrap()];
+    // 1000 input tokens at $1000 per million: $1 a call; the second passes $1.5.
+    let out = env.run(
+        "house-model",
+        json!([read("a.md"), read("a.md"), answer(json!({}))]),
+        &args,
+    );
+    assert_eq!(stdout_json(&out)["reason"], "budget:max_usd", "{}", err(&out));
+    let ok = env.run(
+        "house-model",
+        json!([{"tool_calls": [{"name": "file_read", "args": {"path": "a.md"}}]}, {"text": "{\"a\": 1}"}]),
+        &args,
+    );
+    assert!(ok.status.success(), "{}", err(&ok));
+    let track: Value = serde_json::from_str(&std::fs::read_to_string(conf.join("t.json")).unwrap()).unwrap();
+    assert_eq!(track["model"], "house-model");
+    std::fs::write(&cf, "[run]\nobservation_strategy = \"summarise\"\n").unwrap();
+    let bad = env.run("house-model", json!([]), &args);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(err(&bad).contains("expected truncate or extract"), "{}", err(&bad));
+    std::fs::write(&cf, "[run]\ntrak = \"x\"\n").unwrap();
+    let typo = env.run("house-model", json!([]), &args);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(err(&typo).contains("trak"), "{}", err(&typo));
+    std::fs::write(conf.join("t.json"), "not a track").unwrap();
+    std::fs::write(&cf, "[run]\ntrack = \"t.json\"\n").unwrap();
+    let garbage = env.run("house-model", json!([]), &args);
+    assert_eq!(garbage.status.code(), Some(2));
+    assert!(err(&garbage).contains("is not a track"), "{}", err(&garbage));
+}
