@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-plugins=(scripted checks files http validators sqlite jsonl postgres)
+plugins=(scripted checks files http validators sqlite jsonl postgres models)
 cargo build --release -p zu-cli "${plugins[@]/#/-pzu-plugin-}"
 
 case "$(uname -s)" in

@@ -92,6 +92,29 @@ pub struct ToolCall {
     pub args: JsonObject,
 }
 
+/// The key under which [`ToolCall::invalid`] keeps arguments that were not
+/// a JSON object; the loop answers such a call itself.
+pub const INVALID_ARGUMENTS: &str = "$zu_invalid_arguments";
+
+impl ToolCall {
+    /// A call whose arguments the model sent malformed (`raw`, and why they
+    /// could not be read): the loop does not make it, it tells the model to
+    /// send the arguments again as a JSON object.
+    pub fn invalid(name: impl Into<String>, raw: &str, error: &str) -> Self {
+        let mut args = JsonObject::new();
+        args.insert(INVALID_ARGUMENTS.into(), serde_json::json!({"raw": raw, "error": error}));
+        ToolCall {
+            name: name.into(),
+            args,
+        }
+    }
+
+    /// Why the arguments are unusable, when the call came from [`ToolCall::invalid`].
+    pub fn invalid_arguments(&self) -> Option<&Value> {
+        self.args.get(INVALID_ARGUMENTS)
+    }
+}
+
 /// What a model provider can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -125,6 +148,11 @@ pub struct ModelRequest {
     /// Provider parameters.
     #[serde(default)]
     pub params: JsonObject,
+    /// How long the run has left when the host sends the request, in ms: a
+    /// provider's timeouts and retries stay within it (the host abandons a
+    /// call that overruns it anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_left_ms: Option<u64>,
     /// Set by the host's loop; read by the transports that carry a request
     /// to a provider in another library or process (see [`Continuation`]).
     #[serde(skip)]

@@ -3,6 +3,7 @@
 //! `panic = "abort"` fixture never leaks its settings into the main build),
 //! once per test process, and lays them out in temporary plugin directories.
 
+pub mod http_stub;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ pub fn artifacts() -> &'static Artifacts {
             "zu-plugin-noop",
             "-p",
             "zu-plugin-postgres",
+            "-p",
+            "zu-plugin-models",
         ]);
         let fixtures = workspace_root().join("tests/fixtures/Cargo.toml");
         let fixtures = fixtures.to_str().expect("a UTF-8 path");

@@ -188,6 +188,7 @@ impl<T: ModelProvider> ProviderFfi for ProviderGuard<T> {
             request.tools = tools;
         }
         request.params = delta.params;
+        request.time_left_ms = delta.time_left_ms;
         let request = &*request;
         let out = guarded(|| Ok(to_json(&self.guard.get().complete(request)?)?.into()));
         if out.is_err() {

@@ -128,6 +128,7 @@ impl ImportedProvider {
             messages: request.messages[base..].to_vec(),
             tools: tools.then(|| request.tools.clone()),
             params: request.params.clone(),
+            time_left_ms: request.time_left_ms,
         };
         match to_json(&delta) {
             Ok(text) => self.object.ffi_complete_delta(text.as_str().into()),

@@ -114,6 +114,9 @@ pub(crate) struct Delta {
     /// The tool schemas, when they changed since the previous turn.
     pub tools: Option<Vec<serde_json::Value>>,
     pub params: crate::contracts::JsonObject,
+    /// The request's `time_left_ms`.
+    #[serde(default)]
+    pub time_left_ms: Option<u64>,
 }
 
 /// Runs `f`, turning a panic into [`PluginError::Panicked`].

@@ -10,6 +10,7 @@ mod loading;
 mod logs;
 mod newcomer;
 mod postgres;
+mod providers;
 mod run;
 mod runtime_cli;
 mod scenarios;

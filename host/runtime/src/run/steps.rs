@@ -279,7 +279,9 @@ impl Loop {
             conversation: self.conversation,
             unchanged: self.sent,
         };
-        Arc::make_mut(&mut self.request).set_continuation(Some(continuation));
+        let request = Arc::make_mut(&mut self.request);
+        request.set_continuation(Some(continuation));
+        request.time_left_ms = Some(self.deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
         self.request.clone()
     }
 

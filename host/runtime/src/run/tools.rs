@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use zu_plugin_api::contracts::JsonObject;
 use zu_plugin_api::events as ev;
-use zu_plugin_api::ports::{Scope, Verdict};
+use zu_plugin_api::ports::{PluginError, Scope, Verdict};
 
 use super::checkpoints::checkpoint;
 use super::observation;
@@ -45,6 +45,15 @@ impl Loop {
             Some(turn.id),
             &call.name,
         )?;
+        if let Some(bad) = call.invalid_arguments() {
+            // The model sent arguments that are not a JSON object: it is told, the tool is not called.
+            let why = bad.get("error").and_then(Value::as_str).unwrap_or("not a JSON object");
+            let told = PluginError::InvalidInput(format!(
+                "the arguments of this call could not be read ({why}); call {} again with its arguments as one JSON object",
+                call.name
+            ));
+            return self.after_tool(turn, i, Some(Ok(Err(told))));
+        }
         let tool = self
             .ladder
             .active(&self.tools)

@@ -1,0 +1,209 @@
+//! What both providers share: their common config keys, and one POST of a
+//! JSON body with the provider's headers — 429 and 5xx retried with backoff
+//! that honours `Retry-After`, every wait and timeout kept inside the time
+//! the run has left — and errors that say what happened and what to do.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use zu_plugin_api::prelude::*;
+
+/// The config keys both providers take.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    /// The API's base URL (a local server's for Ollama, llama.cpp, vLLM).
+    pub base_url: Option<String>,
+    /// The model to ask for.
+    pub model: String,
+    /// The environment variable holding the API key (no key: no auth header).
+    pub api_key_env: Option<String>,
+    /// Seconds one HTTP attempt may take (the run's deadline caps it too).
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Output tokens at most per turn.
+    pub max_tokens: Option<u64>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Retries of a 429 or 5xx answer (or a dropped connection).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_timeout() -> f64 {
+    60.0
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+/// How long one backoff may wait at most when the server names no time.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// The most of an answer that is read.
+const MAX_BODY: u64 = 64 << 20;
+
+/// One provider's connection: where, who, how long.
+pub struct Client {
+    pub provider: &'static str,
+    pub common: Common,
+    pub base_url: String,
+    pub key_env: String,
+    pub key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// Checks the common config of `provider`, reads its key from the environment.
+    pub fn new(provider: &'static str, common: Common, default_base: &str, default_key_env: &str) -> Result<Self, PluginError> {
+        let bad = |m: String| PluginError::invalid(format!("{provider} provider config: {m}"));
+        if common.model.trim().is_empty() {
+            return Err(bad("model is empty; name the model to ask for".into()));
+        }
+        if !(common.timeout_s.is_finite() && common.timeout_s > 0.0) {
+            return Err(bad(format!("timeout_s {} must be a positive number of seconds", common.timeout_s)));
+        }
+        let base_url = common.base_url.clone().unwrap_or_else(|| default_base.to_owned());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(bad(format!("base_url {base_url:?} must start with http:// or https://")));
+        }
+        let key_env = common.api_key_env.clone().unwrap_or_else(|| default_key_env.to_owned());
+        let key = std::env::var(&key_env).ok().filter(|k| !k.is_empty());
+        Ok(Client {
+            provider,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key_env,
+            key,
+            common,
+            agent: ureq::AgentBuilder::new().redirects(0).build(),
+        })
+    }
+
+    /// POSTs `body` to `path` with `headers` and returns the answer's JSON.
+    pub fn post(&self, path: &str, headers: &[(&str, String)], body: &Value, time_left_ms: Option<u64>) -> Result<Value, PluginError> {
+        let url = format!("{}{path}", self.base_url);
+        let body = body.to_string();
+        let start = Instant::now();
+        let budget = time_left_ms.map_or(Duration::from_secs(24 * 3600), Duration::from_millis);
+        let deadline = start + budget;
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.fail(format!("the run's deadline passed before {url} answered")));
+            }
+            let timeout = left.min(Duration::from_secs_f64(self.common.timeout_s));
+            let mut request = self.agent.post(&url).timeout(timeout).set("content-type", "application/json");
+            for (k, v) in headers.iter().map(|(k, v)| (*k, v.as_str())).chain(self.common.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                request = request.set(k, v);
+            }
+            let (retry, why) = match request.send_string(&body) {
+                Ok(resp) => return self.json_of(resp, &url),
+                Err(ureq::Error::Status(code, resp)) => {
+                    let wait = retry_after(&resp);
+                    let message = error_message(resp);
+                    if code == 429 || code >= 500 {
+                        (wait, format!("HTTP {code}: {message}"))
+                    } else {
+                        return Err(self.refused(code, &message));
+                    }
+                }
+                Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::Io && timed_out(&t) => {
+                    let what = if timeout < Duration::from_secs_f64(self.common.timeout_s) { "the run's deadline" } else { "timeout_s" };
+                    return Err(self.fail(format!("{url} did not answer within {:.1} s ({what})", timeout.as_secs_f64())));
+                }
+                Err(ureq::Error::Transport(t)) => (None, format!("cannot reach {url}: {t}")),
+            };
+            let wait = retry.unwrap_or_else(|| (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF));
+            if attempt >= self.common.max_retries || Instant::now() + wait >= deadline {
+                let tries = attempt + 1;
+                return Err(self.fail(format!("{why} (gave up after {tries} attempt(s); raise max_retries or try later)")));
+            }
+            say_retry(self.provider, &why, wait);
+            std::thread::sleep(wait);
+            attempt += 1;
+        }
+    }
+
+    fn json_of(&self, resp: ureq::Response, url: &str) -> Result<Value, PluginError> {
+        use std::io::Read;
+        let mut text = String::new();
+        resp.into_reader()
+            .take(MAX_BODY)
+            .read_to_string(&mut text)
+            .map_err(|e| self.fail(format!("reading the answer of {url}: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| self.not_protocol(&format!("not JSON ({e}): {}", excerpt(&text))))
+    }
+
+    /// A failure of this provider, named.
+    pub fn fail(&self, message: String) -> PluginError {
+        PluginError::failed(format!("{}: {message}", self.provider))
+    }
+
+    /// An answer that is not the provider's protocol.
+    pub fn not_protocol(&self, what: &str) -> PluginError {
+        self.fail(format!(
+            "the answer is not the {} protocol ({what}); is base_url {} the right endpoint?",
+            self.provider, self.base_url
+        ))
+    }
+
+    fn refused(&self, code: u16, message: &str) -> PluginError {
+        let hint = match code {
+            401 | 403 => match &self.key {
+                Some(_) => format!("the key in ${} was refused; set it to a valid key", self.key_env),
+                None => format!("no key was sent: set ${} (or api_key_env) to your API key", self.key_env),
+            },
+            404 => format!("check model ({:?}) and base_url ({})", self.common.model, self.base_url),
+            400 | 422 => "the server rejected the request; check max_tokens, temperature and the model's limits".into(),
+            _ => "see the server's message".into(),
+        };
+        self.fail(format!("HTTP {code}: {message}; {hint}"))
+    }
+}
+
+fn timed_out(t: &ureq::Transport) -> bool {
+    let text = t.to_string().to_lowercase();
+    text.contains("timed out") || text.contains("timeout") || text.contains("would block")
+}
+
+/// `Retry-After` (seconds) or `retry-after-ms`, if the server said.
+fn retry_after(resp: &ureq::Response) -> Option<Duration> {
+    if let Some(ms) = resp.header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    let secs = resp.header("retry-after")?.trim().parse::<f64>().ok()?;
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+}
+
+/// The server's error message (`{"error": {"message"}}` in both APIs), else the body.
+fn error_message(resp: ureq::Response) -> String {
+    let text = resp.into_string().unwrap_or_default();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) => v["error"]["message"]
+            .as_str()
+            .or_else(|| v["error"].as_str())
+            .or_else(|| v["message"].as_str())
+            .map_or_else(|| excerpt(&text), str::to_owned),
+        Err(_) => excerpt(&text),
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let t: String = text.chars().take(200).collect();
+    if t.len() < text.len() {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+/// Plugins have no logger of the host's; a retry is said on stderr.
+fn say_retry(provider: &str, why: &str, wait: Duration) {
+    eprintln!("zu {provider} provider: {why}; retrying in {:.1} s", wait.as_secs_f64());
+}
