@@ -102,7 +102,10 @@ impl ToolCall {
     /// send the arguments again as a JSON object.
     pub fn invalid(name: impl Into<String>, raw: &str, error: &str) -> Self {
         let mut args = JsonObject::new();
-        args.insert(INVALID_ARGUMENTS.into(), serde_json::json!({"raw": raw, "error": error}));
+        args.insert(
+            INVALID_ARGUMENTS.into(),
+            serde_json::json!({"raw": raw, "error": error}),
+        );
         ToolCall {
             name: name.into(),
             args,

@@ -139,7 +139,11 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Received>>, replies: &Mutex<std::co
         .pop_front()
         .unwrap_or_else(|| Reply::text(500, "the stub's script is exhausted"));
     std::thread::sleep(reply.delay);
-    let mut out = format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", reply.status, reply.body.len());
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -6,7 +6,6 @@
 
 use std::sync::Mutex;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use zu_plugin_api::prelude::*;
 
@@ -17,23 +16,18 @@ pub const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` is required by the API; this when the config names none.
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Config(Common);
-
 /// The Messages API provider.
 pub struct Anthropic {
-    client: Client,
+    /// `None` until configured (a library holds both providers; one unused needs no config).
+    client: Option<Client>,
     served: Mutex<Option<String>>,
 }
 
 impl Plugin for Anthropic {
     const NAME: &'static str = "anthropic";
     fn new(config: Value) -> Result<Self, PluginError> {
-        let Config(common) = serde_json::from_value(config)
-            .map_err(|e| PluginError::invalid(format!("anthropic provider config: {e}")))?;
         Ok(Anthropic {
-            client: Client::new("anthropic", common, "https://api.anthropic.com", "ANTHROPIC_API_KEY")?,
+            client: Client::configured("anthropic", config, "https://api.anthropic.com", "ANTHROPIC_API_KEY")?,
             served: Mutex::new(None),
         })
     }
@@ -56,7 +50,7 @@ pub fn messages(zu: &[Value]) -> (String, Vec<Value>) {
     let mut system = Vec::new();
     let mut out: Vec<Value> = Vec::new();
     let mut pending: std::collections::VecDeque<String> = Default::default();
-    let mut push = |role: &str, block: Value, out: &mut Vec<Value>| match out.last_mut() {
+    let push = |role: &str, block: Value, out: &mut Vec<Value>| match out.last_mut() {
         Some(last) if last["role"] == role => last["content"].as_array_mut().expect("blocks").push(block),
         _ => out.push(json!({"role": role, "content": [block]})),
     };
@@ -70,14 +64,26 @@ pub fn messages(zu: &[Value]) -> (String, Vec<Value>) {
                 }
                 pending.clear();
                 for (j, c) in msg["tool_calls"].as_array().into_iter().flatten().enumerate() {
-                    let input = c.get("args").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
+                    let input = c
+                        .get("args")
+                        .filter(|a| a.is_object())
+                        .cloned()
+                        .unwrap_or_else(|| json!({}));
                     pending.push_back(use_id(m, j));
-                    push("assistant", json!({"type": "tool_use", "id": use_id(m, j), "name": c["name"], "input": input}), &mut out);
+                    push(
+                        "assistant",
+                        json!({"type": "tool_use", "id": use_id(m, j), "name": c["name"], "input": input}),
+                        &mut out,
+                    );
                 }
             }
             "tool" => {
                 let id = pending.pop_front().unwrap_or_else(|| use_id(m, 0));
-                push("user", json!({"type": "tool_result", "tool_use_id": id, "content": content}), &mut out);
+                push(
+                    "user",
+                    json!({"type": "tool_result", "tool_use_id": id, "content": content}),
+                    &mut out,
+                );
             }
             _ => push("user", json!({"type": "text", "text": content}), &mut out),
         }
@@ -98,7 +104,8 @@ pub fn tool(schema: &Value) -> Value {
 /// The request body for `request`.
 pub fn body(common: &Common, request: &ModelRequest) -> Value {
     let (system, msgs) = messages(&request.messages);
-    let mut b = json!({"model": common.model, "max_tokens": common.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS), "messages": msgs});
+    let mut b =
+        json!({"model": common.model, "max_tokens": common.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS), "messages": msgs});
     if !system.is_empty() {
         b["system"] = system.into();
     }
@@ -125,7 +132,10 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
             Some("tool_use") => {
                 let name = b["name"].as_str().ok_or("a tool_use block without a name")?;
                 tool_calls.push(match &b["input"] {
-                    Value::Object(args) => ToolCall { name: name.to_owned(), args: args.clone() },
+                    Value::Object(args) => ToolCall {
+                        name: name.to_owned(),
+                        args: args.clone(),
+                    },
                     other => ToolCall::invalid(name, &other.to_string(), "the input is not a JSON object"),
                 });
             }
@@ -144,22 +154,35 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
         }
     }
     let text = (!texts.is_empty()).then(|| texts.join("\n"));
-    Ok((ModelResponse { text, tool_calls, finish, usage }, v["model"].as_str().map(str::to_owned)))
+    Ok((
+        ModelResponse {
+            text,
+            tool_calls,
+            finish,
+            usage,
+        },
+        v["model"].as_str().map(str::to_owned),
+    ))
 }
 
 impl ModelProvider for Anthropic {
     fn model(&self) -> Option<String> {
         let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Some(served.unwrap_or_else(|| self.client.common.model.clone()))
+        served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
     }
 
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let c = &self.client;
+        let c = Client::in_use(&self.client, "anthropic")?;
         let mut headers = vec![("anthropic-version", API_VERSION.to_owned())];
         if let Some(key) = &c.key {
             headers.push(("x-api-key", key.clone()));
         }
-        let answer = c.post("/v1/messages", &headers, &body(&c.common, request), request.time_left_ms)?;
+        let answer = c.post(
+            "/v1/messages",
+            &headers,
+            &body(&c.common, request),
+            request.time_left_ms,
+        )?;
         let (resp, served) = response(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
         Ok(resp)
@@ -184,7 +207,10 @@ mod tests {
         assert_eq!(system, "s");
         assert_eq!(m.len(), 3, "{m:?}");
         assert_eq!(m[1]["content"][1]["id"], "toolu_2_1");
-        assert_eq!(m[2]["content"][0], json!({"type": "tool_result", "tool_use_id": "toolu_2_0", "content": "r1"}));
+        assert_eq!(
+            m[2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "toolu_2_0", "content": "r1"})
+        );
         assert_eq!(m[2]["content"][2]["text"], "escalated");
     }
 

@@ -60,17 +60,27 @@ pub struct Client {
 
 impl Client {
     /// Checks the common config of `provider`, reads its key from the environment.
-    pub fn new(provider: &'static str, common: Common, default_base: &str, default_key_env: &str) -> Result<Self, PluginError> {
+    pub fn new(
+        provider: &'static str,
+        common: Common,
+        default_base: &str,
+        default_key_env: &str,
+    ) -> Result<Self, PluginError> {
         let bad = |m: String| PluginError::invalid(format!("{provider} provider config: {m}"));
         if common.model.trim().is_empty() {
             return Err(bad("model is empty; name the model to ask for".into()));
         }
         if !(common.timeout_s.is_finite() && common.timeout_s > 0.0) {
-            return Err(bad(format!("timeout_s {} must be a positive number of seconds", common.timeout_s)));
+            return Err(bad(format!(
+                "timeout_s {} must be a positive number of seconds",
+                common.timeout_s
+            )));
         }
         let base_url = common.base_url.clone().unwrap_or_else(|| default_base.to_owned());
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(bad(format!("base_url {base_url:?} must start with http:// or https://")));
+            return Err(bad(format!(
+                "base_url {base_url:?} must start with http:// or https://"
+            )));
         }
         let key_env = common.api_key_env.clone().unwrap_or_else(|| default_key_env.to_owned());
         let key = std::env::var(&key_env).ok().filter(|k| !k.is_empty());
@@ -84,8 +94,39 @@ impl Client {
         })
     }
 
+    /// The client of `provider` from its `config`: `None` for no config (the
+    /// provider loads, and says what to do when it is used).
+    pub fn configured(
+        provider: &'static str,
+        config: Value,
+        default_base: &str,
+        default_key_env: &str,
+    ) -> Result<Option<Self>, PluginError> {
+        if config.is_null() {
+            return Ok(None);
+        }
+        let common: Common = serde_json::from_value(config)
+            .map_err(|e| PluginError::invalid(format!("{provider} provider config: {e}")))?;
+        Client::new(provider, common, default_base, default_key_env).map(Some)
+    }
+
+    /// The configured client, or the error saying how to configure it.
+    pub fn in_use<'a>(client: &'a Option<Client>, provider: &str) -> Result<&'a Client, PluginError> {
+        client.as_ref().ok_or_else(|| {
+            PluginError::failed(format!(
+                "the {provider} provider has no config: give it at least {{\"model\": ...}} (and base_url for a local server) with --provider-config or [provider] config in zu.toml"
+            ))
+        })
+    }
+
     /// POSTs `body` to `path` with `headers` and returns the answer's JSON.
-    pub fn post(&self, path: &str, headers: &[(&str, String)], body: &Value, time_left_ms: Option<u64>) -> Result<Value, PluginError> {
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &Value,
+        time_left_ms: Option<u64>,
+    ) -> Result<Value, PluginError> {
         let url = format!("{}{path}", self.base_url);
         let body = body.to_string();
         let start = Instant::now();
@@ -98,8 +139,16 @@ impl Client {
                 return Err(self.fail(format!("the run's deadline passed before {url} answered")));
             }
             let timeout = left.min(Duration::from_secs_f64(self.common.timeout_s));
-            let mut request = self.agent.post(&url).timeout(timeout).set("content-type", "application/json");
-            for (k, v) in headers.iter().map(|(k, v)| (*k, v.as_str())).chain(self.common.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            let mut request = self
+                .agent
+                .post(&url)
+                .timeout(timeout)
+                .set("content-type", "application/json");
+            for (k, v) in headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .chain(self.common.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            {
                 request = request.set(k, v);
             }
             let (retry, why) = match request.send_string(&body) {
@@ -114,15 +163,25 @@ impl Client {
                     }
                 }
                 Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::Io && timed_out(&t) => {
-                    let what = if timeout < Duration::from_secs_f64(self.common.timeout_s) { "the run's deadline" } else { "timeout_s" };
-                    return Err(self.fail(format!("{url} did not answer within {:.1} s ({what})", timeout.as_secs_f64())));
+                    let what = if timeout < Duration::from_secs_f64(self.common.timeout_s) {
+                        "the run's deadline"
+                    } else {
+                        "timeout_s"
+                    };
+                    return Err(self.fail(format!(
+                        "{url} did not answer within {:.1} s ({what})",
+                        timeout.as_secs_f64()
+                    )));
                 }
                 Err(ureq::Error::Transport(t)) => (None, format!("cannot reach {url}: {t}")),
             };
-            let wait = retry.unwrap_or_else(|| (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF));
+            let wait =
+                retry.unwrap_or_else(|| (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF));
             if attempt >= self.common.max_retries || Instant::now() + wait >= deadline {
                 let tries = attempt + 1;
-                return Err(self.fail(format!("{why} (gave up after {tries} attempt(s); raise max_retries or try later)")));
+                return Err(self.fail(format!(
+                    "{why} (gave up after {tries} attempt(s); raise max_retries or try later)"
+                )));
             }
             say_retry(self.provider, &why, wait);
             std::thread::sleep(wait);
@@ -157,7 +216,10 @@ impl Client {
         let hint = match code {
             401 | 403 => match &self.key {
                 Some(_) => format!("the key in ${} was refused; set it to a valid key", self.key_env),
-                None => format!("no key was sent: set ${} (or api_key_env) to your API key", self.key_env),
+                None => format!(
+                    "no key was sent: set ${} (or api_key_env) to your API key",
+                    self.key_env
+                ),
             },
             404 => format!("check model ({:?}) and base_url ({})", self.common.model, self.base_url),
             400 | 422 => "the server rejected the request; check max_tokens, temperature and the model's limits".into(),

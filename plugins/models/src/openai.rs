@@ -6,30 +6,23 @@
 
 use std::sync::Mutex;
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zu_plugin_api::prelude::*;
 
 use crate::http::{Client, Common};
 
-/// The config: the common keys (see the crate docs).
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Config(Common);
-
 /// The chat-completions provider.
 pub struct OpenAi {
-    client: Client,
+    /// `None` until configured (a library holds both providers; one unused needs no config).
+    client: Option<Client>,
     served: Mutex<Option<String>>,
 }
 
 impl Plugin for OpenAi {
     const NAME: &'static str = "openai";
     fn new(config: Value) -> Result<Self, PluginError> {
-        let Config(common) = serde_json::from_value(config)
-            .map_err(|e| PluginError::invalid(format!("openai provider config: {e}")))?;
         Ok(OpenAi {
-            client: Client::new("openai", common, "https://api.openai.com/v1", "OPENAI_API_KEY")?,
+            client: Client::configured("openai", config, "https://api.openai.com/v1", "OPENAI_API_KEY")?,
             served: Mutex::new(None),
         })
     }
@@ -89,7 +82,10 @@ pub fn tool(schema: &Value) -> Value {
     }
     f.insert(
         "parameters".into(),
-        schema.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+        schema
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"})),
     );
     json!({"type": "function", "function": f})
 }
@@ -113,7 +109,10 @@ pub fn body(common: &Common, request: &ModelRequest) -> Value {
 /// wrong with it.
 pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
     let choice = v["choices"].get(0).ok_or("no choices[0]")?;
-    let message = choice.get("message").filter(|m| m.is_object()).ok_or("choices[0] has no message")?;
+    let message = choice
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or("choices[0] has no message")?;
     let text = message["content"].as_str().map(str::to_owned);
     let mut tool_calls = Vec::new();
     for c in message["tool_calls"].as_array().into_iter().flatten() {
@@ -127,7 +126,10 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
         };
         let raw_trimmed = if raw.trim().is_empty() { "{}" } else { raw.as_str() };
         tool_calls.push(match serde_json::from_str::<Value>(raw_trimmed) {
-            Ok(Value::Object(args)) => ToolCall { name: name.to_owned(), args },
+            Ok(Value::Object(args)) => ToolCall {
+                name: name.to_owned(),
+                args,
+            },
             Ok(_) => ToolCall::invalid(name, &raw, "the arguments are JSON but not an object"),
             Err(e) => ToolCall::invalid(name, &raw, &format!("not valid JSON: {e}")),
         });
@@ -140,28 +142,45 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
     };
     let u = &v["usage"];
     let mut usage = JsonObject::new();
-    for (from, to) in [("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens"), ("total_tokens", "total_tokens")] {
+    for (from, to) in [
+        ("prompt_tokens", "input_tokens"),
+        ("completion_tokens", "output_tokens"),
+        ("total_tokens", "total_tokens"),
+    ] {
         if let Some(n) = u.get(from).filter(|n| n.is_number()) {
             usage.insert(to.into(), n.clone());
         }
     }
     let served = v["model"].as_str().map(str::to_owned);
-    Ok((ModelResponse { text, tool_calls, finish, usage }, served))
+    Ok((
+        ModelResponse {
+            text,
+            tool_calls,
+            finish,
+            usage,
+        },
+        served,
+    ))
 }
 
 impl ModelProvider for OpenAi {
     fn model(&self) -> Option<String> {
         let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Some(served.unwrap_or_else(|| self.client.common.model.clone()))
+        served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
     }
 
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let c = &self.client;
+        let c = Client::in_use(&self.client, "openai")?;
         let mut headers = Vec::new();
         if let Some(key) = &c.key {
             headers.push(("authorization", format!("Bearer {key}")));
         }
-        let answer = c.post("/chat/completions", &headers, &body(&c.common, request), request.time_left_ms)?;
+        let answer = c.post(
+            "/chat/completions",
+            &headers,
+            &body(&c.common, request),
+            request.time_left_ms,
+        )?;
         let (resp, served) = response(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
         Ok(resp)
@@ -184,7 +203,10 @@ mod tests {
         let m = messages(&zu);
         assert_eq!(m[2]["tool_calls"][0]["id"], "call_2_0");
         assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], "{\"x\":1}");
-        assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "call_2_0", "content": "{\"ok\":1}"}));
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "call_2_0", "content": "{\"ok\":1}"})
+        );
         assert_eq!(m[4]["tool_call_id"], "call_2_1");
         let t = tool(&json!({"name": "a", "parameters": {"type": "object"}}));
         assert_eq!(t["function"]["name"], "a");

@@ -135,7 +135,11 @@ impl Run {
 /// `zu run` with `api` pointed at `stub`, reading `notes.md` from a docs root.
 fn zu_run(api: Api, stub: &Stub, wall_time_s: u64, extra: Value) -> Run {
     let a = artifacts();
-    let plugins = plugin_dir(&[a.lib("zu_plugin_models"), a.lib("zu_plugin_files"), a.lib("zu_plugin_sqlite")]);
+    let plugins = plugin_dir(&[
+        a.lib("zu_plugin_models"),
+        a.lib("zu_plugin_files"),
+        a.lib("zu_plugin_sqlite"),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("docs")).unwrap();
     std::fs::write(dir.path().join("docs/notes.md"), "The launch is on 2026-12-01.").unwrap();
@@ -144,12 +148,19 @@ fn zu_run(api: Api, stub: &Stub, wall_time_s: u64, extra: Value) -> Run {
         Api::Anthropic => stub.url.clone(),
     };
     let mut config = json!({"base_url": base, "model": "test-model", "max_retries": 2, "timeout_s": 30});
-    config.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
     let db = json!({"path": dir.path().join("log.db")}).to_string();
     let root = format!("tools.file_read={}", json!({"root": dir.path().join("docs")}));
     let task = uuid::Uuid::new_v4().to_string();
     let spec = dir.path().join("task.json");
-    std::fs::write(&spec, json!({"task_id": task, "query": "When is the launch?"}).to_string()).unwrap();
+    std::fs::write(
+        &spec,
+        json!({"task_id": task, "query": "When is the launch?"}).to_string(),
+    )
+    .unwrap();
     let wall = wall_time_s.to_string();
     let out = std::process::Command::new(&a.zu)
         .args(["run", "--plugins"])
@@ -165,7 +176,16 @@ fn zu_run(api: Api, stub: &Stub, wall_time_s: u64, extra: Value) -> Run {
     let listed = std::process::Command::new(&a.zu)
         .args(["events", "--plugins"])
         .arg(plugins.path())
-        .args(["--sink", "sqlite", "--sink-config", &db, "--task", &task, "--json", "--full"])
+        .args([
+            "--sink",
+            "sqlite",
+            "--sink-config",
+            &db,
+            "--task",
+            &task,
+            "--json",
+            "--full",
+        ])
         .output()
         .unwrap();
     let events = String::from_utf8_lossy(&listed.stdout)
@@ -230,7 +250,10 @@ fn malformed_tool_arguments_are_told_to_the_model_not_run() {
         let error = returned[0]["payload"]["observation"]["error"].as_str().unwrap();
         assert!(error.contains("could not be read"), "{api:?}: {error}");
         let told = api.tool_results(&stub.received()[1].body);
-        assert!(told[0].contains("again with its arguments as one JSON object"), "{api:?}: {told:?}");
+        assert!(
+            told[0].contains("again with its arguments as one JSON object"),
+            "{api:?}: {told:?}"
+        );
     }
 }
 
@@ -252,7 +275,8 @@ fn rate_limits_and_overload_are_retried_honouring_retry_after() {
             Api::Anthropic => api.error(529, "overloaded_error", "Overloaded"),
         };
         let stub = Stub::start(vec![
-            api.error(429, "rate_limit_exceeded", "Rate limit reached").header("retry-after", "1"),
+            api.error(429, "rate_limit_exceeded", "Rate limit reached")
+                .header("retry-after", "1"),
             busy.header("retry-after-ms", "10"),
             Reply::json(200, api.answer("{\"ok\": 1}", false)),
         ]);
@@ -260,20 +284,33 @@ fn rate_limits_and_overload_are_retried_honouring_retry_after() {
         assert_eq!(run.result()["value"], json!({"ok": 1}), "{api:?}");
         assert_eq!(stub.received().len(), 3);
         // Out of retries: the reason says so.
-        let stub = Stub::start(vec![api.error(429, "rate_limit_exceeded", "slow down").header("retry-after", "0"); 3]);
+        let stub = Stub::start(vec![
+            api.error(429, "rate_limit_exceeded", "slow down")
+                .header("retry-after", "0");
+            3
+        ]);
         let run = zu_run(api, &stub, 60, json!({"max_retries": 1}));
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains("HTTP 429") && reason.contains("gave up after 2 attempt"), "{api:?}: {reason}");
+        assert!(
+            reason.contains("HTTP 429") && reason.contains("gave up after 2 attempt"),
+            "{api:?}: {reason}"
+        );
     }
 }
 
 #[test]
 fn a_retry_after_past_the_deadline_is_not_waited_for() {
     let api = Api::OpenAi;
-    let stub = Stub::start(vec![api.error(503, "unavailable", "down").header("retry-after", "3600")]);
+    let stub = Stub::start(vec![api
+        .error(503, "unavailable", "down")
+        .header("retry-after", "3600")]);
     let run = zu_run(api, &stub, 20, json!({}));
     let reason = run.result()["reason"].as_str().unwrap().to_owned();
-    assert!(reason.contains("HTTP 503") && reason.contains("gave up after 1 attempt"), "{reason}");
+    let err = String::from_utf8_lossy(&run.out.stderr);
+    assert!(
+        reason.contains("HTTP 503") && reason.contains("gave up after 1 attempt"),
+        "{reason}: {err}"
+    );
 }
 
 #[test]
@@ -282,19 +319,27 @@ fn a_refused_key_ends_the_run_saying_which_variable_to_fix() {
         let stub = Stub::start(vec![api.error(401, "authentication_error", "invalid x-api-key")]);
         let run = zu_run(api, &stub, 60, json!({}));
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains("HTTP 401") && reason.contains(api.key_env()), "{api:?}: {reason}");
+        assert!(
+            reason.contains("HTTP 401") && reason.contains(api.key_env()),
+            "{api:?}: {reason}"
+        );
         assert_eq!(stub.received().len(), 1, "a 401 is not retried");
         let stub = Stub::start(vec![api.error(404, "not_found_error", "model: nope")]);
         let run = zu_run(api, &stub, 60, json!({"model": "nope"}));
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains("HTTP 404") && reason.contains("check model (\"nope\")"), "{api:?}: {reason}");
+        assert!(
+            reason.contains("HTTP 404") && reason.contains("check model (\"nope\")"),
+            "{api:?}: {reason}"
+        );
     }
 }
 
 #[test]
 fn a_server_that_hangs_past_the_deadline_ends_the_run_on_time() {
     for api in APIS {
-        let stub = Stub::start(vec![Reply::json(200, api.answer("{}", false)).after(Duration::from_secs(120))]);
+        let stub = Stub::start(vec![
+            Reply::json(200, api.answer("{}", false)).after(Duration::from_secs(120))
+        ]);
         let run = zu_run(api, &stub, 2, json!({}));
         assert_eq!(run.out.status.code(), Some(4), "{api:?}");
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
@@ -311,11 +356,17 @@ fn an_answer_that_is_not_json_or_not_the_protocol_is_named() {
         let stub = Stub::start(vec![Reply::text(200, "<html>proxy login</html>")]);
         let run = zu_run(api, &stub, 60, json!({}));
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains("not JSON") && reason.contains("right endpoint"), "{api:?}: {reason}");
+        assert!(
+            reason.contains("not JSON") && reason.contains("right endpoint"),
+            "{api:?}: {reason}"
+        );
         let stub = Stub::start(vec![Reply::json(200, json!({"hello": "world"}))]);
         let run = zu_run(api, &stub, 60, json!({}));
         let reason = run.result()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains(&format!("not the {} protocol", api.name())), "{api:?}: {reason}");
+        assert!(
+            reason.contains(&format!("not the {} protocol", api.name())),
+            "{api:?}: {reason}"
+        );
     }
 }
 
@@ -332,7 +383,14 @@ fn a_bad_provider_config_is_a_clear_load_error() {
         let out = std::process::Command::new(&a.zu)
             .args(["run", "--plugins"])
             .arg(plugins.path())
-            .args(["--provider", "openai", "--provider-config", &config.to_string(), "--query", "q"])
+            .args([
+                "--provider",
+                "openai",
+                "--provider-config",
+                &config.to_string(),
+                "--query",
+                "q",
+            ])
             .env_remove("ZU_PLUGIN_PATH")
             .output()
             .unwrap();
@@ -340,4 +398,17 @@ fn a_bad_provider_config_is_a_clear_load_error() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(says), "{config}: {err}");
     }
+    // Both providers share a library: the one without config loads quietly
+    // and says what to do only when a run uses it.
+    let out = std::process::Command::new(&a.zu)
+        .args(["run", "--plugins"])
+        .arg(plugins.path())
+        .args(["--provider", "anthropic", "--query", "q"])
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("refused"), "{err}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(result["reason"].as_str().unwrap().contains("has no config"), "{result}");
 }

@@ -164,6 +164,7 @@ impl Served<'_> {
             request.tools = tools;
         }
         request.params = turn.params;
+        request.time_left_ms = turn.time_left_ms;
         request.set_continuation(Some(Continuation {
             conversation: turn.conversation,
             unchanged: turn.base,

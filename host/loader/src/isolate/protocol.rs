@@ -83,6 +83,9 @@ pub struct Turn {
     /// The tool schemas, when they changed since the previous turn.
     pub tools: Option<Vec<Value>>,
     pub params: JsonObject,
+    /// The request's `time_left_ms`.
+    #[serde(default)]
+    pub time_left_ms: Option<u64>,
 }
 
 /// A provider turn's answer: the response and the model id the provider

@@ -99,6 +99,7 @@ impl RemoteProvider {
             messages: request.messages[base..].to_vec(),
             tools: tools.then(|| request.tools.clone()),
             params: request.params.clone(),
+            time_left_ms: request.time_left_ms,
         };
         self.remote.call("complete", &turn, None)
     }
