@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need when it is
 # missing (a C compiler for the fixture libraries, the PostgreSQL server the
-# postgres tests start a throwaway instance of), then `cargo test --workspace`.
+# postgres tests start a throwaway instance of, Node and npm for the MCP
+# servers from the npm registry the MCP tests call), then `cargo test --workspace`.
 # Set ZU_TEST_POSTGRES_URL to use a running server instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ -z "${ZU_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     && ! command -v initdb >/dev/null; then
     missing+=(postgresql)
@@ -28,6 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "scripts/test.sh: install ${missing[*]} with your package manager, then run this again" >&2
         exit 1
     fi
+fi
+
+# The MCP reference servers, pinned (tests/src/mcp.rs installs the same if this did not).
+bin=target/mcp-servers/node_modules/.bin
+if [ ! -x "$bin/mcp-server-everything" ] || [ ! -x "$bin/mcp-server-filesystem" ]; then
+    echo "scripts/test.sh: installing the MCP reference servers from the npm registry" >&2
+    npm install --no-audit --no-fund --prefix target/mcp-servers \
+        @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-filesystem@2026.8.31 >&2
 fi
 
 exec cargo test --workspace "$@"

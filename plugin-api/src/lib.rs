@@ -62,6 +62,7 @@ pub mod contracts;
 pub mod error;
 pub mod events;
 pub mod filter;
+mod model;
 pub mod ports;
 pub mod testing;
 pub mod version;

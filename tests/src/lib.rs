@@ -4,6 +4,7 @@
 //! once per test process, and lays them out in temporary plugin directories.
 
 pub mod http_stub;
+pub mod mcp;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

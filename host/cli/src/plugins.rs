@@ -1,5 +1,7 @@
 //! `zu plugins` and `zu check`: load libraries into a fresh registry and
 //! report what loaded and what was refused, as a table or as one JSON object.
+//! Both read the zu.toml `zu run` reads (plugin directories, `[config]`
+//! tables); `zu plugins` also starts its MCP servers and lists their tools.
 
 use std::path::PathBuf;
 
@@ -9,6 +11,7 @@ use zu_loader::discovery;
 
 use crate::config::parse_config_args;
 use crate::load::{self, config_flag, Loaded};
+use crate::settings::Settings;
 use crate::{exit, Failure};
 
 #[derive(Args)]
@@ -29,6 +32,9 @@ pub struct PluginsArgs {
     /// Forget the cached verdicts (and quarantines) and probe every library again.
     #[arg(long)]
     rescan: bool,
+    /// Read settings from this file instead of ./zu.toml.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
     #[command(flatten)]
     isolation_flags: load::IsolationFlags,
 }
@@ -44,28 +50,43 @@ pub struct CheckArgs {
     /// Print one JSON object: {"plugins": [...], "failures": [...]}.
     #[arg(long)]
     json: bool,
+    /// Read plugin configs from this file instead of ./zu.toml.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
     #[command(flatten)]
     isolation_flags: load::IsolationFlags,
 }
 
+/// The settings file: `--config-file`, else ./zu.toml if there is one.
+fn settings(flag: &Option<PathBuf>) -> Result<Settings, Failure> {
+    let file = flag.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
+    Settings::read(&file, flag.is_some())
+}
+
 pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
-    let dirs = discovery::plugin_dirs(&args.dirs);
+    let mut settings = settings(&args.config_file)?;
+    let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
+    let dirs = if args.dirs.is_empty() && !table.dirs.is_empty() {
+        let dirs: Vec<PathBuf> = table.dirs.iter().map(|p| settings.base.join(p)).collect();
+        discovery::plugin_dirs(&dirs)
+    } else {
+        discovery::plugin_dirs(&args.dirs)
+    };
     if let Some(hint) = dirs.nowhere_hint() {
         eprintln!("zu: {hint}");
     }
+    let mut configs = settings.plugin_configs()?;
+    configs.extend(parse_config_args(&args.configs)?);
     let mut protection = args.isolation_flags.protection(&Default::default())?;
     protection.rescan = args.rescan;
-    let loaded = load::load(
-        load::Source::Dirs(dirs),
-        parse_config_args(&args.configs)?,
-        config_flag,
-        protection,
-    )?;
+    let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
+    let _mcp = zu_mcp::start(&settings.file.mcp, &settings.base, &mut loaded.registry);
     Ok(finish(&loaded, args.json, args.strict))
 }
 
 pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
-    let configs = parse_config_args(&args.configs)?;
+    let mut configs = settings(&args.config_file)?.plugin_configs()?;
+    configs.extend(parse_config_args(&args.configs)?);
     if !args.library.exists() {
         return Err(Failure::usage(
             zu_loader::LoaderError::MissingLibrary { path: args.library }.to_string(),

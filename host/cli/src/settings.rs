@@ -35,6 +35,9 @@ pub struct FileSettings {
     pub sink: Option<Named>,
     /// `[run]`: replay, observation shaping and the dollar budget.
     pub run: Option<FileRun>,
+    /// `[mcp.servers.NAME]`: MCP servers whose tools take part.
+    #[serde(default)]
+    pub mcp: zu_mcp::McpConfig,
     /// `[config.<kind>.<name>]` tables: each plugin's config.
     #[serde(default)]
     pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,

@@ -203,7 +203,44 @@ impl VerdictCache {
             file.entries.insert(identity.key(), entry.clone());
             self.entries.insert(identity.key(), entry);
         }
+        self.prune(&mut file);
         self.write(&file)
+    }
+
+    /// Keeps the cache from growing without bound (under the lock): drops
+    /// the verdicts of files that are gone or were rewritten since, then the
+    /// private copies no verdict names and temporary files left by killed
+    /// writers — those only when older than [`STALE`], so another process's
+    /// copy made for a verdict it has not stored yet survives. A host that
+    /// runs a removed copy keeps its mapping.
+    fn prune(&self, file: &mut CacheFile) {
+        file.entries
+            .retain(|key, e| Identity::of(&e.path).is_ok_and(|id| id.key() == *key));
+        let stale = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE))
+        };
+        let libs = self.dir.join("libs");
+        for e in std::fs::read_dir(&libs).into_iter().flatten().flatten() {
+            let path = e.path();
+            let named = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|key| file.entries.contains_key(key));
+            if !named && stale(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let tmp = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("verdicts.json.tmp"));
+            if tmp && stale(&e.path()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn write(&self, file: &CacheFile) -> std::io::Result<()> {
@@ -235,6 +272,9 @@ impl VerdictCache {
         Ok(())
     }
 }
+
+/// How old an unreferenced copy or temporary file must be before it is removed.
+const STALE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A name no other writer uses at the same time: this process and a counter.
 fn unique() -> u32 {
@@ -277,5 +317,43 @@ mod tests {
             .unwrap()
             .get(&id)
             .is_none());
+    }
+
+    #[test]
+    fn verdicts_of_gone_files_and_old_unreferenced_copies_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let mut cache = VerdictCache::open(&cache_dir).unwrap();
+        let (gone, kept) = (dir.path().join("gone.so"), dir.path().join("kept.so"));
+        std::fs::write(&gone, b"gone").unwrap();
+        std::fs::write(&kept, b"kept").unwrap();
+        let (g, k) = (Identity::of(&gone).unwrap(), Identity::of(&kept).unwrap());
+        let gone_copy = cache.copy(&gone, &g).unwrap().unwrap();
+        let kept_copy = cache.copy(&kept, &k).unwrap().unwrap();
+        let v = Verdict::Plugins(Vec::new());
+        cache
+            .store(vec![(g, gone.clone(), v.clone()), (k, kept.clone(), v.clone())])
+            .unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        // An old copy of a file whose verdict is gone, and an old temporary file.
+        let old = std::time::SystemTime::now() - 2 * STALE;
+        File::open(&gone_copy).unwrap().set_modified(old).unwrap();
+        let tmp = cache_dir.join("verdicts.json.tmp1-1");
+        std::fs::write(&tmp, b"{").unwrap();
+        File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let other = dir.path().join("other.so");
+        std::fs::write(&other, b"other").unwrap();
+        let o = Identity::of(&other).unwrap();
+        cache.store(vec![(o, other, v)]).unwrap();
+        let reopened = VerdictCache::open(&cache_dir).unwrap();
+        assert!(reopened.get(&g).is_none(), "the verdict of a deleted file is dropped");
+        assert!(reopened.get(&k).is_some());
+        assert!(!gone_copy.exists() && !tmp.exists(), "old leftovers are removed");
+        assert!(kept_copy.exists());
     }
 }

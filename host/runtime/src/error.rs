@@ -302,6 +302,21 @@ pub enum LoadError {
         /// What happened (`died of SIGSEGV`, `exited with status 3`).
         what: String,
     },
+
+    /// An MCP server named in zu.toml could not be started or reached, or
+    /// did not complete the MCP handshake and list its tools in time.
+    ///
+    /// ## Resolution
+    /// Run its command by hand (or open its url) to see why; check
+    /// `command`, `args`, `env_vars` (the server gets no other variable of
+    /// zu's environment) and `startup_timeout_s`.
+    #[error("MCP server {server:?}: {message}")]
+    McpServerFailed {
+        /// The server's name in `[mcp.servers.NAME]`.
+        server: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
 }
 
 fn detail_of(detail: &str) -> String {
@@ -347,6 +362,7 @@ impl LoadError {
             LoadError::ProbeGarbled { .. } => "probe_garbled",
             LoadError::ConstructorTimeout { .. } => "constructor_timeout",
             LoadError::ConstructorCrashed { .. } => "constructor_crashed",
+            LoadError::McpServerFailed { .. } => "mcp_server_failed",
         }
     }
 

@@ -8,6 +8,7 @@ mod containment;
 mod embed;
 mod loading;
 mod logs;
+mod mcp;
 mod newcomer;
 mod postgres;
 mod providers;

@@ -57,16 +57,19 @@ pub(crate) struct Prepared {
     pub(crate) bus: Arc<EventBus>,
     pub(crate) options: RunOptions,
     pub(crate) interrupts: Interrupts,
+    /// The MCP servers, stopped when the run is over.
+    pub(crate) _mcp: zu_mcp::McpHost,
 }
 
 /// Loads the plan's plugins and builds the bus and the run options.
 pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
-    let loaded = load::load(
+    let mut loaded = load::load(
         load::Source::Dirs(plan.dirs.clone()),
         plan.configs.clone(),
         run_config_hint,
         plan.protection.clone(),
     )?;
+    let mcp = zu_mcp::start(&plan.mcp, &plan.base, &mut loaded.registry);
     let mut named = vec![(Kind::Providers, plan.provider.as_str())];
     named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
     named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));
@@ -155,6 +158,7 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
         bus: Arc::new(bus),
         options,
         interrupts,
+        _mcp: mcp,
     })
 }
 

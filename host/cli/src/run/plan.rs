@@ -154,6 +154,9 @@ pub(crate) struct Plan {
     pub(crate) max_usd: Option<f64>,
     pub(crate) prices: Prices,
     pub(crate) resume: Option<Uuid>,
+    /// MCP servers whose tools take part, and the directory their paths start from.
+    pub(crate) mcp: zu_mcp::McpConfig,
+    pub(crate) base: PathBuf,
 }
 
 /// What the query may be: a run needs one, a resumed run or a pipeline not.
@@ -400,5 +403,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         max_usd: more.max_usd,
         prices: more.prices,
         resume: args.resume,
+        mcp: std::mem::take(&mut settings.file.mcp),
+        base: settings.base.clone(),
     })
 }

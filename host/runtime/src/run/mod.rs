@@ -344,7 +344,7 @@ fn run(
             bus: bus.clone(),
             trace_id,
             task_id,
-            view: RunView::of_run(spec.clone(), bus.clone(), stop.root.clone(), before),
+            view: RunView::of_run(spec.clone(), bus.clone(), stop.root.clone(), before, Some(deadline)),
             stop,
         },
         ladder: Ladder {

@@ -34,17 +34,25 @@ struct ViewOf {
     since: OnceLock<u64>,
     /// How many events of the task the log held before this run.
     before: u64,
+    /// The run's deadline, if the view belongs to a running run.
+    deadline: Option<std::time::Instant>,
 }
 
 impl RunView {
     /// A view of `spec`'s run on `bus` (every event of its task), inspecting `observation`.
     pub fn new(spec: Arc<TaskSpec>, bus: Arc<EventBus>, observation: Option<Arc<Value>>) -> Self {
-        Self::of_run(spec, bus, Arc::default(), 0).inspecting(observation)
+        Self::of_run(spec, bus, Arc::default(), 0, None).inspecting(observation)
     }
 
     /// A view of the run that starts at event `root` (set once emitted),
     /// after `before` events of the same task on the log.
-    pub(crate) fn of_run(spec: Arc<TaskSpec>, bus: Arc<EventBus>, root: Arc<OnceLock<Uuid>>, before: u64) -> Self {
+    pub(crate) fn of_run(
+        spec: Arc<TaskSpec>,
+        bus: Arc<EventBus>,
+        root: Arc<OnceLock<Uuid>>,
+        before: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Self {
         let scope = EventFilter::all().with(FilterField::TaskId, Some(spec.task_id.to_string()));
         RunView {
             run: Arc::new(ViewOf {
@@ -54,6 +62,7 @@ impl RunView {
                 root,
                 since: OnceLock::new(),
                 before,
+                deadline,
             }),
             observation: None,
         }
@@ -97,6 +106,9 @@ impl RunContext for RunView {
     }
     fn observation(&self) -> Option<&Value> {
         self.observation.as_deref()
+    }
+    fn time_left(&self) -> Option<std::time::Duration> {
+        Some(self.run.deadline?.saturating_duration_since(std::time::Instant::now()))
     }
     fn event_count(&self) -> u64 {
         self.run

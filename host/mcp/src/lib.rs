@@ -1,0 +1,116 @@
+//! MCP servers as Zu tools. Each `[mcp.servers.NAME]` of zu.toml is started
+//! (stdio) or reached (streamable HTTP) with the official SDK (`rmcp`); each
+//! tool it lists becomes a Zu tool `NAME__tool` in the registry, with the
+//! envelope the config gives (tier, capabilities, egress), so containment
+//! and the ladder apply as to any tool. A server that cannot start is a
+//! `LoadFailure` (`mcp_server_failed`).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod server;
+mod tool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zu_plugin_api::ports::Envelope;
+use zu_plugin_api::version::Kind;
+use zu_runtime::{LoadError, LoadFailure, PluginInfo, PluginObject, Registry};
+
+pub use config::{McpConfig, ServerConfig};
+pub use server::Server;
+pub use tool::McpTool;
+
+/// The running servers; dropping it stops them.
+pub struct McpHost {
+    servers: Vec<Arc<Server>>,
+}
+
+impl Drop for McpHost {
+    fn drop(&mut self) {
+        for s in &self.servers {
+            s.shut();
+        }
+    }
+}
+
+/// Where a server's tools come from, as `zu plugins` shows it.
+pub fn origin(server: &str) -> PathBuf {
+    PathBuf::from(format!("mcp:{server}"))
+}
+
+fn leak(v: &[String]) -> &'static [&'static str] {
+    let items: Vec<&'static str> = v.iter().map(|s| &*Box::leak(s.clone().into_boxed_str())).collect();
+    Box::leak(items.into_boxed_slice())
+}
+
+/// Starts every server of `config` at once (paths relative to `base`) and
+/// registers the tools of those that started; each one that did not is a
+/// failure on the registry.
+pub fn start(config: &McpConfig, base: &Path, registry: &mut Registry) -> McpHost {
+    let mut host = McpHost { servers: Vec::new() };
+    let mut starting = Vec::new();
+    for (name, sc) in &config.servers {
+        let fail = |message: String| LoadFailure {
+            library: Some(origin(name)),
+            kind: Some(Kind::Tools.to_string()),
+            name: Some(name.clone()),
+            error: LoadError::McpServerFailed {
+                server: name.clone(),
+                message,
+            },
+        };
+        if let Some(problem) = sc.problem(name) {
+            registry.record_failure(fail(problem));
+            continue;
+        }
+        let server = Arc::new(Server::new(name, sc.clone(), base));
+        let limit = Duration::from_secs_f64(sc.startup_timeout_s);
+        let s = server.clone();
+        let handle = std::thread::spawn(move || s.start(limit));
+        starting.push((name.clone(), sc.clone(), server, handle, fail(String::new())));
+    }
+    for (name, sc, server, handle, failure) in starting {
+        let started = handle.join().unwrap_or_else(|_| Err("starting it panicked".into()));
+        let tools = match started {
+            Ok(tools) => tools,
+            Err(message) => {
+                tracing::debug!(server = name, error = %message, "an MCP server did not start");
+                registry.record_failure(LoadFailure {
+                    error: LoadError::McpServerFailed { server: name, message },
+                    ..failure
+                });
+                continue;
+            }
+        };
+        let envelope = Envelope {
+            tier: sc.tier,
+            capabilities: leak(&sc.capabilities),
+            egress: leak(&sc.egress),
+        };
+        for t in tools.into_iter().filter(|t| sc.admits(&t.name)) {
+            let zu_name = format!("{name}__{}", t.name);
+            let tool = McpTool {
+                server: server.clone(),
+                tool: t.name.to_string(),
+                name: zu_name.clone(),
+                description: t.description.as_deref().unwrap_or_default().to_owned(),
+                input_schema: serde_json::Value::Object((*t.input_schema).clone()),
+            };
+            let mut info = PluginInfo::native(Kind::Tools, &zu_name, envelope);
+            info.library = Some(origin(&name));
+            if let Err(error) = registry.register(info, PluginObject::Tool(Arc::new(tool))) {
+                registry.record_failure(LoadFailure {
+                    library: Some(origin(&name)),
+                    kind: Some(Kind::Tools.to_string()),
+                    name: Some(zu_name),
+                    error,
+                });
+            }
+        }
+        host.servers.push(server);
+    }
+    host
+}
