@@ -25,7 +25,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q zu-core==0.2.0
 fi
-cargo build --release -p zu-bench -p zu-cli -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres
+cargo build --release -p zu-bench -p zu-cli -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres -p zu-plugin-models
 mkdir -p "$out"
 for r in $(seq 1 "$rounds"); do
   echo "== round $r/$rounds: python" >&2

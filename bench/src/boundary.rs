@@ -33,12 +33,13 @@ pub fn library_dir() -> Result<PathBuf, BenchError> {
         "zu_plugin_sqlite",
         "zu_plugin_jsonl",
         "zu_plugin_postgres",
+        "zu_plugin_models",
     ] {
         let path = dir.join(lib_file(lib));
         check(
             path.exists(),
             format!(
-                "{} is missing: build the plugins first: cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres",
+                "{} is missing: build the plugins first: cargo build --release -p zu-plugin-noop -p zu-plugin-sqlite -p zu-plugin-jsonl -p zu-plugin-postgres -p zu-plugin-models",
                 path.display()
             ),
         )?;

@@ -6,5 +6,6 @@ pub mod boundary;
 pub mod harness;
 pub mod isolated;
 pub mod logs;
+pub mod real;
 pub mod runs;
 pub mod workloads;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use zu_bench::harness::BenchError;
-use zu_bench::{boundary, harness, isolated, logs, runs, workloads};
+use zu_bench::{boundary, harness, isolated, logs, real, runs, workloads};
 
 /// The allocator the `zu` binary ships with, so the figures are `zu`'s.
 #[global_allocator]
@@ -124,6 +124,11 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     eprintln!("[i3] discovery of 100 libraries, cold and with cached verdicts");
     let discovery = isolated::bench_discovery(&libs, 100)?;
 
+    eprintln!("[r1] one openai provider turn against a local server, and Zu's own share of it");
+    let provider_turn = real::bench_provider_turn(&libs, if quick { 2_000 } else { 10_000 })?;
+    eprintln!("[r2] one MCP tool call round trip to a local stdio server");
+    let mcp_call = real::bench_mcp_call(if quick { 500 } else { 2_000 })?;
+
     let server = postgres_server();
     let durable = logs::logs(server);
     eprintln!("[l0] floors: fsync, a bare SQLite commit, a PostgreSQL round trip");
@@ -173,6 +178,10 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "appends": appends,
             "run_task_k1000_into": runs_into,
             "postgres": if server.is_some() { "measured" } else { "left out: no PostgreSQL server binaries and no ZU_BENCH_POSTGRES_URL" },
+        },
+        "real": {
+            "provider_turn": provider_turn,
+            "mcp_tool_call": mcp_call,
         },
         "breakdown": breakdown,
         "total_wall_s": (t_start.elapsed().as_secs_f64() * 100.0).round() / 100.0,

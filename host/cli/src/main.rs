@@ -75,7 +75,8 @@ impl From<config::ConfigError> for Failure {
         Every plugin that cannot be trusted is refused with a stable error code \
         (not_a_library, not_a_plugin, abi_mismatch, unknown_kind, invalid_version, \
         incompatible_interface, layout_mismatch, constructor_failed, \
-        constructor_panicked, name_taken, insecure_permissions, aborts_on_panic).\n\n\
+        constructor_panicked, name_taken, insecure_permissions, aborts_on_panic, and for MCP servers \
+        named in zu.toml mcp_server_failed).\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu=debug) for more; colour only on a \
         terminal, never with NO_COLOR set."
 )]
