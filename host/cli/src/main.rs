@@ -16,6 +16,7 @@ mod output;
 mod pipeline;
 mod plugins;
 mod run;
+mod serve;
 mod settings;
 
 /// The allocator `zu` runs with (and that `zu-bench` measures): the loop
@@ -99,6 +100,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Read the event log of a durable sink (read-only): filtered, scoped by default, as a table or JSON lines.
     Events(events::EventsArgs),
+    /// Serve the log of a durable sink as a live trace view in the browser and a JSON API.
+    Serve(Box<serve::ServeArgs>),
     /// What runs on a durable log spent: model calls, tokens and dollars per model, and what replay saved.
     Cost(cost::CostArgs),
     /// Run the phases of a TOML pipeline file in order under one trace; running it again on a durable
@@ -109,7 +112,7 @@ enum Command {
     Probe,
     /// (internal) A plugin process: serves the plugins of one library.
     #[command(name = "__serve", hide = true)]
-    Serve {
+    PluginProcess {
         /// The library file to open.
         file: std::path::PathBuf,
         /// Its path as the user knows it.
@@ -138,7 +141,7 @@ fn main() -> ExitCode {
     // The helper children speak frames on their own descriptors.
     match &cli.command {
         Command::Probe => return ExitCode::from(zu_loader::probe::child_main() as u8),
-        Command::Serve { file, display } => {
+        Command::PluginProcess { file, display } => {
             return ExitCode::from(zu_loader::isolate::child::child_main(file, display) as u8)
         }
         _ => {}
@@ -150,8 +153,9 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Run(args) => run::run(*args),
         Command::Cost(args) => cost::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Pipeline(args) => pipeline::run(*args),
-        Command::Probe | Command::Serve { .. } => unreachable!("handled above"),
+        Command::Probe | Command::PluginProcess { .. } => unreachable!("handled above"),
     };
     let code = match outcome {
         Ok(code) => code,
