@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -33,8 +34,9 @@ fn summary(name: &str, mut ns: Vec<u64>) -> Value {
 }
 
 /// A chat-completions server on a free port that answers every request at
-/// once with the same tool call (keep-alive, so the figures are not connects).
-fn instant_server() -> String {
+/// once with the same tool call (keep-alive, so the figures are not connects);
+/// it keeps the last request body it got.
+fn instant_server(last: Arc<Mutex<Vec<u8>>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let url = format!("http://{}", listener.local_addr().expect("bound"));
     let body = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "bench-model",
@@ -45,7 +47,7 @@ fn instant_server() -> String {
     .to_string();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let body = body.clone();
+            let (body, last) = (body.clone(), last.clone());
             std::thread::spawn(move || {
                 let _ = stream.set_nodelay(true);
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -74,6 +76,7 @@ fn instant_server() -> String {
                     if reader.read_exact(&mut req).is_err() {
                         return;
                     }
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = req;
                     // One write: a head and a body in two would wait on Nagle and delayed ACKs.
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -108,7 +111,8 @@ fn request() -> ModelRequest {
 /// One `openai` turn through the library boundary against a server that
 /// answers at once, a bare POST of the same body to it, and the difference.
 pub fn bench_provider_turn(libs: &Path, calls: usize) -> Result<Value, BenchError> {
-    let url = instant_server();
+    let last = Arc::new(Mutex::new(Vec::new()));
+    let url = instant_server(last.clone());
     let plugins = plugin_dir(libs, &["zu_plugin_models"]);
     let config = json!({"base_url": format!("{url}/v1"), "model": "bench-model"});
     let registry = load(plugins.path(), &[(Kind::Providers, "openai", config)])?;
@@ -129,11 +133,10 @@ pub fn bench_provider_turn(libs: &Path, calls: usize) -> Result<Value, BenchErro
         provider.complete(&req).map_err(|e| BenchError(e.to_string()))?;
     }
     let turns: Vec<u64> = (0..calls).map(|_| time(&|| drop(provider.complete(&req)))).collect();
-    let body = zu_plugin_models::openai::body(
-        &serde_json::from_value(json!({"model": "bench-model"})).map_err(|e| BenchError(e.to_string()))?,
-        &req,
-    )
-    .to_string();
+    // The very body the provider sent.
+    let body = String::from_utf8(last.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        .map_err(|e| BenchError(e.to_string()))?;
+    check(body.contains("\"messages\""), "the provider's request was not seen")?;
     let agent = ureq::AgentBuilder::new().build();
     let post = || {
         let r = agent

@@ -91,7 +91,7 @@ async fn runs(State(app): AppState, Query(q): Query<RunsQuery>) -> Json<Value> {
             })
         })
         .collect();
-    rows.sort_by(|a, b| b.seq.cmp(&a.seq));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.seq));
     let per_page = q.per_page.unwrap_or(50).clamp(1, 500);
     let page = q.page.unwrap_or(1).max(1);
     let total = rows.len();
