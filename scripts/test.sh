@@ -2,7 +2,8 @@
 # Runs every test on a fresh machine: installs what the tests need when it is
 # missing (a C compiler for the fixture libraries, the PostgreSQL server the
 # postgres tests start a throwaway instance of, Node and npm for the MCP
-# servers from the npm registry the MCP tests call), then `cargo test --workspace`.
+# servers from the npm registry the MCP tests call, Chromium and chromedriver
+# for the browser test of `zu serve`), then `cargo test --workspace`.
 # Set ZU_TEST_POSTGRES_URL to use a running server instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 if [ -z "${ZU_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     && ! command -v initdb >/dev/null; then
     missing+=(postgresql)
@@ -25,7 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         # A package's service is not started: the tests run their own server.
         DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
     elif command -v dnf >/dev/null; then
-        $sudo dnf install -y "${missing[@]/postgresql/postgresql-server}"
+        dnf_names=("${missing[@]/postgresql/postgresql-server}")
+        $sudo dnf install -y "${dnf_names[@]/chromium-driver/chromedriver}"
     else
         echo "scripts/test.sh: install ${missing[*]} with your package manager, then run this again" >&2
         exit 1

@@ -6,6 +6,7 @@
 pub mod http_stub;
 pub mod mcp;
 pub mod postgres;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -16,6 +16,7 @@ mod run;
 mod runtime_cli;
 mod scenarios;
 mod scenarios_isolated;
+mod serve;
 mod shaping;
 mod sinks;
 
