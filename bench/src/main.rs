@@ -129,6 +129,9 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     eprintln!("[r2] one MCP tool call round trip to a local stdio server");
     let mcp_call = real::bench_mcp_call(if quick { 500 } else { 2_000 })?;
 
+    eprintln!("[s1] zu serve on a sqlite log of {} events", if quick { 100_000 } else { 1_000_000 });
+    let serve = zu_bench::serve::bench_serve(&libs, &libs.join("zu"), if quick { 100_000 } else { 1_000_000 })?;
+
     let server = postgres_server();
     let durable = logs::logs(server);
     eprintln!("[l0] floors: fsync, a bare SQLite commit, a PostgreSQL round trip");
@@ -179,6 +182,7 @@ fn run(args: &Args) -> Result<Value, BenchError> {
             "run_task_k1000_into": runs_into,
             "postgres": if server.is_some() { "measured" } else { "left out: no PostgreSQL server binaries and no ZU_BENCH_POSTGRES_URL" },
         },
+        "serve": serve,
         "real": {
             "provider_turn": provider_turn,
             "mcp_tool_call": mcp_call,
