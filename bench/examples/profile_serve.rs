@@ -8,7 +8,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let libs = boundary::library_dir().expect("the plugin libraries are built");
-    let events = std::env::var("EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let events = std::env::var("EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let out = serve::bench_serve(&libs, &libs.join("zu"), events).expect("serve");
     println!("{out}");
 }

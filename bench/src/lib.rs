@@ -7,6 +7,6 @@ pub mod harness;
 pub mod isolated;
 pub mod logs;
 pub mod real;
-pub mod serve;
 pub mod runs;
+pub mod serve;
 pub mod workloads;

@@ -129,7 +129,10 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     eprintln!("[r2] one MCP tool call round trip to a local stdio server");
     let mcp_call = real::bench_mcp_call(if quick { 500 } else { 2_000 })?;
 
-    eprintln!("[s1] zu serve on a sqlite log of {} events", if quick { 100_000 } else { 1_000_000 });
+    eprintln!(
+        "[s1] zu serve on a sqlite log of {} events",
+        if quick { 100_000 } else { 1_000_000 }
+    );
     let serve = zu_bench::serve::bench_serve(&libs, &libs.join("zu"), if quick { 100_000 } else { 1_000_000 })?;
 
     let server = postgres_server();

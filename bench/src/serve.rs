@@ -33,12 +33,21 @@ fn run_events(n: usize) -> (Uuid, Vec<Event>) {
     while out.len() + 5 <= n {
         out.push(mk(ev::TURN_STARTED, json!({"step": step})));
         out.push(mk(ev::TURN_COMPLETED, json!({"step": step, "tier": 1, "model": "gpt-4o-mini", "usage": {"input_tokens": 900, "output_tokens": 40}, "text": "next"})));
-        out.push(mk(ev::TOOL_INVOKED, json!({"tool": "file_read", "args": {"path": format!("doc{step}.md")}})));
-        out.push(mk(ev::TOOL_RETURNED, json!({"tool": "file_read", "observation": {"bytes": 1200, "text_len": 1200}})));
+        out.push(mk(
+            ev::TOOL_INVOKED,
+            json!({"tool": "file_read", "args": {"path": format!("doc{step}.md")}}),
+        ));
+        out.push(mk(
+            ev::TOOL_RETURNED,
+            json!({"tool": "file_read", "observation": {"bytes": 1200, "text_len": 1200}}),
+        ));
         step += 1;
     }
     while out.len() + 1 < n {
-        out.push(mk(ev::DETECTOR_FIRED, json!({"detector": "empty", "severity": "warn", "detail": "x"})));
+        out.push(mk(
+            ev::DETECTOR_FIRED,
+            json!({"detector": "empty", "severity": "warn", "detail": "x"}),
+        ));
     }
     out.push(mk(ev::TASK_COMPLETED, json!({"value": {"answer": 1}})));
     (task, out)
@@ -70,7 +79,9 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
     let plugins = plugin_dir(libs, &["zu_plugin_sqlite"]);
     let config = json!({"path": db, "durability": "process"});
     let registry = load(plugins.path(), &[(Kind::Sinks, "sqlite", config.clone())])?;
-    let sink = registry.sink("sqlite").ok_or_else(|| BenchError("sqlite did not load".into()))?;
+    let sink = registry
+        .sink("sqlite")
+        .ok_or_else(|| BenchError("sqlite did not load".into()))?;
     let t = Instant::now();
     let mut written = 0;
     let mut big = None;
@@ -84,27 +95,49 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
     }
     let big = big.ok_or_else(|| BenchError("no run".into()))?;
     let build_s = t.elapsed().as_secs_f64();
-    eprintln!("  wrote {written} events ({} runs) in {build_s:.1} s", written.div_ceil(RUN_EVENTS));
+    eprintln!(
+        "  wrote {written} events ({} runs) in {build_s:.1} s",
+        written.div_ceil(RUN_EVENTS)
+    );
 
     let mut child = Command::new(zu)
         .args(["serve", "--plugins"])
         .arg(plugins.path())
-        .args(["--sink", "sqlite", "--sink-config", &config.to_string(), "--addr", "127.0.0.1:0"])
+        .args([
+            "--sink",
+            "sqlite",
+            "--sink-config",
+            &config.to_string(),
+            "--addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(err)?;
     let mut lines = BufReader::new(child.stderr.take().ok_or_else(|| BenchError("no stderr".into()))?).lines();
     let url = loop {
-        let line = lines.next().ok_or_else(|| BenchError("zu serve ended".into()))?.map_err(err)?;
+        let line = lines
+            .next()
+            .ok_or_else(|| BenchError("zu serve ended".into()))?
+            .map_err(err)?;
         if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap_or_default().trim_end_matches('/').to_owned();
+            break line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
         }
     };
     std::thread::spawn(move || for _ in lines {});
     let started = Instant::now();
     loop {
-        let health: Value = ureq::get(&format!("{url}/healthz")).call().map_err(err)?.into_json().map_err(err)?;
+        let health: Value = ureq::get(&format!("{url}/healthz"))
+            .call()
+            .map_err(err)?
+            .into_json()
+            .map_err(err)?;
         if health["ready"] == true {
             break;
         }
@@ -121,8 +154,17 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
         }
         Ok((first.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3))
     };
-    let runs_page = [String::from("/"), "/assets/app.js".into(), "/api/runs?page=1&per_page=50".into()];
-    let run_page = [format!("/runs/{big}"), "/assets/app.js".into(), format!("/api/runs/{big}"), format!("/api/runs/{big}/events?after_seq=0&limit=10000")];
+    let runs_page = [
+        String::from("/"),
+        "/assets/app.js".into(),
+        "/api/runs?page=1&per_page=50".into(),
+    ];
+    let run_page = [
+        format!("/runs/{big}"),
+        "/assets/app.js".into(),
+        format!("/api/runs/{big}"),
+        format!("/api/runs/{big}/events?after_seq=0&limit=10000"),
+    ];
     let (_, _, n) = get(&format!("{url}{}", run_page[3]))?;
     check(n > 1_000_000, format!("the run's events came back short ({n} bytes)"))?;
     let mut out = serde_json::Map::new();
@@ -134,20 +176,39 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
             first.push(f);
             whole.push(w);
         }
-        eprintln!("  {name:<22} first byte median {:.2} ms, complete median {:.1} ms", median(first.clone()), median(whole.clone()));
-        out.insert(name.into(), json!({"first_byte_ms": median(first), "complete_ms": median(whole), "unit": "ms (median of 15)"}));
+        eprintln!(
+            "  {name:<22} first byte median {:.2} ms, complete median {:.1} ms",
+            median(first.clone()),
+            median(whole.clone())
+        );
+        out.insert(
+            name.into(),
+            json!({"first_byte_ms": median(first), "complete_ms": median(whole), "unit": "ms (median of 15)"}),
+        );
     }
 
     // Stream latency: append one event through another sink instance, time its arrival.
     let writer_reg = load(plugins.path(), &[(Kind::Sinks, "sqlite", config)])?;
-    let writer = writer_reg.sink("sqlite").ok_or_else(|| BenchError("sqlite did not load".into()))?;
+    let writer = writer_reg
+        .sink("sqlite")
+        .ok_or_else(|| BenchError("sqlite did not load".into()))?;
     let task = Uuid::new_v4();
-    let stream = ureq::get(&format!("{url}/api/stream?task={task}")).call().map_err(err)?;
+    let stream = ureq::get(&format!("{url}/api/stream?task={task}"))
+        .call()
+        .map_err(err)?;
     let mut reader = BufReader::new(stream.into_reader());
     let mut lat = Vec::new();
     for i in 0..30 {
         std::thread::sleep(Duration::from_millis(30));
-        let e = Event::with_payload(task, task, None, ev::TOOL_INVOKED, "bench", &json!({"tool": "x", "args": {"i": i}})).map_err(err)?;
+        let e = Event::with_payload(
+            task,
+            task,
+            None,
+            ev::TOOL_INVOKED,
+            "bench",
+            &json!({"tool": "x", "args": {"i": i}}),
+        )
+        .map_err(err)?;
         let t = Instant::now();
         writer.append(&e).map_err(err)?;
         let mut line = String::new();
@@ -160,9 +221,19 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
         }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    eprintln!("  stream delivery after an append: median {:.1} ms, p99 {:.1} ms", median(lat.clone()), p99(lat.clone()));
-    out.insert("stream_delivery".into(), json!({"median_ms": median(lat.clone()), "p99_ms": p99(lat), "poll_ms": 25}));
-    out.insert("log".into(), json!({"events": written, "runs": written.div_ceil(RUN_EVENTS), "write_s": build_s, "serve_read_s": index_s}));
+    eprintln!(
+        "  stream delivery after an append: median {:.1} ms, p99 {:.1} ms",
+        median(lat.clone()),
+        p99(lat.clone())
+    );
+    out.insert(
+        "stream_delivery".into(),
+        json!({"median_ms": median(lat.clone()), "p99_ms": p99(lat), "poll_ms": 25}),
+    );
+    out.insert(
+        "log".into(),
+        json!({"events": written, "runs": written.div_ceil(RUN_EVENTS), "write_s": build_s, "serve_read_s": index_s}),
+    );
     let _ = child.kill();
     let _ = child.wait();
     Ok(Value::Object(out))
