@@ -9,20 +9,12 @@ use uuid::Uuid;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{CostSummary, Prices};
 
-use crate::{exit, load, Failure};
+use crate::{exit, Failure};
 
 #[derive(Args)]
 pub struct CostArgs {
-    /// The sink plugin holding the log (e.g. sqlite, jsonl, postgres).
-    #[arg(long, value_name = "NAME")]
-    sink: String,
-    /// The sink's config, as JSON or @FILE (e.g. '{"path": "zu.db"}').
-    #[arg(long, value_name = "JSON")]
-    sink_config: Option<String>,
-    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
-    /// $HOME/.local/share/zu/plugins.
-    #[arg(long = "plugins", value_name = "DIR")]
-    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    log: crate::log::LogArgs,
     /// Only the runs of this trace (a pipeline, or one run).
     #[arg(long, value_name = "UUID")]
     trace: Option<Uuid>,
@@ -36,8 +28,6 @@ pub struct CostArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    isolation_flags: load::IsolationFlags,
 }
 
 pub fn run(args: CostArgs) -> Result<u8, Failure> {
@@ -45,13 +35,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
         Some(p) => Prices::with_file(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => Prices::default(),
     };
-    let bus = crate::log::open(
-        &args.sink,
-        args.sink_config.as_deref(),
-        &args.dirs,
-        &args.isolation_flags,
-        None,
-    )?;
+    let bus = args.log.open(None)?;
     let mut filter = EventFilter::all();
     for (field, value) in [(FilterField::TraceId, args.trace), (FilterField::TaskId, args.task)] {
         if let Some(v) = value {
@@ -60,7 +44,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     }
     let events: Result<Vec<_>, _> = bus.stream(&filter, 1000).map(|e| e.map(|e| e.event)).collect();
     bus.close();
-    let events = events.map_err(|e| Failure::failed(format!("cannot read the {} log: {e}", args.sink)))?;
+    let events = events.map_err(|e| Failure::failed(format!("cannot read the {} log: {e}", args.log.sink)))?;
     let summary = CostSummary::of(events.iter().map(|e| &**e), &prices);
     if args.json {
         crate::outln!("{}", serde_json::to_string(&summary).expect("plain data"));

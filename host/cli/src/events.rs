@@ -3,7 +3,6 @@
 //! events as they are appended. The sink opens the log read-only: reading
 //! never creates or changes a log.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,20 +12,12 @@ use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{view, EventBus};
 
-use crate::{exit, load, Failure};
+use crate::{exit, Failure};
 
 #[derive(Args)]
 pub struct EventsArgs {
-    /// The sink plugin holding the log (e.g. sqlite, jsonl).
-    #[arg(long, value_name = "NAME")]
-    sink: String,
-    /// The sink's config, as JSON or @FILE (e.g. '{"path": "zu.db"}').
-    #[arg(long, value_name = "JSON")]
-    sink_config: Option<String>,
-    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
-    /// $HOME/.local/share/zu/plugins.
-    #[arg(long = "plugins", value_name = "DIR")]
-    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    log: crate::log::LogArgs,
     /// Only events of this trace.
     #[arg(long, value_name = "UUID")]
     trace: Option<Uuid>,
@@ -58,21 +49,13 @@ pub struct EventsArgs {
     /// postgres log wakes the reader as soon as an event is appended).
     #[arg(long, value_name = "MS", default_value_t = 250)]
     poll_ms: u64,
-    #[command(flatten)]
-    isolation_flags: load::IsolationFlags,
 }
 
 pub fn run(args: EventsArgs) -> Result<u8, Failure> {
     // A sink that can wait for news (postgres: LISTEN) waits this long
     // instead of the reader sleeping.
     let wait_ms = args.follow.then_some(args.poll_ms.max(10));
-    let bus = crate::log::open(
-        &args.sink,
-        args.sink_config.as_deref(),
-        &args.dirs,
-        &args.isolation_flags,
-        wait_ms,
-    )?;
+    let bus = args.log.open(wait_ms)?;
     let filter = args.filter();
     let code = print_events(&bus, &filter, &args);
     bus.close();

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use clap::Args;
 use serde_json::Value;
 use zu_loader::discovery;
 use zu_plugin_api::version::Kind;
@@ -11,6 +12,36 @@ use zu_runtime::EventBus;
 
 use crate::config::{json_flag, PluginConfig};
 use crate::{load, Failure};
+
+/// The flags that name a log: its sink, the sink's config, where plugins are.
+#[derive(Args)]
+pub struct LogArgs {
+    /// The sink plugin holding the log (e.g. sqlite, jsonl, postgres).
+    #[arg(long, value_name = "NAME")]
+    pub sink: String,
+    /// The sink's config, as JSON or @FILE (e.g. '{"path": "zu.db"}').
+    #[arg(long, value_name = "JSON")]
+    pub sink_config: Option<String>,
+    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
+    /// $HOME/.local/share/zu/plugins.
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub isolation_flags: load::IsolationFlags,
+}
+
+impl LogArgs {
+    /// The log, read-only (see [`open`]).
+    pub fn open(&self, wait_ms: Option<u64>) -> Result<EventBus, Failure> {
+        open(
+            &self.sink,
+            self.sink_config.as_deref(),
+            &self.dirs,
+            &self.isolation_flags,
+            wait_ms,
+        )
+    }
+}
 
 fn sink_config_flag(_: Kind, _: &str) -> String {
     "--sink-config JSON".to_owned()

@@ -4,12 +4,10 @@
 //! merged, as the API wants turns to alternate); `stop_reason`, usage and
 //! the served model come back.
 
-use std::sync::Mutex;
-
 use serde_json::{json, Value};
 use zu_plugin_api::prelude::*;
 
-use crate::http::{Client, Common};
+use crate::http::{Common, Parsed, Session};
 
 /// The API version sent as `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
@@ -17,19 +15,12 @@ pub const API_VERSION: &str = "2023-06-01";
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The Messages API provider.
-pub struct Anthropic {
-    /// `None` until configured (a library holds both providers; one unused needs no config).
-    client: Option<Client>,
-    served: Mutex<Option<String>>,
-}
+pub struct Anthropic(Session);
 
 impl Plugin for Anthropic {
     const NAME: &'static str = "anthropic";
     fn new(config: Value) -> Result<Self, PluginError> {
-        Ok(Anthropic {
-            client: Client::configured("anthropic", config, "https://api.anthropic.com", "ANTHROPIC_API_KEY")?,
-            served: Mutex::new(None),
-        })
+        Session::new("anthropic", config, "https://api.anthropic.com", "ANTHROPIC_API_KEY").map(Anthropic)
     }
 }
 
@@ -119,7 +110,7 @@ pub fn body(common: &Common, request: &ModelRequest) -> Value {
 }
 
 /// The answer as a response and the served model, or what is wrong with it.
-pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
+pub fn response(v: &Value) -> Parsed {
     if v["type"] != "message" {
         return Err(format!("type is {}, not \"message\"", v["type"]));
     }
@@ -167,25 +158,21 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
 
 impl ModelProvider for Anthropic {
     fn model(&self) -> Option<String> {
-        let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
+        self.0.model()
     }
 
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let c = Client::in_use(&self.client, "anthropic")?;
-        let mut headers = vec![("anthropic-version", API_VERSION.to_owned())];
-        if let Some(key) = &c.key {
-            headers.push(("x-api-key", key.clone()));
-        }
-        let answer = c.post(
+        self.0.turn(
             "/v1/messages",
-            &headers,
-            &body(&c.common, request),
-            request.time_left_ms,
-        )?;
-        let (resp, served) = response(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
-        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
-        Ok(resp)
+            |c| {
+                let mut h = vec![("anthropic-version", API_VERSION.to_owned())];
+                h.extend(c.key.iter().map(|k| ("x-api-key", k.clone())));
+                h
+            },
+            |common| body(common, request),
+            request,
+            response,
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! the run has left — and errors that say what happened and what to do.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -47,6 +48,55 @@ fn default_retries() -> u32 {
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
 /// The most of an answer that is read.
 const MAX_BODY: u64 = 64 << 20;
+
+/// What a provider's answer parses into: the response and the served model.
+pub type Parsed = Result<(ModelResponse, Option<String>), String>;
+
+/// A provider: its connection (none until configured) and the model id the
+/// server last said it served.
+pub struct Session {
+    provider: &'static str,
+    client: Option<Client>,
+    served: Mutex<Option<String>>,
+}
+
+impl Session {
+    /// The session of `provider` from its config (`null`: unconfigured).
+    pub fn new(
+        provider: &'static str,
+        config: Value,
+        default_base: &str,
+        default_key_env: &str,
+    ) -> Result<Self, PluginError> {
+        Ok(Session {
+            provider,
+            client: Client::configured(provider, config, default_base, default_key_env)?,
+            served: Mutex::new(None),
+        })
+    }
+
+    /// The model last served, else the one configured.
+    pub fn model(&self) -> Option<String> {
+        let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
+    }
+
+    /// One turn: POST `body(common)` to `path` with `headers(client)`, parse the answer.
+    pub fn turn(
+        &self,
+        path: &str,
+        headers: impl FnOnce(&Client) -> Vec<(&'static str, String)>,
+        body: impl FnOnce(&Common) -> Value,
+        request: &ModelRequest,
+        parse: fn(&Value) -> Parsed,
+    ) -> Result<ModelResponse, PluginError> {
+        let c = Client::in_use(&self.client, self.provider)?;
+        let answer = c.post(path, &headers(c), &body(&c.common), request.time_left_ms)?;
+        let (resp, served) = parse(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
+        Ok(resp)
+    }
+}
 
 /// One provider's connection: where, who, how long.
 pub struct Client {

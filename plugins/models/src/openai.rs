@@ -4,27 +4,18 @@
 //! a `ModelResponse`: text, tool calls (arguments arrive as a JSON string),
 //! `finish_reason`, usage, and the model id the server says it served.
 
-use std::sync::Mutex;
-
 use serde_json::{json, Map, Value};
 use zu_plugin_api::prelude::*;
 
-use crate::http::{Client, Common};
+use crate::http::{Common, Parsed, Session};
 
 /// The chat-completions provider.
-pub struct OpenAi {
-    /// `None` until configured (a library holds both providers; one unused needs no config).
-    client: Option<Client>,
-    served: Mutex<Option<String>>,
-}
+pub struct OpenAi(Session);
 
 impl Plugin for OpenAi {
     const NAME: &'static str = "openai";
     fn new(config: Value) -> Result<Self, PluginError> {
-        Ok(OpenAi {
-            client: Client::configured("openai", config, "https://api.openai.com/v1", "OPENAI_API_KEY")?,
-            served: Mutex::new(None),
-        })
+        Session::new("openai", config, "https://api.openai.com/v1", "OPENAI_API_KEY").map(OpenAi)
     }
 }
 
@@ -107,7 +98,7 @@ pub fn body(common: &Common, request: &ModelRequest) -> Value {
 
 /// The answer as a response and the model the server served, or what is
 /// wrong with it.
-pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
+pub fn response(v: &Value) -> Parsed {
     let choice = v["choices"].get(0).ok_or("no choices[0]")?;
     let message = choice
         .get("message")
@@ -165,25 +156,17 @@ pub fn response(v: &Value) -> Result<(ModelResponse, Option<String>), String> {
 
 impl ModelProvider for OpenAi {
     fn model(&self) -> Option<String> {
-        let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
+        self.0.model()
     }
 
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let c = Client::in_use(&self.client, "openai")?;
-        let mut headers = Vec::new();
-        if let Some(key) = &c.key {
-            headers.push(("authorization", format!("Bearer {key}")));
-        }
-        let answer = c.post(
+        self.0.turn(
             "/chat/completions",
-            &headers,
-            &body(&c.common, request),
-            request.time_left_ms,
-        )?;
-        let (resp, served) = response(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
-        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
-        Ok(resp)
+            |c| c.key.iter().map(|k| ("authorization", format!("Bearer {k}"))).collect(),
+            |common| body(common, request),
+            request,
+            response,
+        )
     }
 }
 
