@@ -479,3 +479,21 @@ fn the_pages_in_a_real_browser_show_the_runs_a_run_live_and_two_runs_compared() 
     browser.screenshot(&shots.join("compare.png"));
     assert!(Path::new(&shots.join("run.png")).metadata().unwrap().len() > 1000);
 }
+
+#[test]
+fn the_pages_come_from_the_binary_and_reach_for_nothing_outside_it() {
+    let log = Log::new("jsonl");
+    log.run(json!([{"text": "{}"}]), "q");
+    let server = log.serve(&[], &[]);
+    for path in ["/", "/assets/app.js", "/assets/app.css", "/compare?a=x&b=y"] {
+        let body = ureq::get(&format!("{}{path}", server.url))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        assert!(body.len() > 100, "{path}");
+        for outside in ["http://", "https://", "//cdn", "@import"] {
+            assert!(!body.contains(outside), "{path} reaches outside the binary: {outside}");
+        }
+    }
+}
