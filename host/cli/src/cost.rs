@@ -47,11 +47,29 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     let events = events.map_err(|e| Failure::failed(format!("cannot read the {} log: {e}", args.log.sink)))?;
     let summary = CostSummary::of(events.iter().map(|e| &**e), &prices);
     if args.json {
-        crate::outln!("{}", serde_json::to_string(&summary).expect("plain data"));
+        let mut out = serde_json::to_value(&summary).expect("plain data");
+        round_dollars(&mut out);
+        crate::outln!("{out}");
     } else {
         print_table(&summary);
     }
     Ok(exit::OK)
+}
+
+/// Dollars to a millionth, as sums of per-call floats carry noise below that.
+fn round_dollars(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x.as_f64() {
+                    Some(d) if k == "usd" => *x = ((d * 1e6).round() / 1e6).into(),
+                    _ => round_dollars(x),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(round_dollars),
+        _ => {}
+    }
 }
 
 fn dollars(usd: Option<f64>) -> String {
