@@ -147,9 +147,10 @@ fn drive(shared: &Shared, takeover: bool) {
                 let provider = st.provider.clone();
                 let model = provider.model();
                 let allowance = st.budget.max_tokens.saturating_sub(st.tokens);
+                let deadline = st.deadline;
                 let calls = jobs.clone();
                 let Some((next, out)) = call_unlocked(shared, st, "the provider", move || {
-                    Ok(super::shaping::extract(&*provider, &calls, allowance))
+                    Ok(super::shaping::extract(&*provider, &calls, allowance, deadline))
                 }) else {
                     return;
                 };

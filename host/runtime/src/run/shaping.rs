@@ -158,8 +158,14 @@ pub(super) fn combine(answers: &[Result<ModelResponse, PluginError>], dropped: u
 pub(super) type Answers = Vec<Vec<Result<ModelResponse, PluginError>>>;
 
 /// Makes the extraction calls of `jobs` in order, until their usage reaches
-/// `allowance` tokens (what the run's token budget has left).
-pub(super) fn extract(provider: &dyn ModelProvider, jobs: &[ExtractJob], allowance: u64) -> Answers {
+/// `allowance` tokens (what the run's token budget has left); each request
+/// carries the time left until `deadline`.
+pub(super) fn extract(
+    provider: &dyn ModelProvider,
+    jobs: &[ExtractJob],
+    allowance: u64,
+    deadline: std::time::Instant,
+) -> Answers {
     let mut used = 0;
     jobs.iter()
         .map(|job| {
@@ -168,7 +174,13 @@ pub(super) fn extract(provider: &dyn ModelProvider, jobs: &[ExtractJob], allowan
                 if used >= allowance {
                     break;
                 }
-                let answer = provider.complete(request);
+                let mut request = request.clone();
+                request.time_left_ms = Some(
+                    deadline
+                        .saturating_duration_since(std::time::Instant::now())
+                        .as_millis() as u64,
+                );
+                let answer = provider.complete(&request);
                 if let Ok(r) = &answer {
                     used += usage_tokens(&r.usage);
                 }
