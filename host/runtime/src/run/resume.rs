@@ -101,6 +101,7 @@ impl Loop {
         Arc::make_mut(&mut self.request).messages = initial_messages(&self.spec, fragments);
         let (mut at, mut replaying, mut fetched) = (At::Step(1), false, None::<JsonObject>);
         let mut open_turn: Option<(Uuid, u32)> = None;
+        let mut replayed = 0;
         for e in &r.events {
             let p = e.event.payload();
             match e.event.event_type() {
@@ -148,14 +149,10 @@ impl Loop {
                     self.spend.add(p.get("model").and_then(Value::as_str), &usage);
                 }
                 ev::TOOL_INVOKED if replaying => {
-                    let n = self
-                        .request
-                        .messages
-                        .iter()
-                        .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with("(replay step")))
-                        .count();
+                    replayed += 1;
                     let call = json!({"name": p.get("tool"), "args": p.get("args")});
-                    self.push_message(json!({"role": "assistant", "content": format!("(replay step {})", n + 1), "tool_calls": [call]}));
+                    let content = format!("(replay step {replayed})");
+                    self.push_message(json!({"role": "assistant", "content": content, "tool_calls": [call]}));
                 }
                 ev::SOURCE_FETCHED => fetched = Some(p.clone()),
                 ev::TOOL_RETURNED => {
