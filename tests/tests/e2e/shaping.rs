@@ -316,3 +316,77 @@ fn a_pipeline_run_twice_matches_the_reference_and_skips_what_it_finished() {
         .unwrap()
         .contains(&json!(phase_task_id(id, "find").to_string())));
 }
+
+#[test]
+fn a_run_cut_off_after_a_replay_resumes_with_the_replayed_history_and_its_spend() {
+    // A run that replayed a step, then had the model call a tool; its log is
+    // cut after that call returned, as if the process had died there.
+    let track: zu_runtime::Track = serde_json::from_value(json!({
+        "task": "q", "steps": [{"tool": "fetch", "args": {"url": "replayed"}}]
+    }))
+    .unwrap();
+    let spec = TaskSpec::new("q");
+    let first = recorder(json!([
+        {"tool_calls": [{"name": "fetch", "args": {"url": "by-model"}}], "usage": {"input_tokens": 7, "output_tokens": 3}},
+        {"text": "{\"never\": 1}"}
+    ]));
+    let options = RunOptions {
+        track: Some(Arc::new(track)),
+        ..RunOptions::default()
+    };
+    let whole = Arc::new(EventBus::new());
+    run_task(&spec, first, &page_tool("p"), &whole, &options).unwrap();
+    let events = whole.query(&EventFilter::all(), None, 0).unwrap();
+    let cut = events
+        .iter()
+        .rposition(|e| e.event.event_type() == "harness.tool.returned")
+        .unwrap();
+    let log = Arc::new(EventBus::new());
+    for e in &events[..=cut] {
+        log.publish((*e.event).clone()).unwrap();
+    }
+
+    let next = recorder(json!([{"text": "{\"resumed\": true}"}]));
+    let r = zu_runtime::resume_task(
+        spec.task_id,
+        next.clone(),
+        &page_tool("p"),
+        &log,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.value.unwrap()["resumed"], true);
+    let sent = &next.1.lock().unwrap()[0];
+    let contents: Vec<String> = sent
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(sent[2]["content"], "(replay step 1)", "{contents:?}");
+    assert_eq!(sent[2]["tool_calls"][0]["args"]["url"], "replayed");
+    let model_call = sent
+        .iter()
+        .find(|m| m["role"] == "assistant" && m["tool_calls"][0]["args"]["url"] == "by-model");
+    assert!(model_call.is_some(), "{sent:?}");
+    assert_eq!(sent.iter().filter(|m| m["role"] == "tool").count(), 2);
+    let resumed = of_type(&log, "harness.task.resumed");
+    assert_eq!(
+        resumed[0]["step"], 1,
+        "it goes on at the end of step 1, whose call returned"
+    );
+    assert_eq!(resumed[0]["tokens"], 10);
+    let turns = of_type(&log, "harness.turn.started");
+    assert_eq!(turns.last().unwrap()["step"], 2, "the model's next turn is step 2");
+    let invoked = of_type(&log, "harness.tool.invoked");
+    assert_eq!(invoked.len(), 2, "no call made again");
+    let refused = zu_runtime::resume_task(
+        spec.task_id,
+        recorder(json!([])),
+        &page_tool("p"),
+        &log,
+        &RunOptions::default(),
+    );
+    assert!(
+        matches!(refused, Err(zu_runtime::RunError::Resume(_))),
+        "an ended run is not resumed"
+    );
+}
