@@ -201,21 +201,24 @@ fn pids_with(marker: &str) -> Vec<i32> {
 fn a_server_killed_mid_run_is_an_event_and_an_error_observation_and_comes_back() {
     let marker = format!("zu-mcp-{}", uuid::Uuid::new_v4());
     let s = setup(&everything(&format!("env = {{ ZU_MARK = {marker:?} }}")));
+    let log = s.dir.path().join("log.jsonl");
     let killer = std::thread::spawn({
         let marker = marker.clone();
         move || {
-            // The provider waits 4 s before its second answer: kill the server then.
-            let end = Instant::now() + Duration::from_secs(30);
+            // Once the first call has returned (it is on the log before the
+            // provider's second, 4 s answer is asked for), kill the server.
+            let end = Instant::now() + Duration::from_secs(60);
             while Instant::now() < end {
-                let pids = pids_with(&marker);
-                if !pids.is_empty() {
-                    std::thread::sleep(Duration::from_millis(2500));
-                    for pid in pids_with(&marker) {
+                let returned = std::fs::read_to_string(&log).is_ok_and(|t| t.contains("harness.tool.returned"));
+                if returned {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let pids = pids_with(&marker);
+                    for pid in &pids {
                         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
                     }
-                    return true;
+                    return !pids.is_empty();
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
             false
         }

@@ -438,7 +438,7 @@ fn the_pages_in_a_real_browser_show_the_runs_a_run_live_and_two_runs_compared() 
     // A run that is still going: its page shows new events as they are appended.
     let mut child = log
         .run_cmd(
-            json!([{"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}], "delay_ms": 1500}, {"text": "{\"live\": true}", "delay_ms": 1500}]),
+            json!([{"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}], "delay_ms": 3000}, {"text": "{\"live\": true}", "delay_ms": 1500}]),
             "watched live",
         )
         .stdout(Stdio::null())
