@@ -59,7 +59,7 @@ impl Env {
     }
 
     /// `zu run` with the scripted provider answering `script` (model `model`).
-    fn run(&self, model: &str, script: Value, args: &[&str]) -> Output {
+    fn run_command(&self, model: &str, script: Value, args: &[&str]) -> Command {
         let config = json!({"model": model, "responses": script}).to_string();
         let root = json!({"root": self.dir.path().join("docs")}).to_string();
         let mut all = vec![
@@ -75,7 +75,31 @@ impl Env {
         let tools_config = format!("tools.file_read={root}");
         all.extend(["--config", &tools_config]);
         all.extend(args);
-        self.zu("run", &all)
+        self.command("run", &all)
+    }
+
+    fn run(&self, model: &str, script: Value, args: &[&str]) -> Output {
+        self.run_command(model, script, args).output().unwrap()
+    }
+
+    /// Starts the task `spec` with `script` and kills it once `turns` turns
+    /// have begun; its task id.
+    fn killed_run(&self, spec: Value, script: Value, turns: usize) -> String {
+        let task = uuid::Uuid::new_v4().to_string();
+        let file = self.dir.path().join("task.json");
+        let mut spec = spec;
+        spec["task_id"] = task.clone().into();
+        std::fs::write(&file, spec.to_string()).unwrap();
+        let mut child = self
+            .run_command("gpt-4o", script, &["--task", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(self, &task, "harness.turn.started", turns);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        task
     }
 
     fn events(&self, task: &str) -> Vec<Value> {
@@ -248,40 +272,12 @@ fn wait_for(env: &Env, task: &str, ty: &str, n: usize) {
 #[test]
 fn a_run_killed_mid_way_resumes_to_success_and_makes_each_tool_call_once() {
     let env = Env::new();
-    let task = uuid::Uuid::new_v4().to_string();
-    let spec = env.dir.path().join("task.json");
-    std::fs::write(&spec, json!({"task_id": task, "query": "alpha and beta?"}).to_string()).unwrap();
     // Two tool turns, then a model that takes an hour: killed there.
     let script = json!([read("a.md"), read("b.md"), {"text": "{}", "delay_ms": 3_600_000}]);
-    let config = json!({"model": "gpt-4o", "responses": script}).to_string();
-    let root = format!("tools.file_read={}", json!({"root": env.dir.path().join("docs")}));
-    let common = [
-        "--provider",
-        "scripted",
-        "--validators",
-        "",
-        "--detectors",
-        "",
-        "--config",
-        &root,
-    ];
-    let mut child = env
-        .command("run", &common)
-        .args(["--provider-config", &config, "--task", spec.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&env, &task, "harness.turn.started", 3);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let task = env.killed_run(json!({"query": "alpha and beta?"}), script, 3);
 
-    let done = json!({"model": "gpt-4o", "responses": [answer(json!({"a": 1, "b": 2}))]}).to_string();
-    let resumed = env
-        .command("run", &common)
-        .args(["--provider-config", &done, "--resume", &task])
-        .output()
-        .unwrap();
+    let done = json!([answer(json!({"a": 1, "b": 2}))]);
+    let resumed = env.run("gpt-4o", done.clone(), &["--resume", &task]);
     assert!(resumed.status.success(), "{}", err(&resumed));
     assert_eq!(stdout_json(&resumed)["value"], json!({"a": 1, "b": 2}));
     let events = env.events(&task);
@@ -295,27 +291,14 @@ fn a_run_killed_mid_way_resumes_to_success_and_makes_each_tool_call_once() {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 
-    let again = env
-        .command("run", &common)
-        .args(["--provider-config", &done, "--resume", &task])
-        .output()
-        .unwrap();
+    let again = env.run("gpt-4o", done.clone(), &["--resume", &task]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
         err(&again).contains("already ended (harness.task.completed)"),
         "{}",
         err(&again)
     );
-    let unknown = env
-        .command("run", &common)
-        .args([
-            "--provider-config",
-            &done,
-            "--resume",
-            &uuid::Uuid::new_v4().to_string(),
-        ])
-        .output()
-        .unwrap();
+    let unknown = env.run("gpt-4o", done, &["--resume", &uuid::Uuid::new_v4().to_string()]);
     assert!(
         err(&unknown).contains("the log has no run of task"),
         "{}",
@@ -326,40 +309,10 @@ fn a_run_killed_mid_way_resumes_to_success_and_makes_each_tool_call_once() {
 #[test]
 fn the_resumed_run_counts_what_it_had_spent_against_its_budget() {
     let env = Env::new();
-    let task = uuid::Uuid::new_v4().to_string();
-    let spec = env.dir.path().join("task.json");
-    let budget = json!({"task_id": task, "query": "q", "budget": {"max_steps": 2}});
-    std::fs::write(&spec, budget.to_string()).unwrap();
     let script = json!([read("a.md"), {"text": "{}", "delay_ms": 3_600_000}]);
-    let config = json!({"model": "gpt-4o", "responses": script}).to_string();
-    let root = format!("tools.file_read={}", json!({"root": env.dir.path().join("docs")}));
-    let common = [
-        "--provider",
-        "scripted",
-        "--validators",
-        "",
-        "--detectors",
-        "",
-        "--config",
-        &root,
-    ];
-    let mut child = env
-        .command("run", &common)
-        .args(["--provider-config", &config, "--task", spec.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&env, &task, "harness.turn.started", 2);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let task = env.killed_run(json!({"query": "q", "budget": {"max_steps": 2}}), script, 2);
     // Step 2 was under way: the resumed run may take it, and no more.
-    let more = json!({"model": "gpt-4o", "responses": [read("b.md"), read("b.md")]}).to_string();
-    let out = env
-        .command("run", &common)
-        .args(["--provider-config", &more, "--resume", &task])
-        .output()
-        .unwrap();
+    let out = env.run("gpt-4o", json!([read("b.md"), read("b.md")]), &["--resume", &task]);
     assert_eq!(stdout_json(&out)["reason"], "budget:max_steps", "{}", err(&out));
 }
 
