@@ -169,7 +169,7 @@ impl ModelProvider for Anthropic {
                 h.extend(c.key.iter().map(|k| ("x-api-key", k.clone())));
                 h
             },
-            |common| body(common, request),
+            body,
             request,
             response,
         )

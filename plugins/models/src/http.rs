@@ -81,17 +81,17 @@ impl Session {
         served.or_else(|| Some(self.client.as_ref()?.common.model.clone()))
     }
 
-    /// One turn: POST `body(common)` to `path` with `headers(client)`, parse the answer.
+    /// One turn: POST `body(common, request)` to `path` with `headers(client)`, parse the answer.
     pub fn turn(
         &self,
         path: &str,
         headers: impl FnOnce(&Client) -> Vec<(&'static str, String)>,
-        body: impl FnOnce(&Common) -> Value,
+        body: fn(&Common, &ModelRequest) -> Value,
         request: &ModelRequest,
         parse: fn(&Value) -> Parsed,
     ) -> Result<ModelResponse, PluginError> {
         let c = Client::in_use(&self.client, self.provider)?;
-        let answer = c.post(path, &headers(c), &body(&c.common), request.time_left_ms)?;
+        let answer = c.post(path, &headers(c), &body(&c.common, request), request.time_left_ms)?;
         let (resp, served) = parse(&answer).map_err(|why| c.not_protocol(why.as_str()))?;
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
         Ok(resp)

@@ -163,7 +163,7 @@ impl ModelProvider for OpenAi {
         self.0.turn(
             "/chat/completions",
             |c| c.key.iter().map(|k| ("authorization", format!("Bearer {k}"))).collect(),
-            |common| body(common, request),
+            body,
             request,
             response,
         )
