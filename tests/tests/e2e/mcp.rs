@@ -54,6 +54,11 @@ fn err(o: &Output) -> String {
 
 /// `zu run` with a script, into a jsonl log; the Result and the events.
 fn run(s: &Setup, script: Value, extra: &[&str]) -> (Value, Vec<Value>, Output) {
+    run_with(s, script, extra, &[])
+}
+
+/// `run` with more variables in zu's environment.
+fn run_with(s: &Setup, script: Value, extra: &[&str], env: &[(&str, &str)]) -> (Value, Vec<Value>, Output) {
     let log = s.dir.path().join("log.jsonl");
     let _ = std::fs::remove_file(&log);
     let config = json!({"responses": script}).to_string();
@@ -69,7 +74,9 @@ fn run(s: &Setup, script: Value, extra: &[&str]) -> (Value, Vec<Value>, Output) 
     ];
     args.extend(["--sink", "jsonl", "--sink-config", &sink, "--max-tier", "2"]);
     args.extend(extra);
-    let out = zu(s, &args, &[("ZU_TEST_SECRET", "must-not-leak")]);
+    let mut vars = vec![("ZU_TEST_SECRET", "must-not-leak")];
+    vars.extend(env);
+    let out = zu(s, &args, &vars);
     let result = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", err(&out)));
     let events = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -344,24 +351,13 @@ fn a_streamable_http_server_is_reached_by_url() {
     let s = setup(&format!(
         "[mcp.servers.remote]\nurl = \"http://127.0.0.1:{port}/mcp\"\ntools = [\"echo\"]\nbearer_token_env = \"ZU_TEST_TOKEN\"\n"
     ));
-    let config =
-        json!({"responses": [call("remote__echo", json!({"message": "over http"})), {"text": "{}"}]}).to_string();
-    let out = zu(
-        &s,
-        &[
-            "run",
-            "--provider",
-            "scripted",
-            "--provider-config",
-            &config,
-            "--query",
-            "q",
-        ],
-        &[("ZU_TEST_TOKEN", "t0ken")],
-    );
+    let script = json!([call("remote__echo", json!({"message": "over http"})), {"text": "{}"}]);
+    let (result, events, out) = run_with(&s, script, &[], &[("ZU_TEST_TOKEN", "t0ken")]);
     let _ = server.kill();
     let _ = server.wait();
     assert!(out.status.success(), "{}", err(&out));
+    assert_eq!(result["status"], "success");
+    assert!(fetched(&events)[0]["content"].as_str().unwrap().contains("over http"));
     let missing = zu(&s, &["plugins", "--json"], &[]);
     let report: Value = serde_json::from_slice(&missing.stdout).unwrap();
     assert!(

@@ -210,6 +210,14 @@ impl Drop for Server {
     }
 }
 
+/// The first of `events` of type `ty`.
+fn first_of<'a>(events: &'a [Value], ty: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["type"] == ty)
+        .unwrap_or_else(|| panic!("no {ty} in {events:?}"))
+}
+
 fn status_of(runs: &Value, task: &str) -> String {
     runs["runs"]
         .as_array()
@@ -269,26 +277,20 @@ fn check_api(sink: &'static str) {
         .collect();
     assert_eq!(seqs, all.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    let model = all.iter().find(|e| e["type"] == "harness.turn.completed").unwrap();
+    let model = first_of(&all, "harness.turn.completed");
     assert_eq!(model["payload"]["text"]["_type"], "str", "scoped: {model}");
     let esc = server.get(&format!("/api/runs/{escalated}/events"))["events"].clone();
-    let verdict = esc
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "harness.detector.fired")
-        .unwrap();
-    assert_eq!(verdict["payload"]["detector"], "empty");
+    assert_eq!(
+        first_of(esc.as_array().unwrap(), "harness.detector.fired")["payload"]["detector"],
+        "empty"
+    );
     drop(server);
     let full = log.serve(&["--full"], &[]);
     let events = full.get(&format!("/api/runs/{ok}/events"))["events"].clone();
-    let model = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "harness.turn.completed")
-        .unwrap();
-    assert_eq!(model["payload"]["text"], "reading the notes");
+    assert_eq!(
+        first_of(events.as_array().unwrap(), "harness.turn.completed")["payload"]["text"],
+        "reading the notes"
+    );
 
     // The stream delivers an event another process appends.
     let stream = ureq::get(&format!("{}/api/stream", full.url)).call().unwrap();

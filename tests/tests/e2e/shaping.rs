@@ -109,6 +109,18 @@ fn page_tool(text: &str) -> Registry {
     reg
 }
 
+/// Run options that extract from content fields over `max` characters.
+fn extract_over(max: usize) -> RunOptions {
+    RunOptions {
+        shaping: Shaping {
+            max_observation_chars: Some(max),
+            strategy: Strategy::Extract,
+            max_context_chars: None,
+        },
+        ..RunOptions::default()
+    }
+}
+
 #[test]
 fn extraction_calls_are_logged_counted_and_their_answers_replace_the_field() {
     let page = format!("{}price: 3 EUR{}", "a".repeat(120), "b".repeat(120));
@@ -119,14 +131,7 @@ fn extraction_calls_are_logged_counted_and_their_answers_replace_the_field() {
         {"text": "NOTHING", "usage": {"input_tokens": 10, "output_tokens": 1}},
         {"text": "{\"price\": 3}"}
     ]));
-    let options = RunOptions {
-        shaping: Shaping {
-            max_observation_chars: Some(100),
-            strategy: Strategy::Extract,
-            max_context_chars: None,
-        },
-        ..RunOptions::default()
-    };
+    let options = extract_over(100);
     let bus = Arc::new(EventBus::new());
     let r = run_task(
         &TaskSpec::new("the price"),
@@ -172,14 +177,7 @@ fn extraction_stops_at_the_token_budget() {
     let provider = recorder(Value::Array(script));
     let mut spec = TaskSpec::new("q");
     spec.budget.max_tokens = 120;
-    let options = RunOptions {
-        shaping: Shaping {
-            max_observation_chars: Some(100),
-            strategy: Strategy::Extract,
-            max_context_chars: None,
-        },
-        ..RunOptions::default()
-    };
+    let options = extract_over(100);
     let bus = Arc::new(EventBus::new());
     let r = run_task(&spec, provider.clone(), &page_tool(&page), &bus, &options).unwrap();
     assert_eq!(r.reason.as_deref(), Some("budget:max_tokens"));
