@@ -301,6 +301,22 @@ impl Codecs {
         let codec = self.readers.get(&version).ok_or(CodecError::UnknownVersion(version))?;
         String::from_utf8(codec.decode_body(body, aad)?).map_err(|_| CodecError::Utf8)
     }
+
+    /// The event stored as row `seq`: `blob` decoded under the associated
+    /// data of the row's columns (`[event_id, trace_id, task_id, type,
+    /// source]`, see [`row_aad`]) and read as an event; or why it is not one.
+    pub fn decode_event(
+        &self,
+        seq: u64,
+        columns: [&str; 5],
+        blob: &[u8],
+    ) -> Result<zu_plugin_api::contracts::Event, String> {
+        let [id, trace, task, ty, source] = columns;
+        let text = self
+            .decode(blob, &row_aad(id, trace, task, ty, source))
+            .map_err(|e| format!("event {id} (seq {seq}): {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("event {id} (seq {seq}) is not a valid event: {e}"))
+    }
 }
 
 #[cfg(test)]

@@ -256,15 +256,7 @@ impl Connected {
             let (id, trace, task, ty, source) = (text(1), text(2), text(3), text(4), text(5));
             self.last_read = Some((seq, id.clone()));
             let data: Vec<u8> = row.get(6);
-            let aad = row_aad(&id, &trace, &task, &ty, &source);
-            let event = self
-                .codecs
-                .decode(&data, &aad)
-                .map_err(|e| format!("event {id} (seq {seq}): {e}"))
-                .and_then(|t| {
-                    serde_json::from_str::<Event>(&t)
-                        .map_err(|e| format!("event {id} (seq {seq}) is not a valid event: {e}"))
-                });
+            let event = self.codecs.decode_event(seq, [&id, &trace, &task, &ty, &source], &data);
             match event {
                 Ok(event) => out.push(StoredEvent { seq, event }),
                 Err(why) if self.read_only => out.push(damaged_row(seq, &format!("row seq {seq}"), &why)),

@@ -5,7 +5,6 @@
 //! read share one snapshot, so nothing written between them is mislabelled.
 
 use rusqlite::{params_from_iter, OptionalExtension};
-use zu_codec::row_aad;
 use zu_plugin_api::events::{damaged_row, log_restarted};
 use zu_plugin_api::prelude::*;
 
@@ -24,15 +23,9 @@ fn row_to_event(open: &Open, row: &rusqlite::Row<'_>) -> rusqlite::Result<Result
     let text = |i: usize| row.get::<_, String>(i);
     let (event_id, trace_id, task_id, ty, source) = (text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
     let blob: Vec<u8> = row.get(6)?;
-    let aad = row_aad(&event_id, &trace_id, &task_id, &ty, &source);
     let decoded = open
         .codecs
-        .decode(&blob, &aad)
-        .map_err(|e| format!("event {event_id} (seq {seq}): {e}"))
-        .and_then(|text| {
-            serde_json::from_str::<Event>(&text)
-                .map_err(|e| format!("event {event_id} (seq {seq}) is not a valid event: {e}"))
-        });
+        .decode_event(seq, [&event_id, &trace_id, &task_id, &ty, &source], &blob);
     Ok(decoded
         .map(|event| StoredEvent { seq, event })
         .map_err(|why| (seq, why)))
