@@ -42,10 +42,22 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
             filter = filter.with(field, Some(v.to_string()));
         }
     }
-    let events: Result<Vec<_>, _> = bus.stream(&filter, 1000).map(|e| e.map(|e| e.event)).collect();
+    // Folded as the log streams by: a big log is never held whole.
+    let mut summary = CostSummary::default();
+    let mut failed = None;
+    for e in bus.stream(&filter, 1000) {
+        match e {
+            Ok(e) => summary.fold(&e.event, &prices),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
     bus.close();
-    let events = events.map_err(|e| Failure::failed(format!("cannot read the {} log: {e}", args.log.sink)))?;
-    let summary = CostSummary::of(events.iter().map(|e| &**e), &prices);
+    if let Some(e) = failed {
+        return Err(Failure::failed(format!("cannot read the {} log: {e}", args.log.sink)));
+    }
     if args.json {
         let mut out = serde_json::to_value(&summary).expect("plain data");
         round_dollars(&mut out);

@@ -157,19 +157,26 @@ impl CostSummary {
     pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>, prices: &Prices) -> Self {
         let mut s = CostSummary::default();
         for e in events {
-            let p = e.payload();
-            match e.event_type() {
-                ev::TURN_STARTED if p.get("replay") == Some(&Value::Bool(true)) => s.replay_steps += 1,
-                ev::TURN_COMPLETED | ev::OBSERVATION_EXTRACTED => {
-                    let usage = p.get("usage").and_then(Value::as_object).cloned().unwrap_or_default();
-                    let model = p.get("model").and_then(Value::as_str);
-                    s.add(model, &usage, prices);
-                }
-                _ => {}
-            }
+            s.fold(e, prices);
         }
-        s.model_calls_saved = s.replay_steps;
         s
+    }
+
+    /// Adds what one event spent (a model call) or saved (a replayed step).
+    pub fn fold(&mut self, e: &Event, prices: &Prices) {
+        let p = e.payload();
+        match e.event_type() {
+            ev::TURN_STARTED if p.get("replay") == Some(&Value::Bool(true)) => {
+                self.replay_steps += 1;
+                self.model_calls_saved = self.replay_steps;
+            }
+            ev::TURN_COMPLETED | ev::OBSERVATION_EXTRACTED => {
+                let usage = p.get("usage").and_then(Value::as_object).cloned().unwrap_or_default();
+                let model = p.get("model").and_then(Value::as_str);
+                self.add(model, &usage, prices);
+            }
+            _ => {}
+        }
     }
 
     fn add(&mut self, model: Option<&str>, usage: &JsonObject, prices: &Prices) {

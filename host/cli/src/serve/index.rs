@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 use zu_plugin_api::events as ev;
 use zu_plugin_api::filter::EventFilter;
 use zu_runtime::projections::is_terminal;
-use zu_runtime::{EventBus, LoggedEvent, Prices};
+use zu_runtime::{CostSummary, EventBus, LoggedEvent, Prices};
 
 /// One run as the runs page lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -31,12 +32,15 @@ pub struct RunRow {
     pub tokens: u64,
     /// Dollars of its priced model calls; `None` when none was priced.
     pub usd: Option<f64>,
-    pub started: String,
-    pub last: String,
+    pub started: DateTime<Utc>,
+    pub last: DateTime<Utc>,
     pub duration_ms: i64,
     pub events: u64,
     /// The sequence number of its `task.started`.
     pub seq: u64,
+    /// What it spent, as `zu cost` counts it (`tokens`, `usd`, `replayed` show it).
+    #[serde(skip)]
+    cost: CostSummary,
 }
 
 /// Every run, and how far the log has been read.
@@ -64,7 +68,7 @@ impl Index {
                 .chars()
                 .take(QUERY_CAP)
                 .collect();
-            let ts = event.ts_text();
+            let ts = event.ts();
             self.runs.insert(
                 event.task_id(),
                 RunRow {
@@ -77,11 +81,12 @@ impl Index {
                     replayed: 0,
                     tokens: 0,
                     usd: None,
-                    started: ts.clone(),
+                    started: ts,
                     last: ts,
                     duration_ms: 0,
                     events: 0,
                     seq: e.seq,
+                    cost: CostSummary::default(),
                 },
             );
         }
@@ -89,21 +94,13 @@ impl Index {
             return;
         };
         row.events += 1;
-        row.last = event.ts_text();
-        row.duration_ms = chrono_ms(&row.started, &row.last);
-        match ty {
-            ev::TURN_STARTED if p.get("replay") == Some(&Value::Bool(true)) => row.replayed += 1,
-            ev::TURN_STARTED => row.steps += 1,
-            ev::TURN_COMPLETED | ev::OBSERVATION_EXTRACTED => {
-                let usage = p.get("usage").and_then(Value::as_object).cloned().unwrap_or_default();
-                let (i, o) = zu_runtime::cost::usage_split(&usage);
-                row.tokens += i + o;
-                if let Some(d) = prices.usd(p.get("model").and_then(Value::as_str), &usage) {
-                    row.usd = Some(row.usd.unwrap_or(0.0) + d);
-                }
-            }
-            _ => {}
+        row.last = event.ts();
+        row.duration_ms = (row.last - row.started).num_milliseconds().max(0);
+        if ty == ev::TURN_STARTED && p.get("replay") != Some(&Value::Bool(true)) {
+            row.steps += 1;
         }
+        row.cost.fold(event, prices);
+        (row.tokens, row.usd, row.replayed) = (row.cost.total_tokens, row.cost.usd, row.cost.replay_steps);
         if is_terminal(event) {
             row.status = match ty {
                 ev::TASK_COMPLETED => "success",
@@ -117,14 +114,6 @@ impl Index {
     }
 }
 
-fn chrono_ms(a: &str, b: &str) -> i64 {
-    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
-    match (parse(a), parse(b)) {
-        (Some(a), Some(b)) => (b - a).num_milliseconds().max(0),
-        _ => 0,
-    }
-}
-
 /// The index and the live channel, shared by the server's handlers.
 pub struct Shared {
     pub index: Mutex<Index>,
@@ -135,8 +124,9 @@ pub struct Shared {
 /// that can wait for news waits instead), sending each new event live.
 pub fn follow(bus: Arc<EventBus>, shared: Arc<Shared>, prices: Prices, poll: Duration) {
     let all = EventFilter::all();
+    // Only this thread moves `read_to`: it keeps its own copy.
+    let mut after = 0;
     loop {
-        let after = shared.index.lock().unwrap_or_else(|p| p.into_inner()).read_to;
         let page = match bus.query(&all, Some(5000), after) {
             Ok(p) => p,
             Err(e) => {
@@ -146,7 +136,7 @@ pub fn follow(bus: Arc<EventBus>, shared: Arc<Shared>, prices: Prices, poll: Dur
             }
         };
         let full = page.len() == 5000;
-        {
+        let ready = {
             let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
             for e in &page {
                 match e.event.event_type() {
@@ -164,8 +154,9 @@ pub fn follow(bus: Arc<EventBus>, shared: Arc<Shared>, prices: Prices, poll: Dur
             if !full {
                 index.ready = true;
             }
-        }
-        let ready = shared.index.lock().unwrap_or_else(|p| p.into_inner()).ready;
+            after = index.read_to;
+            index.ready
+        };
         if ready {
             for e in page {
                 if e.event.event_type() != ev::LOG_DAMAGED {
