@@ -123,6 +123,9 @@ pub struct Named {
     pub config_file: Option<PathBuf>,
 }
 
+/// A plugin chosen by name, with its config and where the config came from.
+pub type Chosen = (String, Option<(Value, String)>);
+
 /// A TOML value as JSON.
 pub fn to_json(v: toml::Value) -> Value {
     serde_json::to_value(v).expect("TOML values are JSON values")
@@ -162,6 +165,31 @@ impl Settings {
             (None, Some(f)) => Ok(Some(json_file(&self.base.join(f), &format!("{origin} config_file"))?)),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The plugin a flag names (`name_flag`), else the one `[key]` (`named`)
+    /// names, with its config: the flag's JSON (`config_flag`, as `flag`)
+    /// wins, else the table's config when the table names the same plugin.
+    /// The config comes with its origin, for messages.
+    pub fn choose(
+        &self,
+        name_flag: &Option<String>,
+        config_flag: &Option<String>,
+        flag: &str,
+        named: Option<&Named>,
+        key: &str,
+    ) -> Result<Option<Chosen>, Failure> {
+        let Some(name) = name_flag.clone().or_else(|| named.map(|n| n.name.clone())) else {
+            return Ok(None);
+        };
+        let config = match (config_flag, named) {
+            (Some(raw), _) => Some((crate::config::json_flag(flag, raw)?, flag.to_owned())),
+            (None, Some(n)) if n.name == name => self
+                .named_config(n, key)?
+                .map(|v| (v, format!("{} [{key}]", self.path.display()))),
+            _ => None,
+        };
+        Ok(Some((name, config)))
     }
 
     /// Every `[config.<kind>.<name>]` table.

@@ -292,18 +292,15 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     configs.extend(parse_config_args(&args.configs)?);
 
     let file_provider = settings.file.provider.take();
-    let provider = args
-        .provider
-        .clone()
-        .or_else(|| file_provider.as_ref().map(|p| p.name.clone()))
+    let (provider, provider_config) = settings
+        .choose(
+            &args.provider,
+            &args.provider_config,
+            "--provider-config",
+            file_provider.as_ref(),
+            "provider",
+        )?
         .ok_or_else(|| Failure::usage("no model provider: give --provider NAME or [provider] name in zu.toml"))?;
-    let provider_config = match (&args.provider_config, &file_provider) {
-        (Some(raw), _) => Some((json_flag("--provider-config", raw)?, "--provider-config".to_owned())),
-        (None, Some(p)) if p.name == provider => settings
-            .named_config(p, "provider")?
-            .map(|v| (v, format!("{} [provider]", file.display()))),
-        _ => None,
-    };
     if let Some((value, origin)) = provider_config {
         configs.push(PluginConfig {
             kind: Kind::Providers,
@@ -338,23 +335,21 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     }
 
     let file_sink = settings.file.sink.take();
-    let sink = args.sink.clone().or_else(|| file_sink.as_ref().map(|s| s.name.clone()));
-    if let Some(name) = &sink {
-        let sink_config = match (&args.sink_config, &file_sink) {
-            (Some(raw), _) => Some((json_flag("--sink-config", raw)?, "--sink-config".to_owned())),
-            (None, Some(s)) if &s.name == name => settings
-                .named_config(s, "sink")?
-                .map(|v| (v, format!("{} [sink]", file.display()))),
-            _ => None,
-        };
-        if let Some((value, origin)) = sink_config {
-            configs.push(PluginConfig {
-                kind: Kind::Sinks,
-                name: name.clone(),
-                value,
-                origin,
-            });
-        }
+    let chosen_sink = settings.choose(
+        &args.sink,
+        &args.sink_config,
+        "--sink-config",
+        file_sink.as_ref(),
+        "sink",
+    )?;
+    let sink = chosen_sink.as_ref().map(|(name, _)| name.clone());
+    if let Some((name, Some((value, origin)))) = chosen_sink {
+        configs.push(PluginConfig {
+            kind: Kind::Sinks,
+            name,
+            value,
+            origin,
+        });
     }
 
     let containment = match args.containment.or(settings.file.containment.take()) {

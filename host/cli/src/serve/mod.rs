@@ -78,18 +78,16 @@ pub fn run(args: ServeArgs) -> Result<u8, Failure> {
     let file = args.config_file.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
     let mut settings = crate::settings::Settings::read(&file, args.config_file.is_some())?;
     let file_sink = settings.file.sink.take();
-    let (sink, sink_config) = match (&args.sink, file_sink) {
-        (Some(name), _) => (name.clone(), args.sink_config.clone()),
-        (None, Some(s)) => {
-            let config = settings.named_config(&s, "sink")?.map(|v| v.to_string());
-            (s.name, args.sink_config.clone().or(config))
-        }
-        (None, None) => {
-            return Err(Failure::usage(
-                "no log to serve: give --sink NAME --sink-config JSON (or [sink] in zu.toml)",
-            ))
-        }
-    };
+    let (sink, sink_config) = settings
+        .choose(
+            &args.sink,
+            &args.sink_config,
+            "--sink-config",
+            file_sink.as_ref(),
+            "sink",
+        )?
+        .ok_or_else(|| Failure::usage("no log to serve: give --sink NAME --sink-config JSON (or [sink] in zu.toml)"))?;
+    let sink_config = sink_config.map(|(value, _)| value.to_string());
     if sink == "memory" {
         return Err(Failure::usage(
             "a memory log lives only inside the process that writes it; serve a durable sink (sqlite, jsonl, postgres)",
