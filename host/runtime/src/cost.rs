@@ -102,10 +102,18 @@ impl Prices {
     }
 }
 
+/// The largest token count one call may report (`u32::MAX`): no model has
+/// a context near it, and sums of such counts cannot overflow.
+pub const MAX_TOKEN_COUNT: u64 = u32::MAX as u64;
+
+/// A count under one of `keys`: an integer up to [`MAX_TOKEN_COUNT`]; anything
+/// else (a float, a string, 1e300, a negative) counts as nothing.
 fn tokens(usage: &JsonObject, keys: [&str; 2]) -> u64 {
     keys.iter()
-        .find_map(|k| usage.get(*k).and_then(Value::as_f64))
-        .map_or(0, |v| v.max(0.0) as u64)
+        .find_map(|k| usage.get(*k))
+        .and_then(Value::as_u64)
+        .filter(|n| *n <= MAX_TOKEN_COUNT)
+        .unwrap_or(0)
 }
 
 /// (input, output) tokens of a usage object, in either naming.

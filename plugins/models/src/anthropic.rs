@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use zu_plugin_api::prelude::*;
 
-use crate::http::{Common, Parsed, Session};
+use crate::http::{usage_of, Common, Parsed, Session};
 
 /// The API version sent as `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
@@ -138,12 +138,10 @@ pub fn response(v: &Value) -> Parsed {
         _ if !tool_calls.is_empty() => Finish::ToolCalls,
         _ => Finish::Stop,
     };
-    let mut usage = JsonObject::new();
-    for k in ["input_tokens", "output_tokens"] {
-        if let Some(n) = v["usage"].get(k).filter(|n| n.is_number()) {
-            usage.insert(k.into(), n.clone());
-        }
-    }
+    let usage = usage_of(
+        &v["usage"],
+        &[("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")],
+    )?;
     let text = (!texts.is_empty()).then(|| texts.join("\n"));
     Ok((
         ModelResponse {

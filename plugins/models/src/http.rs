@@ -284,13 +284,49 @@ fn timed_out(t: &ureq::Transport) -> bool {
     text.contains("timed out") || text.contains("timeout") || text.contains("would block")
 }
 
-/// `Retry-After` (seconds) or `retry-after-ms`, if the server said.
-fn retry_after(resp: &ureq::Response) -> Option<Duration> {
-    if let Some(ms) = resp.header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+/// The largest token count one answer may report.
+const MAX_TOKEN_COUNT: u64 = u32::MAX as u64;
+
+/// An answer's `usage` under Zu's names: each `(wire, zu)` field present
+/// must be a non-negative integer that fits ([`MAX_TOKEN_COUNT`]); anything
+/// else is named, so a hostile or broken server cannot inflate a budget.
+pub fn usage_of(usage: &Value, names: &[(&str, &str)]) -> Result<JsonObject, String> {
+    let mut out = JsonObject::new();
+    for (wire, zu) in names {
+        match usage.get(*wire) {
+            None | Some(Value::Null) => {}
+            Some(n) if n.as_u64().is_some_and(|n| n <= MAX_TOKEN_COUNT) => {
+                out.insert((*zu).into(), n.clone());
+            }
+            Some(n) => {
+                return Err(format!(
+                    "usage.{wire} is {}, not a token count (an integer from 0 to {MAX_TOKEN_COUNT})",
+                    excerpt(&n.to_string())
+                ))
+            }
+        }
     }
-    let secs = resp.header("retry-after")?.trim().parse::<f64>().ok()?;
-    Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+    Ok(out)
+}
+
+/// The longest wait a server's `Retry-After` may ask for; longer asks wait
+/// this long (and give up at once when the run's deadline comes first).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `retry-after-ms` or `Retry-After` (seconds), if the server said something
+/// usable: a finite, non-negative number (an HTTP date, NaN, `inf` or text
+/// is no value), capped at [`MAX_RETRY_AFTER`].
+fn retry_after(resp: &ureq::Response) -> Option<Duration> {
+    let ms = resp.header("retry-after-ms").and_then(|v| wait_of(v, 1000.0));
+    ms.or_else(|| resp.header("retry-after").and_then(|v| wait_of(v, 1.0)))
+}
+
+/// `text` as a wait in units of `1/per_second` s, if it is one.
+fn wait_of(text: &str, per_second: f64) -> Option<Duration> {
+    let n = text.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)?;
+    Some(Duration::from_secs_f64(
+        (n / per_second).min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
 }
 
 /// The server's error message (`{"error": {"message"}}` in both APIs), else the body.
@@ -318,4 +354,44 @@ fn excerpt(text: &str) -> String {
 /// Plugins have no logger of the host's; a retry is said on stderr.
 fn say_retry(provider: &str, why: &str, wait: Duration) {
     eprintln!("zu {provider} provider: {why}; retrying in {:.1} s", wait.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_counts_are_integers_that_fit_and_a_bad_one_is_named() {
+        let names = [("prompt_tokens", "input_tokens")];
+        assert_eq!(
+            usage_of(&json!({"prompt_tokens": 7}), &names).unwrap()["input_tokens"],
+            7
+        );
+        assert!(usage_of(&json!({}), &names).unwrap().is_empty());
+        for bad in [json!(1e300), json!(-3), json!(1.5), json!("7"), json!(u64::MAX)] {
+            let e = usage_of(&json!({ "prompt_tokens": bad }), &names).unwrap_err();
+            assert!(e.starts_with("usage.prompt_tokens is "), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_wait_is_a_finite_non_negative_number_and_capped() {
+        assert_eq!(wait_of(" 1500 ", 1000.0), Some(Duration::from_millis(1500)));
+        assert_eq!(wait_of("2", 1.0), Some(Duration::from_secs(2)));
+        assert_eq!(wait_of("1e300", 1000.0), Some(MAX_RETRY_AFTER));
+        assert_eq!(wait_of("1e300", 1.0), Some(MAX_RETRY_AFTER));
+        for bad in [
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "-1",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "",
+        ] {
+            assert_eq!(wait_of(bad, 1000.0), None, "{bad}");
+        }
+    }
 }

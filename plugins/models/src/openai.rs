@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 use zu_plugin_api::prelude::*;
 
-use crate::http::{Common, Parsed, Session};
+use crate::http::{usage_of, Common, Parsed, Session};
 
 /// The chat-completions provider.
 pub struct OpenAi(Session);
@@ -131,17 +131,14 @@ pub fn response(v: &Value) -> Parsed {
         Some("tool_calls") => Finish::ToolCalls,
         _ => Finish::Stop,
     };
-    let u = &v["usage"];
-    let mut usage = JsonObject::new();
-    for (from, to) in [
-        ("prompt_tokens", "input_tokens"),
-        ("completion_tokens", "output_tokens"),
-        ("total_tokens", "total_tokens"),
-    ] {
-        if let Some(n) = u.get(from).filter(|n| n.is_number()) {
-            usage.insert(to.into(), n.clone());
-        }
-    }
+    let usage = usage_of(
+        &v["usage"],
+        &[
+            ("prompt_tokens", "input_tokens"),
+            ("completion_tokens", "output_tokens"),
+            ("total_tokens", "total_tokens"),
+        ],
+    )?;
     let served = v["model"].as_str().map(str::to_owned);
     Ok((
         ModelResponse {

@@ -134,6 +134,11 @@ impl Run {
 
 /// `zu run` with `api` pointed at `stub`, reading `notes.md` from a docs root.
 fn zu_run(api: Api, stub: &Stub, wall_time_s: u64, extra: Value) -> Run {
+    zu_run_with(api, stub, wall_time_s, extra, &[])
+}
+
+/// [`zu_run`] with more flags for `zu run`.
+fn zu_run_with(api: Api, stub: &Stub, wall_time_s: u64, extra: Value, flags: &[&str]) -> Run {
     let a = artifacts();
     let plugins = plugin_dir(&[
         a.lib("zu_plugin_models"),
@@ -169,6 +174,7 @@ fn zu_run(api: Api, stub: &Stub, wall_time_s: u64, extra: Value) -> Run {
         .args(["--task", spec.to_str().unwrap(), "--wall-time-s", &wall])
         .args(["--sink", "sqlite", "--sink-config", &db, "--config", &root])
         .args(["--validators", "", "--detectors", ""])
+        .args(flags)
         .env(api.key_env(), "sk-test-123")
         .env_remove("ZU_PLUGIN_PATH")
         .output()
@@ -411,4 +417,92 @@ fn a_bad_provider_config_is_a_clear_load_error() {
     assert!(!err.contains("refused"), "{err}");
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(result["reason"].as_str().unwrap().contains("has no config"), "{result}");
+}
+
+/// `api`'s tool-call answer, claiming to have served `model`.
+fn served_as(api: Api, model: &str) -> Value {
+    let mut v = api.read_notes();
+    v["model"] = model.into();
+    v
+}
+
+#[test]
+fn under_a_dollar_budget_a_served_model_with_no_price_ends_the_run_at_once() {
+    for api in APIS {
+        // The configured model is priced, so the run starts; the server then
+        // says it served one the table does not know — seven times, if let.
+        let stub = Stub::start(vec![Reply::json(200, served_as(api, "mystery-model-9000")); 7]);
+        let config = json!({"model": "gpt-4o-mini"});
+        let run = zu_run_with(api, &stub, 60, config, &["--max-usd", "0.01"]);
+        let reason = run.result()["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            reason.starts_with("budget:unpriced_model")
+                && reason.contains("mystery-model-9000")
+                && reason.contains("--prices"),
+            "{api:?}: {reason}"
+        );
+        assert_eq!(run.out.status.code(), Some(4), "{api:?}");
+        assert_eq!(
+            stub.received().len(),
+            1,
+            "{api:?}: no second call after the unpriced one"
+        );
+        assert!(
+            run.of_type("harness.tool.invoked").is_empty(),
+            "{api:?}: nothing runs after it"
+        );
+    }
+}
+
+#[test]
+fn usage_that_is_not_a_token_count_is_a_provider_error_naming_the_field() {
+    for api in APIS {
+        for bad in [json!(1e300), json!(-5), json!(2.5), json!("120")] {
+            let mut answer = api.read_notes();
+            let field = match api {
+                Api::OpenAi => "prompt_tokens",
+                Api::Anthropic => "input_tokens",
+            };
+            answer["usage"][field] = bad.clone();
+            let stub = Stub::start(vec![Reply::json(200, answer)]);
+            let run = zu_run(api, &stub, 60, json!({}));
+            let reason = run.result()["reason"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                reason.starts_with("provider error") && reason.contains(&format!("usage.{field}")),
+                "{api:?} {bad}: {reason}"
+            );
+            assert!(
+                run.of_type("harness.turn.completed").is_empty(),
+                "{api:?} {bad}: no usage recorded"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_retry_after_that_is_nan_infinite_or_huge_is_no_panic() {
+    let api = Api::OpenAi;
+    for (value, answered) in [("NaN", true), ("inf", true), ("-1", true), ("1e300", false)] {
+        let stub = Stub::start(vec![
+            api.error(429, "rate_limit_exceeded", "slow down")
+                .header("retry-after-ms", value),
+            Reply::json(200, api.answer("{\"ok\": 1}", false)),
+        ]);
+        let run = zu_run(api, &stub, 20, json!({}));
+        let err = String::from_utf8_lossy(&run.out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{value}: {err}");
+        let result = run.result();
+        if answered {
+            // No usable value: the usual backoff, then the answer.
+            assert_eq!(result["value"], json!({"ok": 1}), "{value}: {err}");
+        } else {
+            // A wait capped at an hour is past the run's 20 s: given up at once.
+            let reason = result["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("HTTP 429") && reason.contains("gave up after 1 attempt"),
+                "{value}: {reason}"
+            );
+            assert!(!reason.contains("panicked"), "{reason}");
+        }
+    }
 }

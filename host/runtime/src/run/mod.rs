@@ -366,6 +366,7 @@ fn run(
             usd: 0.0,
             max_usd: options.max_usd,
             prices,
+            unpriced: None,
         },
         resume,
         spent_before,

@@ -10,7 +10,7 @@ use zu_plugin_api::contracts::JsonObject;
 use zu_plugin_api::events::{self as ev, CONTENT_KEYS};
 use zu_plugin_api::ports::{ModelProvider, ModelRequest, ModelResponse, PluginError};
 
-use super::budget::usage_tokens;
+use super::budget::{check_usage, usage_tokens};
 use super::steps::{Called, Loop, Turn};
 use super::RunError;
 
@@ -217,11 +217,14 @@ impl Loop {
                 let mut payload =
                     json!({"tool": name, "key": job.key, "chunk": chunk + 1, "of": job.requests.len(), "model": model});
                 match answer {
-                    Ok(r) => {
-                        self.tokens += usage_tokens(&r.usage);
-                        self.spend.add(model.as_deref(), &r.usage);
-                        payload["usage"] = Value::Object(r.usage.clone());
-                    }
+                    Ok(r) => match check_usage(&r.usage) {
+                        Ok(()) => {
+                            self.tokens += usage_tokens(&r.usage);
+                            self.spend.add(model.as_deref(), &r.usage);
+                            payload["usage"] = Value::Object(r.usage.clone());
+                        }
+                        Err(why) => payload["error"] = why.into(),
+                    },
                     Err(e) => payload["error"] = e.to_string().into(),
                 }
                 self.record

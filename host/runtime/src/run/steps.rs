@@ -16,7 +16,7 @@ use zu_plugin_api::ports::{
     Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Severity, Tool, Verdict,
 };
 
-use super::budget::{budget_reason, usage_tokens, Spend};
+use super::budget::{budget_reason, check_usage, usage_tokens, Spend};
 use super::checkpoints::{escalate, on_final, CheckSet, Ladder, ToolEntry};
 use super::record::Record;
 use super::replay::Replay;
@@ -234,7 +234,7 @@ impl Loop {
             return self.terminal("budget:max_steps");
         }
         if let Some(reason) = budget_reason(self.elapsed(), self.tokens, &self.budget, &self.spend) {
-            return self.terminal(reason);
+            return self.terminal(&reason);
         }
         if self.tools_tier != self.ladder.current {
             self.tools_tier = self.ladder.current;
@@ -306,6 +306,9 @@ impl Loop {
             }
             Err(CallError::Panicked(m)) => return self.provider_failed(&format!("panicked: {m}")),
         };
+        if let Err(why) = check_usage(&resp.usage) {
+            return self.provider_failed(&why);
+        }
         self.tokens += usage_tokens(&resp.usage);
         let model = provider.model();
         self.spend.add(model.as_deref(), &resp.usage);
@@ -323,7 +326,7 @@ impl Loop {
             "loop",
         )?;
         if let Some(reason) = budget_reason(self.elapsed(), self.tokens, &self.budget, &self.spend) {
-            return self.terminal(reason);
+            return self.terminal(&reason);
         }
         if resp.finish == Finish::Length {
             return self.terminal("model truncated (length)");
