@@ -66,10 +66,14 @@ pub fn lib_file(crate_name: &str) -> String {
 }
 
 fn cargo(args: &[&str]) {
+    cargo_into(args, &target_dir());
+}
+
+fn cargo_into(args: &[&str], target: &Path) {
     let status = Command::new(env!("CARGO"))
         .args(args)
         .arg("--target-dir")
-        .arg(target_dir())
+        .arg(target)
         .current_dir(workspace_root())
         .status()
         .expect("cargo runs");
@@ -164,6 +168,30 @@ pub fn artifacts() -> &'static Artifacts {
             debug,
             c,
         }
+    })
+}
+
+/// The plugins of zu-plugin-api 1.0.0 (`compat/v1.0.0`: the API and the
+/// `scripted` and `files` plugins frozen at commit 2673a19), built once per
+/// process with that commit's lock file into `target/compat`; returns where
+/// the libraries are (`lib_file("zu_plugin_scripted")`, ...).
+pub fn compat_v1() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = workspace_root().join("target").join("compat");
+        eprintln!(
+            "zu-tests: building the plugins of zu-plugin-api 1.0.0 into {}",
+            target.display()
+        );
+        let manifest = workspace_root().join("tests/compat/v1.0.0/Cargo.toml");
+        let manifest = manifest.to_str().expect("a UTF-8 path");
+        // --locked: the versions are those of the commit; a lock file cargo
+        // would have to change is an error, not a silent update.
+        cargo_into(
+            &["build", "--locked", "--manifest-path", manifest, "--workspace"],
+            &target,
+        );
+        target.join("debug")
     })
 }
 

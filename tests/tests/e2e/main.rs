@@ -4,6 +4,7 @@
 mod author;
 mod boundary;
 mod cli;
+mod compat;
 mod containment;
 mod embed;
 mod loading;
