@@ -38,6 +38,8 @@ pub struct FileSettings {
     /// `[mcp.servers.NAME]`: MCP servers whose tools take part.
     #[serde(default)]
     pub mcp: zu_mcp::McpConfig,
+    /// `[serve]`: the host names and token of `zu serve`.
+    pub serve: Option<FileServe>,
     /// `[config.<kind>.<name>]` tables: each plugin's config.
     #[serde(default)]
     pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -86,6 +88,17 @@ pub struct FileTask {
     pub output_schema: Option<toml::Value>,
     pub max_tier: Option<u32>,
     pub budget: Option<FileBudget>,
+}
+
+/// `[serve]`: the same settings as `zu serve`'s flags of those names.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileServe {
+    /// More host names the server answers to (`--allow-host`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// The variable holding the token (`--token-env`).
+    pub token_env: Option<String>,
 }
 
 /// `[run]`: the same settings as `zu run`'s flags of those names.

@@ -18,6 +18,7 @@ mod runtime_cli;
 mod scenarios;
 mod scenarios_isolated;
 mod serve;
+mod serve_access;
 mod shaping;
 mod sinks;
 

@@ -1,8 +1,8 @@
 //! `zu serve` through HTTP against logs written by real `zu run`s (sqlite
 //! and jsonl): the runs with the right status, an unfinished run killed with
 //! SIGKILL among them; a run's events paged by `after_seq`; the stream
-//! delivering an event another process appends; the token rule; and the
-//! pages in headless Chromium (`serve_browser` below).
+//! delivering an event another process appends; and the pages in headless
+//! Chromium, logged in with the cookie. Who may ask is `serve_access.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -131,15 +131,13 @@ impl Log {
         let mut cmd = Command::new(&artifacts().zu);
         cmd.args(["serve", "--plugins"])
             .arg(self.plugins.path())
-            .args([
-                "--sink",
-                self.sink,
-                "--sink-config",
-                &self.config,
-                "--addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--sink", self.sink, "--sink-config", &self.config])
             .args(extra)
+            .args(if extra.contains(&"--addr") {
+                &[][..]
+            } else {
+                &["--addr", "127.0.0.1:0"][..]
+            })
             .env_remove("ZU_PLUGIN_PATH")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -160,11 +158,36 @@ impl Log {
                     .to_owned();
             }
         };
+        // Then the one-time login link and how API clients send the token
+        // (its value, or the variable named by --token-env).
+        let mut next_line = || {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "zu serve ended before printing the token"
+            );
+            line.trim().to_owned()
+        };
+        let login = next_line();
+        let login = login[login.find("http://").expect("the login link")..].to_owned();
+        let api = next_line();
+        let said = api
+            .split("Bearer ")
+            .nth(1)
+            .expect("how API clients send the token")
+            .trim_end_matches('"')
+            .to_owned();
+        let token = match said.strip_prefix('$') {
+            Some(var) => env.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string()).unwrap(),
+            None => said,
+        };
         std::thread::spawn(move || for _ in err.lines() {});
-        // With --token-env VAR, the token is VAR's value in `env`.
-        let var = extra.iter().position(|a| *a == "--token-env").map(|i| extra[i + 1]);
-        let token = env.iter().find(|(k, _)| Some(*k) == var).map(|(_, v)| v.to_string());
-        let server = Server { child, url, token };
+        let server = Server {
+            child,
+            url,
+            token,
+            login,
+        };
         let end = Instant::now() + Duration::from_secs(30);
         while server.get("/healthz")["ready"] != true {
             assert!(Instant::now() < end, "the server never read the log");
@@ -190,16 +213,21 @@ pub fn task_of(stderr: &str) -> String {
 pub struct Server {
     child: Child,
     pub url: String,
-    token: Option<String>,
+    /// The token API clients send.
+    pub token: String,
+    /// The one-time login link it printed.
+    pub login: String,
 }
 
 impl Server {
+    /// `GET path` with the bearer token, as JSON.
     pub fn get(&self, path: &str) -> Value {
-        let mut req = ureq::get(&format!("{}{path}", self.url));
-        if let Some(t) = &self.token {
-            req = req.set("authorization", &format!("Bearer {t}"));
-        }
-        req.call().unwrap().into_json().unwrap()
+        self.request("GET", path).call().unwrap().into_json().unwrap()
+    }
+
+    /// A request to `path` carrying the bearer token.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        ureq::request(method, &format!("{}{path}", self.url)).set("authorization", &format!("Bearer {}", self.token))
     }
 }
 
@@ -238,7 +266,7 @@ fn check_api(sink: &'static str) {
         cut,
         killed,
     } = log.runs();
-    let server = log.serve(&[], &[]);
+    let server = log.serve(&["--scoped"], &[]);
     let runs = server.get("/api/runs");
     assert_eq!(runs["total"], 4, "{runs}");
     assert_eq!(status_of(&runs, &ok), "success");
@@ -257,7 +285,7 @@ fn check_api(sink: &'static str) {
     );
     assert_eq!(page2["runs"][0]["task_id"], cut);
 
-    // A run's events, paged by after_seq, scoped unless --full.
+    // A run's events, paged by after_seq, scoped with --scoped.
     let all = server.get(&format!("/api/runs/{ok}/events"))["events"]
         .as_array()
         .unwrap()
@@ -285,7 +313,7 @@ fn check_api(sink: &'static str) {
         "empty"
     );
     drop(server);
-    let full = log.serve(&["--full"], &[]);
+    let full = log.serve(&[], &[]);
     let events = full.get(&format!("/api/runs/{ok}/events"))["events"].clone();
     assert_eq!(
         first_of(events.as_array().unwrap(), "harness.turn.completed")["payload"]["text"],
@@ -293,7 +321,7 @@ fn check_api(sink: &'static str) {
     );
 
     // The stream delivers an event another process appends.
-    let stream = ureq::get(&format!("{}/api/stream", full.url)).call().unwrap();
+    let stream = full.request("GET", "/api/stream").call().unwrap();
     let mut lines = BufReader::new(stream.into_reader()).lines();
     let writer = log
         .run_cmd(json!([{"text": "{\"late\": 1}"}]), "appended while watching")
@@ -312,7 +340,7 @@ fn check_api(sink: &'static str) {
     assert!(seen, "the stream delivered the other process's run");
     assert_eq!(status_of(&full.get("/api/runs"), &late), "success");
     assert_eq!(
-        ureq::get(&format!("{}/api/runs/{}", full.url, uuid::Uuid::new_v4()))
+        full.request("GET", &format!("/api/runs/{}", uuid::Uuid::new_v4()))
             .call()
             .unwrap_err()
             .into_response()
@@ -332,84 +360,15 @@ fn the_api_over_a_jsonl_log_written_by_real_runs() {
     check_api("jsonl");
 }
 
-fn status(url: &str, header: Option<&str>) -> u16 {
-    let mut req = ureq::get(url);
-    if let Some(h) = header {
-        req = req.set("authorization", h);
-    }
-    match req.call() {
-        Ok(r) => r.status(),
-        Err(ureq::Error::Status(code, _)) => code,
-        Err(e) => panic!("{url}: {e}"),
-    }
-}
-
-#[test]
-fn a_non_loopback_address_needs_a_token_and_with_one_every_request_carries_it() {
-    let log = Log::new("sqlite");
-    log.run(json!([{"text": "{}"}]), "q");
-    let zu = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = Command::new(&artifacts().zu);
-        cmd.arg("serve")
-            .arg("--plugins")
-            .arg(log.plugins.path())
-            .args(["--sink", "sqlite", "--sink-config", &log.config])
-            .args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    };
-    let open = zu(&["--addr", "0.0.0.0:0"], &[]);
-    assert_eq!(open.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&open.stderr).contains("--token-env"),
-        "{}",
-        String::from_utf8_lossy(&open.stderr)
-    );
-    let unset = zu(&["--addr", "0.0.0.0:0", "--token-env", "ZU_NO_SUCH_TOKEN"], &[]);
-    assert_eq!(unset.status.code(), Some(2));
-    let memory = Command::new(&artifacts().zu)
-        .args(["serve", "--sink", "memory"])
-        .output()
-        .unwrap();
-    assert_eq!(memory.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&memory.stderr).contains("durable sink"),
-        "{}",
-        String::from_utf8_lossy(&memory.stderr)
-    );
-
-    let server = log.serve(&["--token-env", "ZU_SERVE_TOKEN"], &[("ZU_SERVE_TOKEN", "s3cret")]);
-    for path in ["/", "/api/runs", "/healthz", "/assets/app.js", "/api/stream"] {
-        let url = format!("{}{path}", server.url);
-        assert_eq!(status(&url, None), 401, "{path}");
-        assert_eq!(status(&url, Some("Bearer wrong")), 401, "{path}");
-        if path != "/api/stream" {
-            assert_eq!(status(&url, Some("Bearer s3cret")), 200, "{path}");
-            assert_eq!(status(&format!("{url}?token=s3cret"), None), 200, "{path}");
-        }
-    }
-    let page = ureq::get(&format!("{}/?token=s3cret", server.url))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    assert!(
-        page.contains("/assets/app.js?token=s3cret"),
-        "the page's assets carry the token"
-    );
-}
-
 #[test]
 fn the_pages_in_a_real_browser_show_the_runs_a_run_live_and_two_runs_compared() {
     let log = Log::new("sqlite");
     let Runs { ok, escalated, cut, .. } = log.runs();
-    let server = log.serve(&["--full"], &[]);
+    let server = log.serve(&[], &[]);
     let browser = zu_tests::webdriver::Browser::start();
     let shots = zu_tests::workspace_root().join("target/zu-test-output/serve");
 
-    browser.goto(&format!("{}/", server.url));
+    super::serve_access::log_in(&browser, &server);
     browser.wait(
         20,
         "the runs table",
@@ -488,11 +447,7 @@ fn the_pages_come_from_the_binary_and_reach_for_nothing_outside_it() {
     log.run(json!([{"text": "{}"}]), "q");
     let server = log.serve(&[], &[]);
     for path in ["/", "/assets/app.js", "/assets/app.css", "/compare?a=x&b=y"] {
-        let body = ureq::get(&format!("{}{path}", server.url))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap();
+        let body = server.request("GET", path).call().unwrap().into_string().unwrap();
         assert!(body.len() > 100, "{path}");
         for outside in ["http://", "https://", "//cdn", "@import"] {
             assert!(!body.contains(outside), "{path} reaches outside the binary: {outside}");

@@ -1,18 +1,19 @@
 //! The HTTP surface of `zu serve`: the JSON API the pages use and scripts
 //! can call (`/api/runs`, `/api/runs/{task}`, `/api/runs/{task}/events`,
 //! `/api/stream` as server-sent events, `/healthz`), the pages and their
-//! assets, and the bearer-token rule in front of all of it.
+//! assets, the login and logout routes, and the access rules in front.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,44 +21,63 @@ use uuid::Uuid;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::LoggedEvent;
 
-use super::{pages, App};
+use super::access::{self, Caller};
+use super::{pages, App, AppState};
 
-type AppState = State<Arc<App>>;
-
-/// Every route, behind the token check.
+/// Every route: the security headers on all, the host rule in front of all,
+/// the token rule in front of all but the login page and the static assets.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/", get(pages::runs))
         .route("/runs/{task}", get(pages::run))
         .route("/compare", get(pages::compare))
-        .route("/assets/app.js", get(pages::script))
-        .route("/assets/app.css", get(pages::style))
+        .route("/logout", post(logout))
         .route("/healthz", get(health))
         .route("/api/runs", get(runs))
         .route("/api/runs/{task}", get(one_run))
         .route("/api/runs/{task}/events", get(events))
         .route("/api/stream", get(stream_events))
-        .layer(middleware::from_fn_with_state(app.clone(), token_rule))
+        .layer(middleware::from_fn_with_state(app.clone(), access::token_rule));
+    Router::new()
+        .route("/login", get(login_link).post(login_form))
+        .route("/assets/app.js", get(pages::script))
+        .route("/assets/app.css", get(pages::style))
+        .merge(guarded)
+        .layer(middleware::from_fn_with_state(app.clone(), access::host_rule))
+        .layer(middleware::from_fn(access::headers))
         .with_state(app)
 }
 
-/// With a token configured, a request without it (header or `?token=`) is 401.
-async fn token_rule(State(app): AppState, req: Request, next: Next) -> Response {
-    let Some(token) = &app.token else {
-        return next.run(req).await;
-    };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let query = req.uri().query().unwrap_or_default();
-    let in_query = query.split('&').filter_map(|kv| kv.strip_prefix("token=")).next();
-    if bearer == Some(token.as_str()) || in_query == Some(token.as_str()) {
-        return next.run(req).await;
-    }
-    let body = Json(json!({"error": "unauthorized: send Authorization: Bearer <token> (or ?token=<token>)"}));
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+#[derive(Deserialize)]
+struct LoginLink {
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login_link(
+    State(app): AppState,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<LoginLink>,
+) -> Response {
+    access::login(&app, client.ip(), &headers, q.code.as_deref(), None).await
+}
+
+async fn login_form(
+    State(app): AppState,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    access::login(&app, client.ip(), &headers, None, Some(&f.token)).await
+}
+
+async fn logout(State(app): AppState, Extension(caller): Extension<Caller>) -> Response {
+    access::logout(&app, &caller).await
 }
 
 async fn health(State(app): AppState) -> Json<Value> {

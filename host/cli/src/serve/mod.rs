@@ -1,8 +1,10 @@
 //! `zu serve`: the log of a durable sink as a live trace view in the
 //! browser and a JSON API — the runs, one run as a timeline, two runs side
-//! by side, new events as server-sent events. Loopback by default; any
-//! other address needs a bearer token. The pages are part of the binary.
+//! by side, new events as server-sent events. It answers only its own host
+//! names and only with its token (made at start unless configured), which a
+//! browser trades once for a session cookie. The pages are part of the binary.
 
+mod access;
 mod api;
 mod index;
 mod pages;
@@ -28,16 +30,26 @@ pub struct ServeArgs {
     /// $HOME/.local/share/zu/plugins.
     #[arg(long = "plugins", value_name = "DIR")]
     dirs: Vec<PathBuf>,
-    /// Where to listen. Loopback unless a token is configured (--token-env).
+    /// Where to listen.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7788")]
     addr: SocketAddr,
-    /// The environment variable holding a bearer token: every request must carry it
-    /// (`Authorization: Bearer TOKEN`, or `?token=TOKEN` from a browser). Required for a
-    /// non-loopback --addr.
+    /// Another host name this server answers to (repeatable; also zu.toml [serve]
+    /// allow_hosts). Requests naming any other host are refused (DNS rebinding);
+    /// localhost, the loopback addresses and --addr's are always served.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// The environment variable holding the token (also zu.toml [serve] token_env).
+    /// Without it, a new token is made at every start. API clients send
+    /// `Authorization: Bearer TOKEN`; a browser opens the one-time login link printed
+    /// at start (or pastes the token at /login) and gets a session cookie.
     #[arg(long, value_name = "VAR")]
     token_env: Option<String>,
-    /// Show payloads in full instead of scoped (the allowlist of `zu events`).
+    /// Show payloads scoped (the allowlist of `zu events`). By default whoever holds the
+    /// token sees them in full.
     #[arg(long)]
+    scoped: bool,
+    /// Payloads in full (the default; kept for scripts written for older versions).
+    #[arg(long, hide = true, conflicts_with = "scoped")]
     full: bool,
     /// How often to look for new events, in milliseconds (postgres wakes on NOTIFY).
     #[arg(long, value_name = "MS", default_value_t = 25)]
@@ -57,26 +69,38 @@ pub struct App {
     pub(crate) bus: Arc<zu_runtime::EventBus>,
     pub(crate) shared: Arc<index::Shared>,
     pub(crate) full: bool,
-    pub(crate) token: Option<String>,
+    pub(crate) access: access::Access,
 }
 
+type AppState = axum::extract::State<Arc<App>>;
+
+/// The shortest token zu serve accepts from --token-env.
+const MIN_TOKEN_LEN: usize = 16;
+
 pub fn run(args: ServeArgs) -> Result<u8, Failure> {
-    let token = match &args.token_env {
-        Some(var) => Some(std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
-            Failure::usage(format!(
-                "--token-env {var}: ${var} is not set (or empty); export the token first"
-            ))
-        })?),
-        None => None,
-    };
-    if !args.addr.ip().is_loopback() && token.is_none() {
-        return Err(Failure::usage(format!(
-            "--addr {} is not loopback: anyone who reaches it could read the log; give --token-env VAR (a bearer token every request must carry) or listen on 127.0.0.1",
-            args.addr
-        )));
-    }
     let file = args.config_file.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
     let mut settings = crate::settings::Settings::read(&file, args.config_file.is_some())?;
+    let table = settings.file.serve.take().unwrap_or_default();
+    let token_env = args.token_env.clone().or(table.token_env);
+    let token = match &token_env {
+        Some(var) => {
+            let t = std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                Failure::usage(format!(
+                    "token_env {var}: ${var} is not set (or empty); export the token first"
+                ))
+            })?;
+            if t.len() < MIN_TOKEN_LEN {
+                return Err(Failure::usage(format!(
+                    "token_env {var}: the token is {} characters; use at least {MIN_TOKEN_LEN} (or leave token_env out and zu serve makes one)",
+                    t.len()
+                )));
+            }
+            t
+        }
+        None => access::secret(),
+    };
+    let mut names = args.allow_hosts.clone();
+    names.extend(table.allow_hosts);
     let file_sink = settings.file.sink.take();
     let (sink, sink_config) = settings
         .choose(
@@ -123,12 +147,6 @@ pub fn run(args: ServeArgs) -> Result<u8, Failure> {
             .spawn(move || index::follow(bus, shared, prices, poll))
             .map_err(|e| Failure::failed(format!("cannot start the log follower: {e}")))?;
     }
-    let app = Arc::new(App {
-        bus,
-        shared,
-        full: args.full,
-        token,
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,8 +156,24 @@ pub fn run(args: ServeArgs) -> Result<u8, Failure> {
             .await
             .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", args.addr)))?;
         let local = listener.local_addr().map_err(|e| Failure::failed(e.to_string()))?;
+        let access = access::Access::new(token, local, &names);
         eprintln!("zu: serving the {sink} log on http://{local}/ (Ctrl-C to stop)");
-        axum::serve(listener, api::router(app))
+        eprintln!("zu: log in once at http://{local}/login?code={}", access.login_code());
+        match &token_env {
+            Some(var) => eprintln!("zu: API clients send \"Authorization: Bearer ${var}\""),
+            None => eprintln!("zu: API clients send \"Authorization: Bearer {}\"", access.token()),
+        }
+        if !local.ip().is_loopback() {
+            eprintln!("zu: {local} is not loopback and this is plain HTTP: put TLS in front of it for anything but a trusted network");
+        }
+        let app = Arc::new(App {
+            bus,
+            shared,
+            full: !args.scoped,
+            access,
+        });
+        let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -3,12 +3,18 @@
 // server-sent events and are drawn in place.
 "use strict";
 
-const TOKEN = new URLSearchParams(location.search).get("token");
-const withToken = (url) => TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
+// The session is an HttpOnly cookie the browser sends by itself; a change
+// (log out) also carries the page's CSRF token. No token is ever in a URL.
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const api = async (url) => {
-  const r = await fetch(withToken(url));
+  const r = await fetch(url, { credentials: "same-origin" });
+  if (r.status === 401) { location.href = "/login"; throw new Error("logged out"); }
   if (!r.ok) throw new Error(url + ": HTTP " + r.status);
   return r.json();
+};
+const logout = async () => {
+  await fetch("/logout", { method: "POST", credentials: "same-origin", headers: { "x-csrf-token": CSRF } });
+  location.href = "/login";
 };
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -26,7 +32,7 @@ const usd = (d) => d == null ? "—" : "$" + d.toFixed(4);
 const setLive = (on, text) => { const l = $("#live"); l.textContent = text; l.className = "live" + (on ? "" : " off"); };
 
 function stream(query, onEvent) {
-  const es = new EventSource(withToken("/api/stream" + query));
+  const es = new EventSource("/api/stream" + query);
   es.onopen = () => setLive(true, "live");
   es.onerror = () => setLive(false, "reconnecting…");
   es.onmessage = (m) => onEvent(JSON.parse(m.data));
@@ -61,7 +67,7 @@ async function runsView(app) {
     const checked = new Set([...body.querySelectorAll("input:checked")].map((c) => c.value));
     body.replaceChildren(...data.runs.map((r) => el("tr", { "data-task": r.task_id },
       el("td", {}, el("input", { type: "checkbox", value: r.task_id, ...(checked.has(r.task_id) ? { checked: "" } : {}) })),
-      el("td", {}, el("a", { href: withToken("/runs/" + r.task_id), text: short(r.task_id) })),
+      el("td", {}, el("a", { href: "/runs/" + r.task_id, text: short(r.task_id) })),
       el("td", { class: "muted", text: short(r.trace_id) }),
       el("td", { text: r.query }),
       el("td", {}, el("span", { class: "status " + r.status, text: r.status }), r.reason ? el("div", { class: "muted", text: r.reason }) : null),
@@ -71,14 +77,14 @@ async function runsView(app) {
       el("td", { text: r.started.replace("T", " ").slice(0, 19) }),
       el("td", { class: "num", text: ms(r.duration_ms) }))));
   };
-  const go = () => { state.page = 1; history.replaceState(null, "", withToken(`/?status=${state.status}&q=${encodeURIComponent(state.q)}`)); load(); };
+  const go = () => { state.page = 1; history.replaceState(null, "", `/?status=${state.status}&q=${encodeURIComponent(state.q)}`); load(); };
   status.onchange = () => { state.status = status.value; go(); };
   text.oninput = () => { state.q = text.value; go(); };
   prev.onclick = () => { if (state.page > 1) { state.page--; load(); } };
   next.onclick = () => { if (state.page * 50 < total) { state.page++; load(); } };
   compare.onclick = () => {
     const picked = [...body.querySelectorAll("input:checked")].map((c) => c.value);
-    if (picked.length === 2) location.href = withToken(`/compare?a=${picked[0]}&b=${picked[1]}`);
+    if (picked.length === 2) location.href = `/compare?a=${picked[0]}&b=${picked[1]}`;
     else alert("select two runs");
   };
   await load();
@@ -202,7 +208,7 @@ async function compareView(app, a, b) {
   const sa = steps(ea), sb = steps(eb);
   const table = el("table", { class: "cmp", id: "compare-table" },
     el("tr", {}, el("th", { text: "step" }), ...[ra, rb].map((r) => el("th", {},
-      el("a", { href: withToken("/runs/" + r.task_id), text: short(r.task_id) }), " ", el("span", { class: "status " + r.status, text: r.status })))));
+      el("a", { href: "/runs/" + r.task_id, text: short(r.task_id) }), " ", el("span", { class: "status " + r.status, text: r.status })))));
   let diffs = 0;
   for (let i = 0; i < Math.max(sa.length, sb.length); i++) {
     const x = sa[i], y = sb[i];
@@ -224,6 +230,7 @@ async function compareView(app, a, b) {
 // ---- routing ---------------------------------------------------------------
 
 (async () => {
+  $("#logout")?.addEventListener("click", logout);
   const app = $("#app");
   try {
     const path = location.pathname;
