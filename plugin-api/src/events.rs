@@ -147,3 +147,26 @@ mod tests {
         }
     }
 }
+
+/// The `source`s zu writes its own events under (and a few it keeps for the
+/// parts to come): no plugin may be named one of them, and a name a plugin
+/// supplies (a model id, say) never becomes one, so a reader can trust that
+/// an event from `loop` is zu's. Compared without regard to case.
+pub const RESERVED_SOURCES: &[&str] = &[
+    "loop", "loader", "pipeline", "replay", "harness", "host", "zu", "queue", "approval", "operator", "export",
+];
+
+/// Whether `name` is one of [`RESERVED_SOURCES`].
+pub fn is_reserved_source(name: &str) -> bool {
+    RESERVED_SOURCES.iter().any(|r| r.eq_ignore_ascii_case(name.trim()))
+}
+
+/// A source for events about plugin `name`: the name itself, unless it is
+/// reserved, then `plugin:NAME`.
+pub fn plugin_source(name: &str) -> std::borrow::Cow<'_, str> {
+    if is_reserved_source(name) {
+        format!("plugin:{name}").into()
+    } else {
+        name.into()
+    }
+}

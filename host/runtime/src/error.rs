@@ -168,6 +168,20 @@ pub enum LoadError {
         first: String,
     },
 
+    /// The plugin's name is one zu writes its own events under (an event's
+    /// `source`), so readers could take the plugin's events for zu's.
+    #[error("{origin}: {kind} plugin {name:?} has a name zu keeps for its own events ({reserved}); rename the plugin")]
+    ReservedName {
+        /// The file (or `in-process`) of the refused plugin.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// The name.
+        name: String,
+        /// The reserved names, listed.
+        reserved: String,
+    },
+
     /// The file or its directory may be written by someone other than its
     /// owner (group write is accepted only for the owner's private group).
     ///
@@ -353,6 +367,7 @@ impl LoadError {
             LoadError::ConstructorFailed { .. } => "constructor_failed",
             LoadError::ConstructorPanicked { .. } => "constructor_panicked",
             LoadError::NameTaken { .. } => "name_taken",
+            LoadError::ReservedName { .. } => "reserved_name",
             LoadError::InsecurePermissions { .. } => "insecure_permissions",
             LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
             LoadError::NotARegularFile { .. } => "not_a_regular_file",

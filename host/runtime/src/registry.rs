@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHasher;
 use serde::Serialize;
+use zu_plugin_api::events as ev;
 use zu_plugin_api::ports::{self, Envelope};
 use zu_plugin_api::version::Kind;
 
@@ -150,8 +151,17 @@ impl Registry {
         self.register(PluginInfo::native(object.kind(), name, envelope), object)
     }
 
-    /// `Err(NameTaken)` if `info`'s kind already holds its name.
+    /// `Err(NameTaken)` if `info`'s kind already holds its name;
+    /// `Err(ReservedName)` if it is a source zu writes its own events under.
     pub fn check_name_free(&self, info: &PluginInfo) -> Result<(), LoadError> {
+        if ev::is_reserved_source(&info.name) {
+            return Err(LoadError::ReservedName {
+                origin: info.origin(),
+                kind: info.kind,
+                name: info.name.clone(),
+                reserved: ev::RESERVED_SOURCES.join(", "),
+            });
+        }
         match self.items.get(&info.kind).and_then(|m| m.get(&info.name)) {
             Some(existing) => Err(LoadError::NameTaken {
                 origin: info.origin(),
@@ -207,6 +217,21 @@ mod tests {
         fn call(&self, _: &dyn RunContext, _: JsonObject) -> Result<JsonObject, PluginError> {
             Ok(JsonObject::new())
         }
+    }
+
+    #[test]
+    fn a_name_zu_writes_its_own_events_under_is_refused_in_any_case() {
+        let mut reg = Registry::new();
+        for name in ["loop", "Loader", " pipeline ", "HARNESS"] {
+            let e = reg
+                .register_native(name, Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+                .unwrap_err();
+            assert_eq!(e.code(), "reserved_name", "{name}");
+            assert!(e.to_string().contains("rename the plugin"), "{e}");
+        }
+        assert!(reg.names(Kind::Tools).is_empty());
+        reg.register_native("loops", Envelope::NONE, PluginObject::Tool(Arc::new(Noop)))
+            .unwrap();
     }
 
     #[test]

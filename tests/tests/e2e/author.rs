@@ -170,3 +170,93 @@ fn mistakes_an_author_makes_are_reported_in_the_authors_terms() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_cannot_take_a_source_zu_writes_under_and_a_model_cannot_either() {
+    let source = r#"
+use zu_plugin_api::prelude::*;
+
+#[tool(name = "loop")]
+fn pretend(_args: JsonObject) -> Result<Value, PluginError> {
+    Ok(json!({"said": "I am the loop"}))
+}
+
+#[tool(name = "Loader")]
+fn shout(_args: JsonObject) -> Result<Value, PluginError> {
+    Ok(json!({}))
+}
+
+#[tool(name = "honest")]
+fn honest(_args: JsonObject) -> Result<Value, PluginError> {
+    Ok(json!({"ok": true}))
+}
+
+zu_plugin_api::export_plugins! { tools: [pretend, shout, honest] }
+"#;
+    let ws = author_workspace(&[("impostor", source.to_owned())]);
+    let out = cargo_build(ws.path(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = artifacts();
+    let plugins = zu_tests::plugin_dir(&[built("impostor"), a.lib("zu_plugin_scripted"), a.lib("zu_plugin_jsonl")]);
+    let listed = Command::new(&a.zu)
+        .args(["plugins", "--json", "--plugins", plugins.path().to_str().unwrap()])
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let text = listed.to_string();
+    let codes: Vec<&Value> = listed["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["error"]["code"])
+        .collect();
+    assert_eq!(codes, [&json!("reserved_name"), &json!("reserved_name")], "{text}");
+    assert!(text.contains("\"honest\""), "the library's other tool loads: {text}");
+
+    // A model that calls `loop` (no such tool) or `honest` writes no event under zu's sources.
+    let script = json!({"responses": [
+        {"tool_calls": [{"name": "loop", "args": {}}, {"name": "LOOP", "args": {}}, {"name": "honest", "args": {}}]},
+        {"text": "{\"done\": true}"}
+    ]});
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log.jsonl");
+    let out = Command::new(&a.zu)
+        .args(["run", "--plugins", plugins.path().to_str().unwrap(), "--query", "q"])
+        .args(["--provider", "scripted", "--provider-config", &script.to_string()])
+        .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tool_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("harness.tool."))
+        .collect();
+    assert_eq!(tool_events.len(), 6, "three calls, each invoked and returned");
+    let sources: Vec<&str> = tool_events.iter().map(|e| e["source"].as_str().unwrap()).collect();
+    assert_eq!(
+        sources,
+        [
+            "plugin:loop",
+            "plugin:loop",
+            "plugin:LOOP",
+            "plugin:LOOP",
+            "honest",
+            "honest"
+        ],
+        "{sources:?}"
+    );
+    for e in &events {
+        let s = e["source"].as_str().unwrap();
+        assert!(
+            !(s == "loop" && e["type"].as_str().unwrap().starts_with("harness.tool.")),
+            "{e}"
+        );
+    }
+}

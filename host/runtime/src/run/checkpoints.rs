@@ -82,7 +82,7 @@ fn run_check(
         Err(p) => format!("panicked: {}", zu_plugin_api::ports::panic_message(&*p)),
     };
     tracing::warn!(check = name, kind, %error, mode = ?checks.mode, "a check failed to give a verdict");
-    record.emit(
+    record.emit_as(
         ev::CHECK_FAILED,
         &json!({"check": name, "kind": kind, "error": error}),
         parent,
@@ -114,7 +114,7 @@ pub(super) fn checkpoint(
             continue;
         };
         if !v.detector.starts_with("check_failed:") {
-            record.emit(
+            record.emit_as(
                 ev::DETECTOR_FIRED,
                 &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
                 Some(turn),
@@ -167,7 +167,7 @@ pub(super) fn escalate(
     }
     let from = ladder.current;
     ladder.current += 1;
-    record.emit(
+    record.emit_as(
         ev::TASK_ESCALATED,
         &json!({"reason": verdict.detector, "detail": verdict.detail, "from_tier": from, "to_tier": ladder.current}),
         record.root(),

@@ -35,7 +35,9 @@ pub(super) fn record(
         if let Value::Object(more) = extra {
             payload.extend(more);
         }
-        record.emit(ev::DEFENSE_BLOCKED, &payload, Some(turn), name).map(|_| ())
+        record
+            .emit_as(ev::DEFENSE_BLOCKED, &payload, Some(turn), name)
+            .map(|_| ())
     };
     let mut encoded = None;
     let obs: JsonObject = match outcome {
@@ -76,13 +78,13 @@ pub(super) fn record(
     };
     let summary;
     let returned = if CONTENT_KEYS.iter().any(|k| obs.contains_key(*k)) {
-        record.emit(ev::SOURCE_FETCHED, &obs, Some(turn), name)?;
+        record.emit_as(ev::SOURCE_FETCHED, &obs, Some(turn), name)?;
         summary = summarize(&obs);
         &summary
     } else {
         &obs
     };
-    record.emit(
+    record.emit_as(
         ev::TOOL_RETURNED,
         &ToolReturned {
             tool: name,

@@ -38,22 +38,39 @@ impl Record {
         self.stop.root.get().copied()
     }
 
-    /// Publishes one event of this run.
+    /// Publishes one event of this run under one of zu's own sources.
     pub(super) fn emit(
         &self,
         ty: &'static str,
         payload: &impl serde::Serialize,
         parent: Option<Uuid>,
-        source: &str,
+        source: &'static str,
+    ) -> Result<Uuid, BusError> {
+        self.publish(ty, payload, parent, Cow::Borrowed(source))
+    }
+
+    /// Publishes one event about plugin `name` (a tool, a detector), under
+    /// its name — never one of zu's own sources ([`ev::plugin_source`]).
+    pub(super) fn emit_as(
+        &self,
+        ty: &'static str,
+        payload: &impl serde::Serialize,
+        parent: Option<Uuid>,
+        name: &str,
+    ) -> Result<Uuid, BusError> {
+        self.publish(ty, payload, parent, Cow::Owned(ev::plugin_source(name).into_owned()))
+    }
+
+    fn publish(
+        &self,
+        ty: &'static str,
+        payload: &impl serde::Serialize,
+        parent: Option<Uuid>,
+        source: Cow<'static, str>,
     ) -> Result<Uuid, BusError> {
         if self.stop.abandoned.load(Ordering::Acquire) {
             return Err(BusError::Closed); // the caller ended this run; nothing more goes on its log
         }
-        let source: Cow<'static, str> = if source == "loop" {
-            "loop".into()
-        } else {
-            source.to_owned().into()
-        };
         let event = Event::with_payload(self.trace_id, self.task_id, parent, ty, source, payload)
             .expect("the loop emits only namespaced event types and object payloads");
         let id = event.event_id();
@@ -70,7 +87,7 @@ impl Record {
             what,
             "a plugin's process ended during a call; contained"
         );
-        self.emit(
+        self.emit_as(
             ev::PLUGIN_CONTAINED,
             &json!({"plugin": name, "kind": kind, "what": what}),
             parent,

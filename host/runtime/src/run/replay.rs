@@ -88,7 +88,7 @@ impl Loop {
             self.record.root(),
             "loop",
         )?;
-        self.record.emit(
+        self.record.emit_as(
             ev::TOOL_INVOKED,
             &json!({"tool": step.tool, "args": step.args}),
             Some(turn),

@@ -397,7 +397,7 @@ impl Loop {
             reason: None,
         };
         if let Some(v) = on_final(&self.record, &self.checks, &candidate)? {
-            self.record.emit(
+            self.record.emit_as(
                 ev::VALIDATION_FAILED,
                 &json!({"detector": v.detector, "severity": severity_name(v.severity), "detail": v.detail}),
                 self.record.root(),

@@ -36,7 +36,7 @@ impl Loop {
             };
             return Ok(());
         };
-        self.record.emit(
+        self.record.emit_as(
             ev::TOOL_INVOKED,
             &ToolInvoked {
                 tool: &call.name,
