@@ -12,6 +12,7 @@ use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{view, EventBus};
 
+use crate::display::escape;
 use crate::{exit, Failure};
 
 #[derive(Args)]
@@ -96,19 +97,15 @@ impl Damage {
             events::LOG_DAMAGED => {
                 if self.rows.insert(logged.seq) {
                     let p = e.payload();
-                    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let text = |k: &str| escape(p.get(k).and_then(Value::as_str).unwrap_or("")).into_owned();
                     eprintln!("zu: skipped {}: {}", text("where"), text("reason"));
                 }
                 *after = (*after).max(logged.seq);
                 true
             }
             events::LOG_RESTARTED => {
-                let what = e
-                    .payload()
-                    .get("what")
-                    .and_then(Value::as_str)
-                    .unwrap_or("replaced")
-                    .to_owned();
+                let what = e.payload().get("what").and_then(Value::as_str).unwrap_or("replaced");
+                let what = escape(what);
                 eprintln!("zu: the log was {what}; following the new log from its first event");
                 *after = 0;
                 self.rows.clear();
@@ -183,10 +180,11 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
     Ok(exit::DAMAGED)
 }
 
-/// One table line; the payload is cut at 100 characters unless `full`.
+/// One table line, every cell escaped (the log is anyone's data); the
+/// payload is cut at 100 characters of its escaped JSON unless `full`.
 fn table_row(seq: u64, view: &Value, full: bool) -> String {
-    let s = |k: &str| view[k].as_str().unwrap_or("").to_owned();
-    let mut payload = view["payload"].to_string();
+    let s = |k: &str| escape(view[k].as_str().unwrap_or("")).into_owned();
+    let mut payload = escape(&view["payload"].to_string()).into_owned();
     if !full && payload.chars().count() > 100 {
         payload = payload.chars().take(99).collect::<String>() + "…";
     }

@@ -6,6 +6,7 @@
 
 mod config;
 mod cost;
+mod display;
 mod events;
 mod exit;
 mod interrupt;
@@ -160,7 +161,7 @@ fn main() -> ExitCode {
     let code = match outcome {
         Ok(code) => code,
         Err(Failure { code, message }) => {
-            eprintln!("zu: {message}");
+            eprintln!("zu: {}", display::escape_lines(&message));
             code
         }
     };
