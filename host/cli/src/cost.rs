@@ -9,6 +9,7 @@ use uuid::Uuid;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{CostSummary, Prices};
 
+use crate::display::escape;
 use crate::{exit, Failure};
 
 #[derive(Args)]
@@ -97,10 +98,11 @@ fn print_table(s: &CostSummary) {
         "OUTPUT",
         "USD"
     );
+    // Model names come from the log: anyone who could write it chose them.
     for (model, m) in &s.by_model {
         crate::outln!(
             "{:<32} {:>6} {:>12} {:>12} {:>12}",
-            model,
+            escape(model),
             m.calls,
             m.input_tokens,
             m.output_tokens,

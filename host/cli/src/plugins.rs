@@ -10,6 +10,7 @@ use serde::Serialize;
 use zu_loader::discovery;
 
 use crate::config::parse_config_args;
+use crate::display::escape;
 use crate::load::{self, config_flag, Loaded};
 use crate::settings::Settings;
 use crate::{exit, Failure};
@@ -73,7 +74,7 @@ pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
         discovery::plugin_dirs(&args.dirs)
     };
     if let Some(hint) = dirs.nowhere_hint() {
-        eprintln!("zu: {hint}");
+        eprintln!("zu: {}", escape(&hint));
     }
     let mut configs = settings.plugin_configs()?;
     configs.extend(parse_config_args(&args.configs)?);
@@ -176,6 +177,9 @@ impl Report {
         Report { plugins, failures }
     }
 
+    /// The table: every cell and message escaped (plugins and MCP servers
+    /// choose their names, versions, envelopes and error messages), columns
+    /// as wide as their widest escaped cell.
     fn table(&self) -> String {
         let mut out = String::new();
         let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(",") };
@@ -192,6 +196,7 @@ impl Report {
                     list(&p.egress),
                     p.library.clone().unwrap_or_else(|| "in-process".into()),
                 ]
+                .map(|c| escape(&c).into_owned())
             })
             .collect();
         out.push_str(&format!("{} plugin(s) loaded\n", rows.len()));
@@ -200,7 +205,7 @@ impl Report {
             let mut widths = header.clone().map(|h| h.len());
             for r in &rows {
                 for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.len());
+                    *w = (*w).max(c.chars().count());
                 }
             }
             for r in std::iter::once(&header).chain(&rows) {
@@ -211,7 +216,7 @@ impl Report {
         if !self.failures.is_empty() {
             out.push_str(&format!("{} refused\n", self.failures.len()));
             for f in &self.failures {
-                out.push_str(&format!("  [{}] {}\n", f.error.code, f.error.message));
+                out.push_str(&format!("  [{}] {}\n", f.error.code, escape(&f.error.message)));
             }
         }
         out
