@@ -13,6 +13,7 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::{LoadError, LoadFailure, Registry};
 
 use crate::config::{ConfigError, PluginConfig};
+use crate::display::escape;
 use crate::Failure;
 
 /// A registry loaded for one command, with the configs it was given.
@@ -220,7 +221,7 @@ impl Loaded {
                 .iter()
                 .any(|(k, n)| f.kind.as_deref() == Some(k.as_str()) && f.name.as_deref() == Some(*n));
             if !skipped {
-                eprintln!("zu: refused [{}] {}", f.error.code(), self.describe(f));
+                eprintln!("zu: refused [{}] {}", f.error.code(), escape(&self.describe(f)));
             }
         }
     }

@@ -19,6 +19,7 @@ use zu_runtime::{resume_task, run_task, Cancel, EventBus, RunOptions, Track};
 pub use plan::RunArgs;
 pub(crate) use plan::{plan, Plan, Query};
 
+use crate::display::escape;
 use crate::interrupt::Interrupts;
 use crate::load::{self, Loaded};
 use crate::{exit, Failure};
@@ -115,19 +116,26 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
     if let (Some(t), Some(path)) = (&track, &plan.track) {
         if !t.matches(&plan.spec) && plan.resume.is_none() {
             eprintln!(
-                "zu: track {} was recorded for another task ({:?}); not replaying it",
-                path.display(),
-                t.task
+                "zu: track {} was recorded for another task ({}); not replaying it",
+                escape(&path.display().to_string()),
+                escape(&format!("{:?}", t.task))
             );
         }
     }
     let tools = chosen(&loaded, Kind::Tools, &plan.tools)?;
     let detectors = chosen(&loaded, Kind::Detectors, &plan.detectors)?;
     let validators = chosen(&loaded, Kind::Validators, &plan.validators)?;
-    let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+    // Plugins and MCP servers choose their names: each is shown escaped.
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter().map(|n| escape(n)).collect::<Vec<_>>().join(", ")
+        }
+    };
     eprintln!(
         "zu: taking part: provider {}; tools: {}; detectors: {}; validators: {}",
-        plan.provider,
+        escape(&plan.provider),
         list(&tools),
         list(&detectors),
         list(&validators)
@@ -201,7 +209,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             eprintln!(
                 "zu: task {task} ended {:?}; {events} events in the {} log",
                 result.status,
-                plan.sink.as_deref().unwrap_or("in-memory")
+                escape(plan.sink.as_deref().unwrap_or("in-memory"))
             );
             record_track(&plan, &p, task, &result);
             Ok(exit_code(&p.interrupts, result.status))
@@ -232,10 +240,14 @@ fn record_track(plan: &Plan, p: &Prepared, task: uuid::Uuid, result: &RunResult)
                 track.model = old.model.clone();
             }
             match track.save(path) {
-                Ok(()) => eprintln!("zu: recorded {} steps into track {}", track.steps.len(), path.display()),
-                Err(e) => eprintln!("zu: {e}"),
+                Ok(()) => eprintln!(
+                    "zu: recorded {} steps into track {}",
+                    track.steps.len(),
+                    escape(&path.display().to_string())
+                ),
+                Err(e) => eprintln!("zu: {}", escape(&e.to_string())),
             }
         }
-        Err(e) => eprintln!("zu: could not record the track: {e}"),
+        Err(e) => eprintln!("zu: could not record the track: {}", escape(&e.to_string())),
     }
 }
