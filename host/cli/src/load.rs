@@ -168,7 +168,7 @@ impl Loaded {
                         origin: c.origin.clone(),
                         kind: c.kind,
                         name: c.name.clone(),
-                        loaded: self.registry.names(c.kind),
+                        loaded: self.escaped_names(c.kind),
                     }
                     .to_string(),
                 ));
@@ -193,13 +193,24 @@ impl Loaded {
         }
     }
 
+    /// The loaded plugins of `kind`, each name escaped (plugins and MCP
+    /// servers choose them; a message must not break on one).
+    fn escaped_names(&self, kind: Kind) -> Vec<String> {
+        self.registry
+            .names(kind)
+            .iter()
+            .map(|n| escape(n).into_owned())
+            .collect()
+    }
+
     /// Why the `kind` plugin `name` is not in the registry: its refusal if it
     /// was refused, else what did load (and where zu looked, if nowhere).
+    /// Text from plugins in it is escaped, each part on one line.
     pub fn missing(&self, kind: Kind, name: &str, context: &str) -> String {
         if let Some(f) = self.refusal(kind, name) {
-            return self.describe(f);
+            return escape(&self.describe(f)).into_owned();
         }
-        let loaded = self.registry.names(kind);
+        let loaded = self.escaped_names(kind);
         let loaded = if loaded.is_empty() {
             "none".to_owned()
         } else {
