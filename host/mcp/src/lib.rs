@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod capped;
 pub mod config;
 mod server;
 mod tool;

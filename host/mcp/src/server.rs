@@ -6,20 +6,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use zu_plugin_api::contracts::JsonObject;
-use zu_plugin_api::ports::PluginError;
+use zu_plugin_api::ports::{PluginError, MAX_OBSERVATION_BYTES};
 
+use crate::capped::{CappedLines, CUT_CODE, CUT_MESSAGE};
 use crate::config::ServerConfig;
+
+/// The longest message a stdio server may send (a tool result's observation
+/// is then checked against [`MAX_OBSERVATION_BYTES`]); past it the message is
+/// cut while it is read and the call is refused as too large.
+pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_OBSERVATION_BYTES;
 
 type Client = RunningService<RoleClient, ()>;
 
@@ -47,6 +54,10 @@ struct Live {
     /// The process group of a stdio server.
     group: Option<i32>,
     stderr: Arc<Mutex<String>>,
+    /// Set when the server sent a message over the cap with no id to answer.
+    lost: Option<Arc<AtomicBool>>,
+    /// A stdio server's process (killed when dropped).
+    _process: Option<Box<dyn process_wrap::tokio::ChildWrapper>>,
 }
 
 /// One configured server.
@@ -102,6 +113,7 @@ impl Server {
     async fn connect(&self) -> Result<(Live, Vec<Tool>), String> {
         let c = &self.config;
         let stderr = Arc::new(Mutex::new(String::new()));
+        let (mut lost, mut process) = (None, None);
         let (client, group) = match (&c.command, &c.url) {
             (Some(command), _) => {
                 let mut cmd = tokio::process::Command::new(find(command)?);
@@ -115,14 +127,22 @@ impl Server {
                 if let Some(dir) = &c.cwd {
                     cmd.current_dir(self.base.join(dir));
                 }
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
                 let mut wrap = process_wrap::tokio::CommandWrap::from(cmd);
                 wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
                 wrap.wrap(process_wrap::tokio::KillOnDrop);
-                let (transport, err) = TokioChildProcess::builder(wrap)
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-                let group = transport.id().map(|p| p as i32);
+                let mut child = wrap.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+                let (Some(input), Some(output), err) = (
+                    child.inner_mut().stdin().take(),
+                    child.inner_mut().stdout().take(),
+                    child.inner_mut().stderr().take(),
+                ) else {
+                    return Err(format!("cannot start {command:?}: no pipes to it"));
+                };
+                let group = child.id().map(|p| p as i32);
+                let output = CappedLines::new(output, MAX_MESSAGE_BYTES);
+                lost = Some(output.lost.clone());
+                process = Some(child);
                 if let Some(mut err) = err {
                     let keep = stderr.clone();
                     tokio::spawn(async move {
@@ -141,7 +161,7 @@ impl Server {
                         }
                     });
                 }
-                let client = ().serve(transport).await;
+                let client = ().serve((output, input)).await;
                 let client = client.map_err(|e| format!("no MCP handshake ({e}){}", tail(&stderr)))?;
                 (client, group)
             }
@@ -162,7 +182,16 @@ impl Server {
             .list_all_tools()
             .await
             .map_err(|e| format!("cannot list its tools ({e}){}", tail(&stderr)))?;
-        Ok((Live { client, group, stderr }, tools))
+        Ok((
+            Live {
+                client,
+                group,
+                stderr,
+                lost,
+                _process: process,
+            },
+            tools,
+        ))
     }
 
     /// Connects within `limit` and keeps the connection; the server's tools.
@@ -220,9 +249,21 @@ impl Server {
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args);
         let out = runtime().block_on(async { tokio::time::timeout(limit, live.client.call_tool(params)).await });
         let stderr = live.stderr.clone();
+        let lost = live.lost.as_ref().is_some_and(|l| l.load(Ordering::Acquire));
         drop(guard);
+        let too_large = PluginError::TooLarge {
+            limit: MAX_OBSERVATION_BYTES,
+        };
         match out {
             Ok(Ok(result)) => Ok(observation(result)),
+            Ok(Err(ServiceError::McpError(e))) if e.code.0 == CUT_CODE && e.message.starts_with(CUT_MESSAGE) => {
+                Err(too_large)
+            }
+            Ok(Err(_)) if lost => {
+                // Cut with no id to answer: the stream ended there; start afresh.
+                self.replace(None);
+                Err(too_large)
+            }
             Ok(Err(ServiceError::McpError(e))) => Err(PluginError::failed(format!(
                 "MCP server {:?}: {}",
                 self.name, e.message

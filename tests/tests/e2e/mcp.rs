@@ -368,3 +368,71 @@ fn a_streamable_http_server_is_reached_by_url() {
         "{report}"
     );
 }
+
+#[test]
+fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
+    let server = zu_tests::workspace_root().join("tests/fixtures/mcp/flood.py");
+    let s = setup(&format!(
+        "[mcp.servers.flood]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ntool_timeout_s = 120\n"
+    ));
+    let log = s.dir.path().join("log.jsonl");
+    let script = json!({"responses": [
+        call("flood__pid", json!({})),
+        call("flood__flood", json!({})),
+        call("flood__pid", json!({})),
+        {"text": "{\"done\": true}"}
+    ]});
+    // zu under a parent that reports the largest resident size of what it waited for.
+    let measure = "import resource, subprocess, sys\n\
+                   r = subprocess.run(sys.argv[1:])\n\
+                   print('maxrss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
+                   sys.exit(r.returncode)";
+    let out = Command::new("python3")
+        .args(["-c", measure])
+        .arg(&artifacts().zu)
+        .args([
+            "run",
+            "--provider",
+            "scripted",
+            "--provider-config",
+            &script.to_string(),
+            "--query",
+            "q",
+        ])
+        .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
+        .current_dir(s.dir.path())
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let stderr = err(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(kib < 300 * 1024, "zu held {} MiB for a 500 MB result", kib / 1024);
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let obs = observations(&events);
+    assert_eq!(obs.len(), 3, "{obs:?}");
+    assert_eq!(obs[1]["blocked"], "oversized_observation", "{}", obs[1]);
+    let pids: Vec<String> = fetched(&events)
+        .iter()
+        .map(|p| p["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    assert_eq!(
+        pids[0], pids[1],
+        "the same server answered after the cut: it was not restarted"
+    );
+    assert!(
+        !events.iter().any(|e| e["type"] == "harness.plugin.contained"),
+        "a cut answer is no crash"
+    );
+}
