@@ -62,7 +62,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     if args.json {
         let mut out = serde_json::to_value(&summary).expect("plain data");
         round_dollars(&mut out);
-        crate::outln!("{out}");
+        crate::outln!("{}", crate::display::json(&out.to_string()));
     } else {
         print_table(&summary);
     }

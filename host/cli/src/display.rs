@@ -10,6 +10,10 @@
 //! and DEL as `\xNN` (`\x1b`), everything else as `\u{N}` (`\u{9b}`,
 //! `\u{202e}`). Nothing is dropped; a backslash is left as it is, so the
 //! escaping is for eyes, not to be undone. Text that needs none is borrowed.
+//!
+//! JSON output goes through [`json`] instead: serde_json escapes C0 controls
+//! but writes DEL, C1 and bidi characters raw, so those become `\u009b` and
+//! the like — the same JSON value, spelled so a terminal shows it inert.
 
 use std::borrow::Cow;
 
@@ -48,6 +52,27 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// snippet, say): as [`escape`], but `\n` and `\t` are kept.
 pub fn escape_lines(s: &str) -> Cow<'_, str> {
     escaped(s, |c| c == '\n' || c == '\t')
+}
+
+/// JSON text (from serde_json) with DEL, the C1 controls and the bidi
+/// characters spelled as JSON escapes (`\u009b`): the same value, inert on a
+/// terminal. Such characters can only stand inside JSON strings, where the
+/// escape means the same; serde_json already escapes C0 controls there, and
+/// the newlines of pretty-printed JSON are kept.
+pub fn json(text: &str) -> Cow<'_, str> {
+    let Some(first) = text.find(|c: char| hostile(c) && c >= '\x7f') else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        if hostile(c) && c >= '\x7f' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -113,6 +138,23 @@ mod tests {
             escape_lines("a\r\n\x1b[2J\u{9b}1m\u{202e}"),
             "a\\r\n\\x1b[2J\\u{9b}1m\\u{202e}"
         );
+    }
+
+    #[test]
+    fn json_output_stays_the_same_json_with_every_hostile_character_escaped() {
+        let value = serde_json::json!({
+            "name": "\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}\u{2066}x\r\n\x7f",
+            "plain": "naïve 日本語 🦀 \\ \"q\"",
+            "\u{85}key": [1, "\u{2069}"],
+        });
+        for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
+            let safe = json(&text);
+            assert!(!safe.chars().any(|c| hostile(c) && c != '\n'), "{safe}");
+            assert!(safe.contains(r"\u009b31m\u202e\u2066x\r\n\u007f"), "{safe}");
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value);
+        }
+        let plain = serde_json::json!({"a": "naïve 日本語", "b": [1, 2]}).to_string();
+        assert!(matches!(json(&plain), Cow::Borrowed(_)));
     }
 
     #[test]

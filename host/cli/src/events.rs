@@ -149,7 +149,7 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
                 if let Value::Object(o) = &mut view {
                     o.insert("seq".into(), logged.seq.into());
                 }
-                view.to_string()
+                crate::display::json(&view.to_string()).into_owned()
             } else {
                 table_row(logged.seq, &view, args.full)
             };

@@ -146,7 +146,8 @@ pub fn run(args: PipelineArgs) -> Result<u8, Failure> {
         .map(|(name, r)| json!({"name": name, "status": r.status, "reason": r.reason, "skipped": out.skipped.contains(name)}))
         .collect();
     let report = json!({"id": out.id, "status": out.status, "value": out.value, "failed_phase": out.failed_phase, "phases": phases});
-    crate::outln!("{}", serde_json::to_string_pretty(&report).expect("plain data"));
+    let text = serde_json::to_string_pretty(&report).expect("plain data");
+    crate::outln!("{}", crate::display::json(&text));
     eprintln!(
         "zu: pipeline {} ended {:?} ({} phases, {} skipped as already complete)",
         out.id,

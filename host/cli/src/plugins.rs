@@ -101,10 +101,8 @@ pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
 fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
     let report = Report::of(loaded);
     if json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report is plain data")
-        );
+        let text = serde_json::to_string_pretty(&report).expect("a report is plain data");
+        crate::outln!("{}", crate::display::json(&text));
     } else {
         crate::output::write(&report.table());
     }

@@ -201,10 +201,8 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let code = match outcome {
         Ok(result) => {
-            crate::outln!(
-                "{}",
-                serde_json::to_string_pretty(&result).expect("a Result is plain data")
-            );
+            let text = serde_json::to_string_pretty(&result).expect("a Result is plain data");
+            crate::outln!("{}", crate::display::json(&text));
             let events = p.bus.count(&EventFilter::all()).unwrap_or(0);
             eprintln!(
                 "zu: task {task} ended {:?}; {events} events in the {} log",
