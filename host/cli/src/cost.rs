@@ -9,8 +9,8 @@ use uuid::Uuid;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{CostSummary, Prices};
 
-use crate::display::escape;
 use crate::{exit, Failure};
+use zu_runtime::display::escape;
 
 #[derive(Args)]
 pub struct CostArgs {
@@ -62,7 +62,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     if args.json {
         let mut out = serde_json::to_value(&summary).expect("plain data");
         round_dollars(&mut out);
-        crate::outln!("{}", crate::display::json(&out.to_string()));
+        crate::outln!("{}", zu_runtime::display::json(&out.to_string()));
     } else {
         print_table(&summary);
     }

@@ -12,8 +12,8 @@ use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{view, EventBus};
 
-use crate::display::escape;
 use crate::{exit, Failure};
+use zu_runtime::display::escape;
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -149,7 +149,7 @@ fn print_events(bus: &EventBus, filter: &EventFilter, args: &EventsArgs) -> Resu
                 if let Value::Object(o) = &mut view {
                     o.insert("seq".into(), logged.seq.into());
                 }
-                crate::display::json(&view.to_string()).into_owned()
+                zu_runtime::display::json(&view.to_string()).into_owned()
             } else {
                 table_row(logged.seq, &view, args.full)
             };

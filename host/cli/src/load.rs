@@ -13,8 +13,8 @@ use zu_plugin_api::version::Kind;
 use zu_runtime::{LoadError, LoadFailure, Registry};
 
 use crate::config::{ConfigError, PluginConfig};
-use crate::display::escape;
 use crate::Failure;
+use zu_runtime::display::escape;
 
 /// A registry loaded for one command, with the configs it was given.
 pub struct Loaded {

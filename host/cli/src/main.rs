@@ -6,7 +6,6 @@
 
 mod config;
 mod cost;
-mod display;
 mod events;
 mod exit;
 mod interrupt;
@@ -161,7 +160,7 @@ fn main() -> ExitCode {
     let code = match outcome {
         Ok(code) => code,
         Err(Failure { code, message }) => {
-            eprintln!("zu: {}", display::escape_lines(&message));
+            eprintln!("zu: {}", zu_runtime::display::escape_lines(&message));
             code
         }
     };

@@ -147,7 +147,7 @@ pub fn run(args: PipelineArgs) -> Result<u8, Failure> {
         .collect();
     let report = json!({"id": out.id, "status": out.status, "value": out.value, "failed_phase": out.failed_phase, "phases": phases});
     let text = serde_json::to_string_pretty(&report).expect("plain data");
-    crate::outln!("{}", crate::display::json(&text));
+    crate::outln!("{}", zu_runtime::display::json(&text));
     eprintln!(
         "zu: pipeline {} ended {:?} ({} phases, {} skipped as already complete)",
         out.id,

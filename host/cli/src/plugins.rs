@@ -10,10 +10,10 @@ use serde::Serialize;
 use zu_loader::discovery;
 
 use crate::config::parse_config_args;
-use crate::display::escape;
 use crate::load::{self, config_flag, Loaded};
 use crate::settings::Settings;
 use crate::{exit, Failure};
+use zu_runtime::display::escape;
 
 #[derive(Args)]
 pub struct PluginsArgs {
@@ -102,7 +102,7 @@ fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
     let report = Report::of(loaded);
     if json {
         let text = serde_json::to_string_pretty(&report).expect("a report is plain data");
-        crate::outln!("{}", crate::display::json(&text));
+        crate::outln!("{}", zu_runtime::display::json(&text));
     } else {
         crate::output::write(&report.table());
     }

@@ -204,7 +204,8 @@ impl StderrTail {
                         for &b in &chunk[..n] {
                             if b == b'\n' {
                                 if forwarded < (1 << 20) {
-                                    eprintln!("{prefix}{}", String::from_utf8_lossy(&line));
+                                    let text = String::from_utf8_lossy(&line);
+                                    eprintln!("{prefix}{}", zu_runtime::display::escape(&text));
                                     forwarded += line.len() + 1;
                                 }
                                 line.clear();

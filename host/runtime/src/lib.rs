@@ -34,6 +34,7 @@
 pub mod bus;
 pub mod cost;
 pub mod deadline;
+pub mod display;
 pub mod error;
 pub mod memory_sink;
 pub mod pipeline;

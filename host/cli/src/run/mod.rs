@@ -19,10 +19,10 @@ use zu_runtime::{resume_task, run_task, Cancel, EventBus, RunOptions, Track};
 pub use plan::RunArgs;
 pub(crate) use plan::{plan, Plan, Query};
 
-use crate::display::escape;
 use crate::interrupt::Interrupts;
 use crate::load::{self, Loaded};
 use crate::{exit, Failure};
+use zu_runtime::display::escape;
 
 /// How `zu run` configures a plugin that got no config.
 fn run_config_hint(kind: Kind, name: &str) -> String {
@@ -202,7 +202,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let code = match outcome {
         Ok(result) => {
             let text = serde_json::to_string_pretty(&result).expect("a Result is plain data");
-            crate::outln!("{}", crate::display::json(&text));
+            crate::outln!("{}", zu_runtime::display::json(&text));
             let events = p.bus.count(&EventFilter::all()).unwrap_or(0);
             eprintln!(
                 "zu: task {task} ended {:?}; {events} events in the {} log",

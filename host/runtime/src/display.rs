@@ -1,4 +1,5 @@
 //! Text from others made safe to show: every table cell and line `zu` prints
+//! (and every line of a plugin process's stderr it forwards)
 //! from plugin, MCP server, model or log data goes through [`escape`] (or
 //! [`escape_lines`]), so nothing it says can move the cursor, retitle or clear
 //! the terminal, overwrite or hide text, or reorder what is shown.
