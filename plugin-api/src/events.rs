@@ -133,21 +133,6 @@ pub fn log_restarted(what: &str) -> crate::filter::StoredEvent {
     note(0, LOG_RESTARTED, serde_json::json!({"what": what}))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_type_is_namespaced() {
-        for t in HARNESS_TYPES {
-            assert!(t.starts_with("harness."), "{t}");
-        }
-        for t in DATA_TYPES {
-            assert!(t.starts_with("data."), "{t}");
-        }
-    }
-}
-
 /// The `source`s zu writes its own events under (and a few it keeps for the
 /// parts to come): no plugin may be named one of them, and a name a plugin
 /// supplies (a model id, say) never becomes one, so a reader can trust that
@@ -168,5 +153,20 @@ pub fn plugin_source(name: &str) -> std::borrow::Cow<'_, str> {
         format!("plugin:{name}").into()
     } else {
         name.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_is_namespaced() {
+        for t in HARNESS_TYPES {
+            assert!(t.starts_with("harness."), "{t}");
+        }
+        for t in DATA_TYPES {
+            assert!(t.starts_with("data."), "{t}");
+        }
     }
 }
