@@ -57,7 +57,7 @@ struct Live {
     /// Set when the server sent a message over the cap with no id to answer.
     lost: Option<Arc<AtomicBool>>,
     /// A stdio server's process (killed when dropped).
-    _process: Option<Box<dyn process_wrap::tokio::ChildWrapper>>,
+    process: Option<Box<dyn process_wrap::tokio::ChildWrapper>>,
 }
 
 /// One configured server.
@@ -188,7 +188,7 @@ impl Server {
                 group,
                 stderr,
                 lost,
-                _process: process,
+                process,
             },
             tools,
         ))
@@ -294,8 +294,15 @@ fn stop(live: Live) {
     if let Some(group) = live.group {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
     }
-    let _enter = runtime().enter();
-    drop(live.client);
+    {
+        let _enter = runtime().enter();
+        drop(live.client);
+    }
+    // Reaped before this returns: a stopped server is gone, not dying. (Stop
+    // is called from zu's threads, never from inside the MCP runtime.)
+    if let Some(mut process) = live.process {
+        let _ = runtime().block_on(async { tokio::time::timeout(Duration::from_secs(5), process.wait()).await });
+    }
 }
 
 /// A tool result as an observation: the text of its content (under
