@@ -20,6 +20,8 @@ pub struct FileSettings {
     #[serde(default)]
     pub plugins: Option<FilePlugins>,
     pub containment: Option<String>,
+    /// Plugins (`KIND.NAME`) that `containment = "required"` accepts outside a sandbox.
+    pub trusted: Option<Vec<String>>,
     /// `checks = "fail-open" | "fail-closed"`.
     pub checks: Option<String>,
     /// Seconds to open a library in the probe, and for a constructor.

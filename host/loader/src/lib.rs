@@ -33,6 +33,7 @@ pub mod permissions;
 pub mod pipe;
 pub mod probe;
 mod protect;
+pub mod sandbox;
 pub mod verdict;
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +51,7 @@ use zu_runtime::{LoadError, LoadFailure, PluginInfo, PluginObject, Registry};
 use checks::LayoutCache;
 pub use error::LoaderError;
 pub use protect::{Isolation, Protection};
+use sandbox::Policy;
 use verdict::Verdict;
 
 /// Loads plugin libraries into a [`Registry`], with per-plugin configs.
@@ -268,9 +270,11 @@ impl Loader {
             }
             Verdict::Plugins(plugins) => plugins,
         };
-        let mut supervisor: Option<Arc<isolate::Supervisor>> = None;
+        // One process per sandbox: plugins with different policies never share one.
+        let mut supervisors: HashMap<Policy, Arc<isolate::Supervisor>> = HashMap::new();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         for declared in plugins {
-            let info = match declared.outcome {
+            let mut info = match declared.outcome {
                 Ok(info) => info,
                 Err(e) => {
                     registry.record_failure(failure(path, Some(&declared.kind), Some(&declared.name), e));
@@ -288,8 +292,16 @@ impl Loader {
                             .protection
                             .as_ref()
                             .expect("process isolation is only set when protected");
-                        let sup = supervisor.get_or_insert_with(|| p.supervisor(&judged.file, path));
+                        let policy = Policy::for_plugin(kind, &name, &info.capabilities, &config, &cwd);
+                        let sup = supervisors
+                            .entry(policy.clone())
+                            .or_insert_with(|| p.supervisor(&judged.file, path, policy));
                         sup.construct(kind, &name, &config)?;
+                        let applied = sup.sandbox().1;
+                        info.sandbox = Some(applied.map_or_else(
+                            || vec!["every layer (no report)".into()],
+                            |a| a.missing().into_iter().map(str::to_owned).collect(),
+                        ));
                         Ok(isolate::remote::object(sup.clone(), kind, &name))
                     }
                 }

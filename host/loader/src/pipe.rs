@@ -261,10 +261,19 @@ pub struct HelperChild {
 }
 
 impl HelperChild {
-    /// Starts the child.
-    pub fn spawn(exe: &Path, args: &[&str], forward: Option<String>) -> std::io::Result<Self> {
+    /// Starts the child, with only the variables `env` (a sandbox's) when given.
+    pub fn spawn(
+        exe: &Path,
+        args: &[&str],
+        forward: Option<String>,
+        env: Option<&[(String, std::ffi::OsString)]>,
+    ) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(env) = env {
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = command
             .args(args)
             // Its own process group: a Ctrl-C at the terminal is the host's to handle.
             .process_group(0)

@@ -12,6 +12,7 @@ use zu_runtime::LoadError;
 
 use crate::checks::LayoutCache;
 use crate::pipe::{self, Ended, HelperChild, ReadError};
+use crate::sandbox::Policy;
 use crate::verdict::{self, Verdict};
 
 /// The hidden subcommand that runs [`child_main`].
@@ -31,6 +32,8 @@ struct Request {
 /// library, answers its verdict on stdout. Whatever the libraries print goes
 /// to stderr, never into the answers.
 pub fn child_main() -> i32 {
+    // Deny-all: load-time constructors run here, before any envelope is known.
+    crate::sandbox::enter(&[]);
     let (mut input, mut output) = pipe::claim_stdio();
     let mut layouts = LayoutCache::default();
     loop {
@@ -78,9 +81,11 @@ impl Prober {
         }
     }
 
-    fn spawn(&self) -> Result<HelperChild, ProbeUnavailable> {
+    /// A probe child that may read only `files` (and the system paths).
+    fn spawn(&self, files: &[PathBuf]) -> Result<HelperChild, ProbeUnavailable> {
         STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None).map_err(|source| ProbeUnavailable {
+        let env = crate::sandbox::environment(&Policy::deny_all(files));
+        HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None, Some(&env)).map_err(|source| ProbeUnavailable {
             exe: self.exe.clone(),
             source,
         })
@@ -90,10 +95,18 @@ impl Prober {
     pub fn probe(&self, jobs: &[(PathBuf, PathBuf)]) -> Result<Vec<Verdict>, ProbeUnavailable> {
         let mut verdicts = Vec::with_capacity(jobs.len());
         let mut child: Option<HelperChild> = None;
+        // Their directories: Landlock rules hold inodes, and another zu may
+        // put a fresh copy in place (a rename) between the rules and the open.
+        let mut files: Vec<PathBuf> = jobs
+            .iter()
+            .filter_map(|(f, _)| f.parent().map(Path::to_path_buf))
+            .collect();
+        files.sort();
+        files.dedup();
         for (file, display) in jobs {
             let helper = match &mut child {
                 Some(c) => c,
-                None => child.insert(self.spawn()?),
+                None => child.insert(self.spawn(&files)?),
             };
             let library = display.display().to_string();
             let _span = tracing::debug_span!("probe", library, pid = helper.id()).entered();

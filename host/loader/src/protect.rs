@@ -14,6 +14,7 @@ use zu_runtime::LoadError;
 use crate::cache::{Identity, VerdictCache};
 use crate::isolate::Supervisor;
 use crate::probe::Prober;
+use crate::sandbox::Policy;
 use crate::verdict::Verdict;
 use crate::{Candidate, Judged};
 
@@ -129,12 +130,13 @@ impl Protected {
             .unwrap_or(self.settings.isolation)
     }
 
-    pub(crate) fn supervisor(&self, file: &Path, display: &Path) -> Arc<Supervisor> {
+    pub(crate) fn supervisor(&self, file: &Path, display: &Path, policy: Policy) -> Arc<Supervisor> {
         Arc::new(Supervisor::new(
             &self.settings.helper,
             file,
             display,
             self.settings.probe_timeout,
+            policy,
         ))
     }
 

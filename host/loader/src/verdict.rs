@@ -75,6 +75,7 @@ pub(crate) fn verify(layouts: &mut LayoutCache, library: &Path, decl: &Declarati
         tier: decl.tier(),
         capabilities: decl.capabilities(),
         egress: decl.egress(),
+        sandbox: None,
     })
 }
 

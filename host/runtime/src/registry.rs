@@ -66,6 +66,11 @@ pub struct PluginInfo {
     pub capabilities: Vec<String>,
     /// Its egress hosts (`*` = open).
     pub egress: Vec<String>,
+    /// Its sandbox: `None` when it runs in no sandbox (in zu's process, or
+    /// an MCP server reached over HTTP); else the layers its sandbox lacks
+    /// on this kernel (empty: every layer enforced).
+    #[serde(default)]
+    pub sandbox: Option<Vec<String>>,
 }
 
 impl PluginInfo {
@@ -79,6 +84,22 @@ impl PluginInfo {
             tier: envelope.tier,
             capabilities: envelope.capabilities.iter().map(|c| (*c).to_owned()).collect(),
             egress: envelope.egress.iter().map(|c| (*c).to_owned()).collect(),
+            sandbox: None,
+        }
+    }
+
+    /// Why `required` containment refuses this plugin, if it does: it runs
+    /// in no sandbox (and is not in `trusted`, as `KIND.NAME`), or its
+    /// sandbox lacks layers.
+    pub fn containment_gap(&self, trusted: &[String]) -> Option<String> {
+        let key = format!("{}.{}", self.kind, self.name);
+        match &self.sandbox {
+            None if trusted.contains(&key) => None,
+            None => Some(format!(
+                "{key} runs in no sandbox (in zu's process or over HTTP); run it in a plugin process, or mark it trusted"
+            )),
+            Some(missing) if missing.is_empty() => None,
+            Some(missing) => Some(format!("{key}: its sandbox lacks {}", missing.join(", "))),
         }
     }
 

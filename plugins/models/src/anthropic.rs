@@ -19,6 +19,12 @@ pub struct Anthropic(Session);
 
 impl Plugin for Anthropic {
     const NAME: &'static str = "anthropic";
+    /// It calls its API over the network (`base_url`; the default host below).
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_NET],
+        egress: &["api.anthropic.com"],
+    };
     fn new(config: Value) -> Result<Self, PluginError> {
         Session::new("anthropic", config, "https://api.anthropic.com", "ANTHROPIC_API_KEY").map(Anthropic)
     }

@@ -14,6 +14,12 @@ pub struct OpenAi(Session);
 
 impl Plugin for OpenAi {
     const NAME: &'static str = "openai";
+    /// It calls its API over the network (`base_url`; the default host below).
+    const ENVELOPE: Envelope = Envelope {
+        tier: 1,
+        capabilities: &[CAP_NET],
+        egress: &["api.openai.com"],
+    };
     fn new(config: Value) -> Result<Self, PluginError> {
         Session::new("openai", config, "https://api.openai.com/v1", "OPENAI_API_KEY").map(OpenAi)
     }

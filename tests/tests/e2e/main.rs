@@ -16,6 +16,7 @@ mod postgres;
 mod providers;
 mod run;
 mod runtime_cli;
+mod sandbox;
 mod scenarios;
 mod scenarios_isolated;
 mod serve;

@@ -241,18 +241,19 @@ fn bad_settings_are_errors_naming_what_is_wrong() {
 }
 
 #[test]
-fn required_containment_refuses_uncontained_tools_before_anything_runs() {
+fn required_containment_refuses_tools_it_cannot_contain_before_anything_runs() {
     let plugins = real_plugins();
     let dir = workdir(
         plugins.path(),
         read_then_answer("notes.md", json!({"date": "2026-12-01"})),
         "\n[sink]\nname = \"sqlite\"\nconfig = { path = \"run.db\" }\n",
     );
+    // http_fetch declares net, which the sandbox cannot yet scope to its hosts.
     let out = zu_run(dir.path(), &["--containment", "required"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("file_read, http_fetch") && err.contains("ZU_SANDBOXED"),
+        err.contains("tools.http_fetch") && err.contains("network scoped") && !err.contains("tools.file_read"),
         "{err}"
     );
     let sink = plugin_dir(&[artifacts().lib("zu_plugin_sqlite")]);
@@ -265,7 +266,10 @@ fn required_containment_refuses_uncontained_tools_before_anything_runs() {
         0,
         "nothing ran"
     );
-    let inside = zu_run(dir.path(), &["--containment", "required"], &[("ZU_SANDBOXED", "1")]);
+    // ZU_SANDBOXED no longer stands in for the sandbox.
+    let claimed = zu_run(dir.path(), &["--containment", "required"], &[("ZU_SANDBOXED", "1")]);
+    assert_eq!(claimed.status.code(), Some(1), "{}", stderr(&claimed));
+    let inside = zu_run(dir.path(), &["--containment", "required", "--tools", "file_read"], &[]);
     assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));
 }
 

@@ -14,6 +14,7 @@ use zu_plugin_api::contracts::{RunResult, Status};
 use zu_plugin_api::filter::EventFilter;
 use zu_plugin_api::ports::ModelProvider;
 use zu_plugin_api::version::Kind;
+use zu_runtime::run::{Containment, RunError};
 use zu_runtime::{resume_task, run_task, Cancel, EventBus, RunOptions, Track};
 
 pub use plan::RunArgs;
@@ -140,6 +141,19 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
         list(&detectors),
         list(&validators)
     );
+    if plan.containment == Containment::Required {
+        let mut named: Vec<(Kind, &str)> = vec![(Kind::Providers, plan.provider.as_str())];
+        named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));
+        named.extend(plan.finish_provider.as_deref().map(|n| (Kind::Providers, n)));
+        named.extend(plan.sink.as_deref().map(|n| (Kind::Sinks, n)));
+        let gaps: Vec<String> = named
+            .iter()
+            .filter_map(|(kind, n)| loaded.registry.get(*kind, n)?.info.containment_gap(&plan.trusted))
+            .collect();
+        if !gaps.is_empty() {
+            return Err(Failure::failed(RunError::ContainmentRequired { gaps }.to_string()));
+        }
+    }
     let cancel = Arc::new(Cancel::new());
     let interrupts =
         Interrupts::watch(cancel.clone()).map_err(|e| Failure::failed(format!("cannot watch for signals: {e}")))?;
@@ -158,6 +172,7 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
         shaping: plan.shaping,
         max_usd: plan.max_usd,
         prices: Some(Arc::new(plan.prices.clone())),
+        trusted: plan.trusted.clone(),
         ..RunOptions::default()
     };
     Ok(Prepared {

@@ -82,10 +82,15 @@ pub struct RunArgs {
     /// records it and goes on; `fail-closed` ends the run TERMINAL. Either way it is on the log.
     #[arg(long, value_name = "fail-open|fail-closed")]
     checks: Option<String>,
-    /// `audit` (default) runs tools in-process; `required` refuses tools with egress, capabilities or
-    /// tier >= 2 unless ZU_SANDBOXED is set.
+    /// `audit` (default) runs every plugin process in the sandbox this kernel offers and goes on
+    /// where a layer is missing; `required` refuses to start when a plugin taking part would run
+    /// without every layer (in zu's process, or a layer this kernel lacks), naming both.
     #[arg(long, value_name = "audit|required")]
     containment: Option<String>,
+    /// A plugin (KIND.NAME) `required` accepts outside a sandbox (repeatable; also zu.toml
+    /// trusted = [...]).
+    #[arg(long = "trust", value_name = "KIND.NAME")]
+    trusted: Vec<String>,
     /// Read settings from this file instead of ./zu.toml.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -141,6 +146,7 @@ pub(crate) struct Plan {
     pub(crate) sink: Option<String>,
     pub(crate) configs: Vec<PluginConfig>,
     pub(crate) containment: Containment,
+    pub(crate) trusted: Vec<String>,
     pub(crate) checks: Checks,
     pub(crate) tools: Option<Vec<String>>,
     pub(crate) detectors: Option<Vec<String>>,
@@ -385,6 +391,11 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         sink,
         configs,
         containment,
+        trusted: {
+            let mut t = args.trusted.clone();
+            t.extend(settings.file.trusted.take().unwrap_or_default());
+            t
+        },
         checks,
         tools: args.tools.as_deref().map(names).or(table.tools),
         detectors: args.detectors.as_deref().map(names).or(table.detectors),

@@ -290,6 +290,10 @@ fn unknown(kind: Kind, method: &str) -> PluginError {
 
 /// The body of `zu __serve FILE DISPLAY`.
 pub fn child_main(file: &Path, display: &Path) -> i32 {
+    // The sandbox first: the library is opened (and its constructors run) inside it.
+    // (Its directory, read-only: Landlock rules hold inodes, and another zu may
+    // put a fresh copy in place, by a rename, before this process opens it.)
+    let applied = crate::sandbox::enter(&[file.parent().unwrap_or(file).to_owned()]);
     let (input, output) = pipe::claim_stdio();
     let channel = Channel {
         input: RefCell::new(input),
@@ -308,7 +312,10 @@ pub fn child_main(file: &Path, display: &Path) -> i32 {
             ToChild::Construct { kind, name, config } => {
                 let error = catch_unwind(AssertUnwindSafe(|| served.construct(kind, &name, config)))
                     .unwrap_or_else(|p| Some(crate::panicked_while_constructing(display, kind, &name, &*p)));
-                FromChild::Constructed { error }
+                FromChild::Constructed {
+                    error,
+                    applied: applied.clone(),
+                }
             }
             ToChild::Call {
                 kind,

@@ -2,6 +2,7 @@
 //! call one of its methods (with the run-context callbacks the plugin makes
 //! meanwhile), and the answers. JSON, one frame each way per step.
 
+use crate::sandbox::Applied;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -46,8 +47,12 @@ pub enum ToChild {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FromChild {
-    /// The plugin was constructed, or why not.
-    Constructed { error: Option<LoadError> },
+    /// The plugin was constructed, or why not; and what the process's sandbox enforced.
+    Constructed {
+        error: Option<LoadError>,
+        #[serde(default)]
+        applied: Option<Applied>,
+    },
     /// The call's result.
     Done { result: Result<Raw, PluginError> },
     /// The plugin asks the host about the run, in the middle of a call.

@@ -17,6 +17,7 @@ use zu_runtime::LoadError;
 use super::child::SERVE_COMMAND;
 use super::protocol::{encode, Callback, FromChild, Raw, ToChild};
 use crate::pipe::{HelperChild, ReadError};
+use crate::sandbox::{self, Applied, Policy};
 
 /// The deadline of a call made outside a run (a sink's append, a listing).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +35,10 @@ pub struct Supervisor {
     file: PathBuf,
     display: PathBuf,
     construct_timeout: Duration,
+    /// The sandbox its process runs in.
+    policy: Policy,
+    /// What the process's sandbox enforced, as it last said.
+    applied: Mutex<Option<Applied>>,
     state: Mutex<State>,
 }
 
@@ -47,12 +52,14 @@ enum Failure {
 impl Supervisor {
     /// A supervisor for the library `file` (its private copy), named
     /// `display` in messages, started with `exe __serve`.
-    pub fn new(exe: &Path, file: &Path, display: &Path, construct_timeout: Duration) -> Self {
+    pub fn new(exe: &Path, file: &Path, display: &Path, construct_timeout: Duration, policy: Policy) -> Self {
         Supervisor {
             exe: exe.to_owned(),
             file: file.to_owned(),
             display: display.to_owned(),
             construct_timeout,
+            policy,
+            applied: Mutex::new(None),
             state: Mutex::new(State {
                 child: None,
                 constructed: Vec::new(),
@@ -67,7 +74,8 @@ impl Supervisor {
         );
         let file = self.file.to_string_lossy();
         let display = self.display.to_string_lossy();
-        HelperChild::spawn(&self.exe, &[SERVE_COMMAND, &file, &display], Some(prefix))
+        let env = sandbox::environment(&self.policy);
+        HelperChild::spawn(&self.exe, &[SERVE_COMMAND, &file, &display], Some(prefix), Some(&env))
     }
 
     /// Sends `message` and answers callbacks (through `ctx`) until the
@@ -154,8 +162,8 @@ impl Supervisor {
                 };
                 let deadline = Instant::now() + self.construct_timeout;
                 match Self::exchange(&mut child, &message, None, deadline) {
-                    Ok(FromChild::Constructed { error: None }) => {}
-                    Ok(FromChild::Constructed { error: Some(e) }) => {
+                    Ok(FromChild::Constructed { error: None, applied }) => self.noted(applied),
+                    Ok(FromChild::Constructed { error: Some(e), .. }) => {
                         child.kill();
                         return Err(PluginError::failed(format!(
                             "the restarted plugin process refused it: {e}"
@@ -172,6 +180,16 @@ impl Supervisor {
             state.child = Some(child);
         }
         Ok(state.child.as_mut().expect("started just above"))
+    }
+
+    fn noted(&self, applied: Option<Applied>) {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = applied;
+    }
+
+    /// The sandbox its process runs in, and what it enforced (once started).
+    pub fn sandbox(&self) -> (Policy, Option<Applied>) {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.policy.clone(), applied)
     }
 
     /// Constructs plugin `kind`/`name` in the library's process, under the
@@ -191,11 +209,12 @@ impl Supervisor {
         };
         let deadline = Instant::now() + self.construct_timeout;
         match Self::exchange(child, &message, None, deadline) {
-            Ok(FromChild::Constructed { error: None }) => {
+            Ok(FromChild::Constructed { error: None, applied }) => {
+                self.noted(applied);
                 state.constructed.push((kind, name.to_owned(), config.clone()));
                 Ok(())
             }
-            Ok(FromChild::Constructed { error: Some(e) }) => Err(e),
+            Ok(FromChild::Constructed { error: Some(e), .. }) => Err(e),
             Ok(other) => {
                 state.child = None;
                 Err(self.load_error(kind, name, Failure::Protocol(format!("{other:?}"))))

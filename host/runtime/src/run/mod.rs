@@ -44,17 +44,15 @@ pub use crate::deadline::Cancel;
 use crate::registry::Registry;
 use crate::track::{Jitter, Track};
 
-/// The environment variable the sandboxed launcher sets inside the sandbox.
-pub const SANDBOX_ENV: &str = "ZU_SANDBOXED";
-
 /// How strictly tools with off-box reach are contained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Containment {
     /// Run in-process; envelopes are recorded (the default).
     #[default]
     Audit,
-    /// Refuse, before anything runs, any tool with egress, capabilities or
-    /// tier >= 2 unless the run is inside the sandbox (`ZU_SANDBOXED`).
+    /// Refuse, before anything runs, when a plugin taking part runs without
+    /// every layer of the sandbox (see `PluginInfo::sandbox`) and is not in
+    /// `RunOptions::trusted`.
     Required,
 }
 
@@ -130,17 +128,21 @@ pub struct RunOptions {
     pub max_usd: Option<f64>,
     /// The price table (default: the built-in one).
     pub prices: Option<Arc<Prices>>,
+    /// Plugins (`KIND.NAME`) that `required` containment accepts outside a
+    /// sandbox (in zu's process, an MCP server over HTTP).
+    pub trusted: Vec<String>,
 }
 
 /// Why a run could not produce a Result at all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// `containment = required` outside the sandbox with tools that need it.
-    #[error("containment is required but this run is not inside the Zu sandbox (${SANDBOX_ENV} unset), so these tools with off-box reach would run unguarded: {}; run inside the sandbox or use --containment audit", tools.join(", "))]
+    /// `containment = required` with plugins that do not run with every
+    /// layer of the sandbox enforced.
+    #[error("containment is required, and these plugins would run without every layer of the sandbox: {}; run them in plugin processes on a kernel with Landlock and seccomp, mark them trusted, or use --containment audit (`zu sandbox` shows what this kernel enforces)", gaps.join("; "))]
     ContainmentRequired {
-        /// The tools that need containment, sorted.
-        tools: Vec<String>,
+        /// Each plugin and what it lacks.
+        gaps: Vec<String>,
     },
     /// The options name a plugin the registry does not hold.
     #[error("the run names {kind} plugin {name:?}, which is not loaded; loaded {kind}: {}", if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") })]
@@ -305,14 +307,22 @@ fn run(
         deadline: Instant::now(), // set with the run's deadline below
     };
 
-    if options.containment == Containment::Required && std::env::var_os(SANDBOX_ENV).is_none() {
-        let offenders: Vec<String> = tools
+    if options.containment == Containment::Required {
+        let taking_part = [
+            (Kind::Tools, tool_names.clone()),
+            (Kind::Detectors, checks.detectors.iter().map(|d| d.0.clone()).collect()),
+            (
+                Kind::Validators,
+                checks.validators.iter().map(|v| v.0.clone()).collect(),
+            ),
+        ];
+        let gaps: Vec<String> = taking_part
             .iter()
-            .filter(|t| !t.capabilities.is_empty() || !t.egress.is_empty() || t.tier >= 2)
-            .map(|t| t.name.clone())
+            .flat_map(|(kind, names)| names.iter().map(move |n| (*kind, n)))
+            .filter_map(|(kind, n)| registry.get(kind, n)?.info.containment_gap(&options.trusted))
             .collect();
-        if !offenders.is_empty() {
-            return Err(RunError::ContainmentRequired { tools: offenders });
+        if !gaps.is_empty() {
+            return Err(RunError::ContainmentRequired { gaps });
         }
     }
 

@@ -1,0 +1,259 @@
+//! The sandbox a plugin process and the probe child run in, made from the
+//! plugin's envelope: what it may read, write and execute (Landlock), which
+//! system calls fail with EPERM (seccomp), its resource limits and its
+//! environment. A process applies it to itself first thing, before it opens
+//! any library, so no plugin code ever runs outside it.
+
+mod files;
+mod limits;
+mod syscalls;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zu_plugin_api::ports::{CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SUBPROCESS};
+use zu_plugin_api::version::Kind;
+
+pub use limits::Limits;
+
+/// What one sandboxed process may do. Plugins whose policies differ never
+/// share a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Policy {
+    /// Readable (files and everything beneath directories), beyond the
+    /// system paths every process needs.
+    pub read: Vec<PathBuf>,
+    /// Writable (and readable).
+    pub write: Vec<PathBuf>,
+    /// `subprocess`: may fork and execute programs from the system paths.
+    pub subprocess: bool,
+    /// `net`: may open network sockets (not yet scoped to its hosts).
+    pub net: bool,
+    /// The variables of zu's environment the process gets (no others).
+    pub env: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// What a process's sandbox enforced, as `harness.sandbox.applied` records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Landlock: `fully`, `partly` or `not` enforced.
+    pub files: String,
+    /// The kernel's Landlock ABI (0 when it has none).
+    pub landlock_abi: i32,
+    /// The seccomp filter is installed.
+    pub syscalls: bool,
+    /// The resource limits are set.
+    pub limits: bool,
+    /// Network sockets: `denied`, or `open` (declared `net`; not yet scoped by host).
+    pub net: String,
+}
+
+impl Applied {
+    /// The layers a `required` run needs that this one lacks.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.files != "fully" {
+            out.push("files (Landlock)");
+        }
+        if !self.syscalls {
+            out.push("system calls (seccomp)");
+        }
+        if !self.limits {
+            out.push("resource limits");
+        }
+        if self.net == "open" {
+            out.push("network scoped to the declared hosts");
+        }
+        out
+    }
+}
+
+/// The environment variable names a plugin's config names (`api_key_env`,
+/// `bearer_token_env`, any `*_env` key with a string value).
+fn config_variables(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Object(map) = config {
+        for (k, v) in map {
+            match v {
+                Value::String(s) if k.ends_with("_env") && !s.is_empty() => out.push(s.clone()),
+                Value::Object(_) => out.extend(config_variables(v)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Absolute paths its config names (string values that are paths that
+/// exist, or whose directory exists), resolved against `cwd`.
+fn config_paths(config: &Value, cwd: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    match config {
+        Value::String(s) if looks_like_path(s) => {
+            let p = cwd.join(s);
+            if p.exists() {
+                out.push(p);
+            } else if let Some(dir) = p.ancestors().skip(1).find(|d| d.is_dir()) {
+                // A file to be made (a new log, in directories to be made): the
+                // nearest directory there is, for it and its companions.
+                out.push(dir.to_owned());
+            }
+        }
+        Value::Object(map) => map.values().for_each(|v| out.extend(config_paths(v, cwd))),
+        Value::Array(items) => items.iter().for_each(|v| out.extend(config_paths(v, cwd))),
+        _ => {}
+    }
+    out
+}
+
+fn looks_like_path(s: &str) -> bool {
+    !s.is_empty() && s.len() < 4096 && !s.contains("://") && !s.contains('\n') && (s.contains('/') || s.contains('.'))
+}
+
+impl Policy {
+    /// The probe child's: nothing but the system paths and the libraries it opens.
+    pub fn deny_all(libraries: &[PathBuf]) -> Policy {
+        Policy {
+            read: libraries.to_vec(),
+            ..Policy::default()
+        }
+    }
+
+    /// The policy of plugin `kind`/`name` with `envelope` and `config`:
+    /// `fs:read` reads the working directory and the paths its config names;
+    /// `fs:write` writes the paths its config names (a file's directory); `subprocess` and `net` as declared; the
+    /// environment holds the variables its config names and, for a provider,
+    /// `NAME_API_KEY`.
+    pub fn for_plugin(kind: Kind, name: &str, capabilities: &[String], config: &Value, cwd: &Path) -> Policy {
+        let has = |cap: &str| capabilities.iter().any(|c| c == cap);
+        let named = config_paths(config, cwd);
+        let mut p = Policy {
+            subprocess: has(CAP_SUBPROCESS),
+            net: has(CAP_NET),
+            env: config_variables(config),
+            ..Policy::default()
+        };
+        if has(CAP_FS_READ) {
+            p.read.push(cwd.to_owned());
+            p.read.extend(named.iter().cloned());
+        }
+        if has(CAP_FS_WRITE) {
+            // A file's directory: a database writes companions beside it (-wal, -shm).
+            p.write.extend(named.into_iter().map(|n| {
+                if n.is_file() {
+                    n.parent().map_or(n.clone(), Path::to_path_buf)
+                } else {
+                    n
+                }
+            }));
+        }
+        if kind == Kind::Providers {
+            p.env
+                .push(format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_")));
+        }
+        p.read.sort();
+        p.read.dedup();
+        p.write.sort();
+        p.write.dedup();
+        p.env.sort();
+        p.env.dedup();
+        p
+    }
+
+    /// Applies the sandbox to this process (and its threads and children),
+    /// allowing also what the process itself needs (`own`: its executable,
+    /// the library copy). Never undone.
+    pub fn apply(&self, own: &[PathBuf]) -> Applied {
+        let limits = self.limits.apply();
+        let (files, landlock_abi) = files::restrict(self, own);
+        let syscalls = syscalls::install(self);
+        Applied {
+            files,
+            landlock_abi,
+            syscalls,
+            limits,
+            net: if self.net { "open" } else { "denied" }.into(),
+        }
+    }
+}
+
+/// The variable a sandboxed helper child finds its policy in.
+pub const POLICY_ENV: &str = "ZU_SANDBOX_POLICY";
+
+/// The environment of a helper child with `policy`: only the variables it
+/// names (those zu has), and the policy itself.
+pub fn environment(policy: &Policy) -> Vec<(String, std::ffi::OsString)> {
+    let mut env: Vec<(String, std::ffi::OsString)> = policy
+        .env
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v)))
+        .collect();
+    let text = serde_json::to_string(policy).expect("a policy is plain data");
+    env.push((POLICY_ENV.to_owned(), text.into()));
+    env
+}
+
+/// In a helper child, first thing: applies the policy its parent put in
+/// [`POLICY_ENV`] (plus read access to `own` and this executable) and says
+/// what was enforced; `None` when the child was started without one.
+/// A policy that cannot be read ends the child (exit 70): it never runs
+/// plugin code outside the sandbox it was meant to have.
+pub fn enter(own: &[PathBuf]) -> Option<Applied> {
+    let text = std::env::var(POLICY_ENV).ok()?;
+    std::env::remove_var(POLICY_ENV);
+    let policy: Policy = match serde_json::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zu sandbox: the sandbox policy from the host is unreadable ({e}); stopping");
+            std::process::exit(70);
+        }
+    };
+    let mut own = own.to_vec();
+    if let Ok(exe) = std::env::current_exe() {
+        own.push(exe);
+    }
+    Some(policy.apply(&own))
+}
+
+/// What this kernel offers: the Landlock ABI (0: none) and whether seccomp
+/// filters can be installed.
+pub fn kernel() -> (i32, bool) {
+    (files::abi(), syscalls::available())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_policy_follows_the_envelope_and_the_paths_and_variables_its_config_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("new.db");
+        let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
+        let cwd = Path::new("/");
+        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd);
+        assert_eq!(
+            p.write,
+            vec![dir.path().to_owned()],
+            "the directory of a log to be made"
+        );
+        assert!(!p.net && !p.subprocess);
+        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd);
+        assert!(
+            none.read.is_empty() && none.write.is_empty(),
+            "nothing declared, nothing granted"
+        );
+        let openai = Policy::for_plugin(
+            Kind::Providers,
+            "openai",
+            &[],
+            &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
+            cwd,
+        );
+        assert_eq!(openai.env, vec!["MY_KEY", "OPENAI_API_KEY", "T"]);
+    }
+}

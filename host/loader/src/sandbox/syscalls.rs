@@ -1,0 +1,118 @@
+//! The system-call layer (seccomp, through `seccompiler`): calls a plugin may
+//! not make fail with EPERM, so the plugin sees an error it can report.
+//! Without `subprocess`: no `execve`, `execveat`, `fork`, `vfork`, or `clone`
+//! of a new process. Without `net`: no socket but `AF_UNIX`. Always: no
+//! `ptrace`, `process_vm_*`, io_uring, BPF, keyrings, mounts or namespaces.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+
+use super::Policy;
+
+/// Calls that are never a plugin's business.
+const ALWAYS_DENIED: &[libc::c_long] = &[
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_userfaultfd,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_kexec_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_reboot,
+];
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: Option<TargetArch> = Some(TargetArch::x86_64);
+#[cfg(target_arch = "aarch64")]
+const ARCH: Option<TargetArch> = Some(TargetArch::aarch64);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ARCH: Option<TargetArch> = None;
+
+/// Whether this build can install a filter here.
+pub fn available() -> bool {
+    ARCH.is_some() && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    SeccompRule::new(conditions).expect("a valid seccomp rule")
+}
+
+fn arg(index: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
+    SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value).expect("a valid seccomp condition")
+}
+
+/// The filters for `policy`: the EPERM rules, and clone3's ENOSYS.
+fn programs(policy: &Policy, arch: TargetArch) -> Result<[BpfProgram; 2], seccompiler::BackendError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for call in ALWAYS_DENIED {
+        rules.insert(*call, vec![]);
+    }
+    if !policy.subprocess {
+        for call in [libc::SYS_execve, libc::SYS_execveat, libc::SYS_fork, libc::SYS_vfork] {
+            rules.insert(call, vec![]);
+        }
+        // A clone without CLONE_THREAD is a new process; threads stay allowed.
+        let thread = libc::CLONE_THREAD as u64;
+        rules.insert(
+            libc::SYS_clone,
+            vec![rule(vec![arg(0, SeccompCmpOp::MaskedEq(thread), 0)])],
+        );
+    }
+    if !policy.net {
+        let unix = libc::AF_UNIX as u64;
+        rules.insert(libc::SYS_socket, vec![rule(vec![arg(0, SeccompCmpOp::Ne, unix)])]);
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
+    // clone3 passes its flags in memory a filter cannot read: it is refused
+    // with ENOSYS, and the C library falls back to clone, which is checked.
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, vec![])]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )?;
+    Ok([filter.try_into()?, clone3.try_into()?])
+}
+
+/// Installs the filter on every thread of this process (and what it starts).
+pub fn install(policy: &Policy) -> bool {
+    let Some(arch) = ARCH else { return false };
+    let programs = match programs(policy, arch) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zu sandbox: no seccomp filter ({e})");
+            return false;
+        }
+    };
+    // Each filter sees every call; the kernel takes the strictest answer.
+    for program in &programs {
+        if let Err(e) = apply_filter_all_threads(program) {
+            eprintln!("zu sandbox: the seccomp filter could not be installed ({e})");
+            return false;
+        }
+    }
+    true
+}

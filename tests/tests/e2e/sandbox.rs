@@ -1,0 +1,261 @@
+//! The sandbox of plugin processes, tried as an attacker would: a tool that
+//! declares nothing tries to read secrets, write files, connect out, run a
+//! shell, read zu's variables and environment, kill zu, overwrite the
+//! verdict cache, fork and hold 3 GiB — each denied, the run finishing; the
+//! same tool declaring a capability gets just that; a load-time constructor
+//! is stopped in the probe; and `required` refuses what runs unsandboxed.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+use zu_tests::{artifacts, plugin_dir};
+
+struct Run {
+    out: Output,
+    observations: Vec<Value>,
+    log: String,
+}
+
+/// `zu run` in `dir` with the hostile fixture and the scripted provider
+/// making `calls` (one turn), into a jsonl log; `flags` added.
+fn run(dir: &Path, calls: Value, flags: &[&str], env: &[(&str, &str)]) -> Run {
+    let a = artifacts();
+    let plugins = plugin_dir(&[
+        a.fixture("hostile"),
+        a.lib("zu_plugin_scripted"),
+        a.lib("zu_plugin_jsonl"),
+    ]);
+    let script = json!({"responses": [{"tool_calls": calls}, {"text": "{\"done\": true}"}]});
+    let log = dir.join("log.jsonl");
+    let mut cmd = Command::new(&a.zu);
+    cmd.args(["run", "--plugins", plugins.path().to_str().unwrap(), "--query", "q"])
+        .args(["--provider", "scripted", "--provider-config", &script.to_string()])
+        .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
+        .args(["--max-tool-calls", "32", "--detectors", "", "--validators", ""])
+        .args(flags)
+        .current_dir(dir)
+        .env_remove("ZU_PLUGIN_PATH")
+        .env("ZU_CACHE_DIR", dir.join("cache"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let observations = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "harness.tool.returned")
+        .map(|e| e["payload"]["observation"].clone())
+        .collect();
+    Run {
+        out,
+        observations,
+        log: text,
+    }
+}
+
+fn attempt(tool: &str, args: Value) -> Value {
+    let mut args = args;
+    json!({"name": tool, "args": args.take()})
+}
+
+fn denied(v: &Value) -> bool {
+    v.get("denied").is_some() && v.get("ok").is_none()
+}
+
+#[test]
+fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join(".secret"), "the-user's-secret-7731").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = dir.path().join("log.jsonl");
+    let cache_file = dir.path().join("cache/planted");
+    let calls = json!([
+        attempt("attempt", json!({"try": "read", "path": home.join(".secret")})),
+        attempt("attempt", json!({"try": "read", "path": "/etc/shadow"})),
+        attempt("attempt", json!({"try": "write", "path": home.join("planted")})),
+        attempt("attempt", json!({"try": "write", "path": log})),
+        attempt("attempt", json!({"try": "write", "path": cache_file})),
+        attempt("attempt", json!({"try": "connect", "addr": addr})),
+        attempt("attempt", json!({"try": "exec"})),
+        attempt("attempt", json!({"try": "env", "name": "ZU_TEST_API_KEY"})),
+        attempt("attempt", json!({"try": "parent_environ"})),
+        attempt("attempt", json!({"try": "kill_parent"})),
+        attempt("attempt", json!({"try": "fork"})),
+        attempt("attempt", json!({"try": "alloc", "mb": 3072})),
+    ]);
+    let r = run(
+        dir.path(),
+        calls,
+        &[],
+        &[
+            ("ZU_TEST_API_KEY", "sk-must-not-leak"),
+            ("HOME", home.to_str().unwrap()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.out.status.code(), Some(0), "zu lives and the run finishes: {err}");
+    assert_eq!(r.observations.len(), 12, "{:?}", r.observations);
+    for (i, o) in r.observations.iter().enumerate() {
+        assert!(denied(o), "attempt {i} was not denied: {o}");
+    }
+    assert!(!r.log.contains("the-user's-secret-7731") && !r.log.contains("sk-must-not-leak"));
+    assert!(!home.join("planted").exists() && !cache_file.exists());
+    assert!(listener.accept().is_err(), "nothing connected to the listener");
+}
+
+#[test]
+fn a_declared_capability_allows_that_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("here.txt"), "in the working directory").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("beside.txt"), "beside it").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let calls = json!([
+        attempt(
+            "granted_read",
+            json!({"try": "read", "path": dir.path().join("here.txt")})
+        ),
+        attempt(
+            "granted_read",
+            json!({"try": "read", "path": outside.path().join("beside.txt")})
+        ),
+        attempt(
+            "granted_read",
+            json!({"try": "write", "path": dir.path().join("new.txt")})
+        ),
+        attempt("granted_read", json!({"try": "connect", "addr": addr})),
+        attempt("granted_net", json!({"try": "connect", "addr": addr})),
+        attempt(
+            "granted_net",
+            json!({"try": "read", "path": dir.path().join("here.txt")})
+        ),
+        attempt("granted_exec", json!({"try": "exec"})),
+        attempt("granted_exec", json!({"try": "connect", "addr": addr})),
+    ]);
+    let r = run(dir.path(), calls, &[], &[]);
+    assert_eq!(
+        r.out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.out.stderr)
+    );
+    let o = &r.observations;
+    assert_eq!(o.len(), 8, "{o:?}");
+    assert_eq!(
+        o[0]["ok"], "in the working directory",
+        "fs:read reads the working directory"
+    );
+    assert!(denied(&o[1]) && denied(&o[2]) && denied(&o[3]), "{o:?}");
+    assert_eq!(o[4]["ok"], "sent", "net connects");
+    let mut got = String::new();
+    listener.accept().unwrap().0.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from a plugin");
+    assert!(denied(&o[5]), "net does not read files: {}", o[5]);
+    assert!(
+        o[6]["ok"].as_str().unwrap_or_default().contains("uid="),
+        "subprocess runs a shell: {}",
+        o[6]
+    );
+    assert!(denied(&o[7]), "subprocess does not connect: {}", o[7]);
+}
+
+#[test]
+fn a_load_time_constructor_runs_in_the_probes_deny_all_sandbox() {
+    let planted = Path::new("/tmp/zu-probe-planted-by-constructor");
+    let _ = std::fs::remove_file(planted);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(&[artifacts().c_fixture("ctor_hostile")]);
+    let out = Command::new(&artifacts().zu)
+        .args(["plugins", "--json", "--plugins", plugins.path().to_str().unwrap()])
+        .env("ZU_CACHE_DIR", dir.path())
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["failures"][0]["error"]["code"], "not_a_plugin", "{listed}");
+    assert!(!planted.exists(), "the constructor planted a file from the probe");
+}
+
+#[test]
+fn required_containment_refuses_a_plugin_outside_a_sandbox_or_with_a_layer_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = json!([attempt("granted_read", json!({"try": "read", "path": "x"}))]);
+    let sandboxed = run(
+        dir.path(),
+        read.clone(),
+        &["--containment", "required", "--tools", "granted_read"],
+        &[],
+    );
+    assert_eq!(
+        sandboxed.out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sandboxed.out.stderr)
+    );
+    // In zu's process there is no sandbox at all.
+    let before = sandboxed.log.len();
+    let here = run(
+        dir.path(),
+        read.clone(),
+        &[
+            "--containment",
+            "required",
+            "--tools",
+            "granted_read",
+            "--isolation",
+            "in-process",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&here.out.stderr).into_owned();
+    assert_eq!(here.out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("runs in no sandbox") && err.contains("providers.scripted"),
+        "{err}"
+    );
+    assert_eq!(here.log.len(), before, "nothing ran");
+    // ... unless trusted by name.
+    let trusted: Vec<&str> = ["providers.scripted", "sinks.jsonl", "tools.granted_read"]
+        .iter()
+        .flat_map(|t| ["--trust", *t])
+        .collect();
+    let mut flags = vec![
+        "--containment",
+        "required",
+        "--tools",
+        "granted_read",
+        "--isolation",
+        "in-process",
+    ];
+    flags.extend(trusted);
+    let ok = run(dir.path(), read, &flags, &[]);
+    assert_eq!(
+        ok.out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.out.stderr)
+    );
+    // `net` cannot be scoped to hosts yet: that layer is missing, and named.
+    let net = json!([attempt("granted_net", json!({"try": "env", "name": "X"}))]);
+    let open = run(
+        dir.path(),
+        net,
+        &["--containment", "required", "--tools", "granted_net"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&open.out.stderr).into_owned();
+    assert_eq!(open.out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tools.granted_net") && err.contains("network scoped"),
+        "{err}"
+    );
+}
