@@ -51,6 +51,8 @@ pub struct IsolationFlags {
 pub struct FileContainment {
     pub probe_timeout: Option<f64>,
     pub isolation: BTreeMap<String, String>,
+    /// `[grants.KIND.NAME]`, its paths already relative to the file's directory.
+    pub grants: BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
     pub origin: String,
 }
 
@@ -79,6 +81,13 @@ impl IsolationFlags {
                 )));
             }
             p.probe_timeout = Duration::from_secs_f64(s);
+        }
+        for (kind, plugins) in &file.grants {
+            for (name, grant) in plugins {
+                let key = format!("{kind}.{name}");
+                let (kind, name) = plugin_key(&key, &format!("{} [grants]", file.origin))?;
+                p.grants.insert((kind, name), grant.clone());
+            }
         }
         let table = format!("{} [isolation]", file.origin);
         for (key, value) in &file.isolation {

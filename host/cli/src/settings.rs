@@ -40,6 +40,9 @@ pub struct FileSettings {
     /// `[mcp.servers.NAME]`: MCP servers whose tools take part.
     #[serde(default)]
     pub mcp: zu_mcp::McpConfig,
+    /// `[grants.KIND.NAME]`: what a plugin's sandbox gives it beyond its defaults.
+    #[serde(default)]
+    pub grants: BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
     /// `[serve]`: the host names and token of `zu serve`.
     pub serve: Option<FileServe>,
     /// `[config.<kind>.<name>]` tables: each plugin's config.

@@ -292,7 +292,14 @@ impl Loader {
                             .protection
                             .as_ref()
                             .expect("process isolation is only set when protected");
-                        let policy = Policy::for_plugin(kind, &name, &info.capabilities, &config, &cwd);
+                        let grant = p.grant(kind, &name);
+                        let policy = Policy::for_plugin(kind, &name, &info.capabilities, &config, &cwd, grant)
+                            .map_err(|e| LoadError::GrantTooWide {
+                                origin: path.display().to_string(),
+                                kind,
+                                name: name.clone(),
+                                message: e.to_string(),
+                            })?;
                         let sup = supervisors
                             .entry(policy.clone())
                             .or_insert_with(|| p.supervisor(&judged.file, path, policy));

@@ -65,6 +65,8 @@ pub struct Protection {
     pub isolate: HashMap<(Kind, String), Isolation>,
     /// Forget every cached verdict first (probe everything again).
     pub rescan: bool,
+    /// What particular plugins are granted beyond their default sandbox.
+    pub grants: HashMap<(Kind, String), crate::sandbox::Grant>,
 }
 
 impl Protection {
@@ -77,6 +79,7 @@ impl Protection {
             isolation: Isolation::Process,
             isolate: HashMap::new(),
             rescan: false,
+            grants: HashMap::new(),
         }
     }
 }
@@ -128,6 +131,11 @@ impl Protected {
             .get(&(kind, name.to_owned()))
             .copied()
             .unwrap_or(self.settings.isolation)
+    }
+
+    /// What zu.toml grants `kind`/`name`, if anything.
+    pub(crate) fn grant(&self, kind: Kind, name: &str) -> Option<&crate::sandbox::Grant> {
+        self.settings.grants.get(&(kind, name.to_owned()))
     }
 
     pub(crate) fn supervisor(&self, file: &Path, display: &Path, policy: Policy) -> Arc<Supervisor> {

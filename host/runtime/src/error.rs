@@ -182,6 +182,19 @@ pub enum LoadError {
         reserved: String,
     },
 
+    /// zu.toml grants the plugin more than it declared.
+    #[error("{origin}: {kind} plugin {name:?}: {message}")]
+    GrantTooWide {
+        /// The library.
+        origin: String,
+        /// The plugin's kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// What the grant gives that the declaration does not cover.
+        message: String,
+    },
+
     /// The file or its directory may be written by someone other than its
     /// owner (group write is accepted only for the owner's private group).
     ///
@@ -368,6 +381,7 @@ impl LoadError {
             LoadError::ConstructorPanicked { .. } => "constructor_panicked",
             LoadError::NameTaken { .. } => "name_taken",
             LoadError::ReservedName { .. } => "reserved_name",
+            LoadError::GrantTooWide { .. } => "grant_too_wide",
             LoadError::InsecurePermissions { .. } => "insecure_permissions",
             LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
             LoadError::NotARegularFile { .. } => "not_a_regular_file",

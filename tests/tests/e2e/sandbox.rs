@@ -259,3 +259,38 @@ fn required_containment_refuses_a_plugin_outside_a_sandbox_or_with_a_layer_missi
         "{err}"
     );
 }
+
+#[test]
+fn a_grant_in_zu_toml_places_a_declared_capability_and_may_not_widen_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("granted.txt"), "granted by name").unwrap();
+    std::fs::write(
+        dir.path().join("zu.toml"),
+        format!(
+            "[grants.tools.granted_read]\nread = [{:?}]\nenv = [\"ZU_GRANTED_VAR\"]\n\n[grants.tools.attempt]\nwrite = [\"/tmp\"]\n",
+            outside.path()
+        ),
+    )
+    .unwrap();
+    let calls = json!([
+        attempt(
+            "granted_read",
+            json!({"try": "read", "path": outside.path().join("granted.txt")})
+        ),
+        attempt("granted_read", json!({"try": "env", "name": "ZU_GRANTED_VAR"})),
+        attempt("granted_read", json!({"try": "env", "name": "ZU_OTHER_VAR"})),
+    ]);
+    let env = [("ZU_GRANTED_VAR", "yes"), ("ZU_OTHER_VAR", "no")];
+    let r = run(dir.path(), calls, &["--tools", "granted_read"], &env);
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.out.status.code(), Some(0), "{err}");
+    assert_eq!(r.observations[0]["ok"], "granted by name", "{:?} {err}", r.observations);
+    assert_eq!(r.observations[1]["ok"], "yes");
+    assert!(denied(&r.observations[2]));
+    // `attempt` declares nothing: a write grant is wider, and it is refused.
+    assert!(
+        err.contains("grant_too_wide") && err.contains("attempt") && err.contains("does not declare fs:write"),
+        "{err}"
+    );
+}

@@ -368,9 +368,16 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         Some(c) => c.parse().map_err(|e: String| Failure::usage(format!("checks: {e}")))?,
         None => Checks::FailOpen,
     };
+    let mut grants = std::mem::take(&mut settings.file.grants);
+    for g in grants.values_mut().flat_map(|m| m.values_mut()) {
+        for path in g.read.iter_mut().chain(g.write.iter_mut()) {
+            *path = settings.base.join(&*path);
+        }
+    }
     let file_containment = load::FileContainment {
         probe_timeout: settings.file.probe_timeout,
         isolation: std::mem::take(&mut settings.file.isolation),
+        grants,
         origin: file.display().to_string(),
     };
     let protection = args.isolation_flags.protection(&file_containment)?;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A sandboxed process's resource limits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Private writable memory (`RLIMIT_DATA`), MiB.
     pub memory_mb: u64,

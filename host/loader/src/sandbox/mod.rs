@@ -36,6 +36,36 @@ pub struct Policy {
     pub limits: Limits,
 }
 
+/// What the user grants a plugin beyond its defaults (zu.toml
+/// `[grants.KIND.NAME]`): never more than it declared — `read` needs
+/// `fs:read`, `write` needs `fs:write`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// More paths to read.
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// More paths to write.
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    /// More variables of zu's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Other resource limits.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// A grant that asks for more than the plugin declared.
+#[derive(Debug, thiserror::Error)]
+#[error("the grant gives {what} to a plugin that does not declare {capability}; remove it from the grant (a grant narrows or places what a plugin declared, never widens it)")]
+pub struct GrantTooWide {
+    /// What the grant gives.
+    pub what: String,
+    /// The capability it would need.
+    pub capability: &'static str,
+}
+
 /// What a process's sandbox enforced, as `harness.sandbox.applied` records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -127,8 +157,25 @@ impl Policy {
     /// `fs:write` writes the paths its config names (a file's directory); `subprocess` and `net` as declared; the
     /// environment holds the variables its config names and, for a provider,
     /// `NAME_API_KEY`.
-    pub fn for_plugin(kind: Kind, name: &str, capabilities: &[String], config: &Value, cwd: &Path) -> Policy {
+    pub fn for_plugin(
+        kind: Kind,
+        name: &str,
+        capabilities: &[String],
+        config: &Value,
+        cwd: &Path,
+        grant: Option<&Grant>,
+    ) -> Result<Policy, GrantTooWide> {
         let has = |cap: &str| capabilities.iter().any(|c| c == cap);
+        if let Some(g) = grant {
+            for (paths, cap, what) in [(&g.read, CAP_FS_READ, "read"), (&g.write, CAP_FS_WRITE, "write")] {
+                if let Some(p) = paths.first().filter(|_| !has(cap)) {
+                    return Err(GrantTooWide {
+                        what: format!("{what} access to {}", p.display()),
+                        capability: cap,
+                    });
+                }
+            }
+        }
         let named = config_paths(config, cwd);
         let mut p = Policy {
             subprocess: has(CAP_SUBPROCESS),
@@ -154,13 +201,21 @@ impl Policy {
             p.env
                 .push(format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_")));
         }
+        if let Some(g) = grant {
+            p.read.extend(g.read.iter().map(|r| cwd.join(r)));
+            p.write.extend(g.write.iter().map(|w| cwd.join(w)));
+            p.env.extend(g.env.iter().cloned());
+            if let Some(l) = &g.limits {
+                p.limits = l.clone();
+            }
+        }
         p.read.sort();
         p.read.dedup();
         p.write.sort();
         p.write.dedup();
         p.env.sort();
         p.env.dedup();
-        p
+        Ok(p)
     }
 
     /// Applies the sandbox to this process (and its threads and children),
@@ -235,14 +290,14 @@ mod tests {
         let log = dir.path().join("new.db");
         let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cwd = Path::new("/");
-        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd);
+        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd, None).unwrap();
         assert_eq!(
             p.write,
             vec![dir.path().to_owned()],
             "the directory of a log to be made"
         );
         assert!(!p.net && !p.subprocess);
-        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd);
+        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd, None).unwrap();
         assert!(
             none.read.is_empty() && none.write.is_empty(),
             "nothing declared, nothing granted"
@@ -253,7 +308,23 @@ mod tests {
             &[],
             &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
             cwd,
-        );
+            None,
+        )
+        .unwrap();
         assert_eq!(openai.env, vec!["MY_KEY", "OPENAI_API_KEY", "T"]);
+        let wide = Grant {
+            write: vec!["/srv".into()],
+            ..Grant::default()
+        };
+        let e = Policy::for_plugin(
+            Kind::Tools,
+            "t",
+            &[CAP_FS_READ.to_owned()],
+            &json!(null),
+            cwd,
+            Some(&wide),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not declare fs:write"), "{e}");
     }
 }
