@@ -40,6 +40,11 @@ pub const CHECK_FAILED: &str = "harness.check.failed";
 /// call (crash, abort, `exit`): `{plugin, kind, what}`. The call failed;
 /// the next one gets a fresh process. Beyond the reference.
 pub const PLUGIN_CONTAINED: &str = "harness.plugin.contained";
+/// The sandbox of each tool, detector and validator taking part, recorded
+/// at the start of a run when any runs in one: `{plugins: [{kind, name,
+/// sandbox: "enforced" | "partial" | "none", missing: [layers]}]}`. Beyond
+/// the reference.
+pub const SANDBOX_APPLIED: &str = "harness.sandbox.applied";
 /// A library or plugin the host refused at load, recorded at the start of
 /// a run: `{library, kind, name, code, message}`. Beyond the reference.
 pub const PLUGIN_REFUSED: &str = "harness.plugin.refused";
@@ -79,7 +84,7 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 27] = [
+pub const HARNESS_TYPES: [&str; 28] = [
     TASK_STARTED,
     TASK_RESUMED,
     OBSERVATION_EXTRACTED,
@@ -96,6 +101,7 @@ pub const HARNESS_TYPES: [&str; 27] = [
     CHECK_FAILED,
     PLUGIN_CONTAINED,
     PLUGIN_REFUSED,
+    SANDBOX_APPLIED,
     LOG_DAMAGED,
     LOG_RESTARTED,
     DEFENSE_BLOCKED,

@@ -318,7 +318,7 @@ fn readers_never_create_a_log_and_read_one_on_read_only_media() {
         zu(work.path(), &args)
     };
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 11);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 12);
     assert_eq!(std::fs::read(ro.join("run.db")).unwrap(), bytes, "the log is unchanged");
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -114,6 +114,7 @@ fn a_task_runs_end_to_end_from_zu_toml_into_a_sqlite_log() {
         [
             "harness.task.started",
             "harness.envelope.declared",
+            "harness.sandbox.applied",
             "harness.turn.started",
             "harness.turn.completed",
             "harness.tool.invoked",

@@ -166,6 +166,25 @@ fn a_declared_capability_allows_that_and_no_more() {
         o[6]
     );
     assert!(denied(&o[7]), "subprocess does not connect: {}", o[7]);
+    // The run's log says which sandbox each tool ran in.
+    let applied: Value = r
+        .log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "harness.sandbox.applied")
+        .expect("a harness.sandbox.applied event");
+    let of = |name: &str| {
+        applied["payload"]["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(of("granted_read")["sandbox"], "enforced", "{applied}");
+    assert_eq!(of("granted_net")["sandbox"], "partial");
+    assert!(of("granted_net")["missing"][0].as_str().unwrap().contains("network"));
 }
 
 #[test]

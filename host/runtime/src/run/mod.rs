@@ -186,6 +186,36 @@ fn participants(registry: &Registry, kind: Kind, chosen: Option<&[String]>) -> R
     Ok(chosen.to_vec())
 }
 
+/// The `sandbox.applied` payload: the sandbox of each tool, detector and
+/// validator taking part; `None` when none of them runs in one (a run all
+/// in zu's process, as an embedder's).
+fn sandboxes(registry: &Registry, tools: &[String], checks: &CheckSet) -> Option<serde_json::Value> {
+    let detectors = checks.detectors.iter().map(|d| (Kind::Detectors, &d.0));
+    let validators = checks.validators.iter().map(|v| (Kind::Validators, &v.0));
+    let infos: Vec<&crate::registry::PluginInfo> = tools
+        .iter()
+        .map(|t| (Kind::Tools, t))
+        .chain(detectors)
+        .chain(validators)
+        .filter_map(|(kind, name)| Some(&registry.get(kind, name)?.info))
+        .collect();
+    if infos.iter().all(|i| i.sandbox.is_none()) {
+        return None;
+    }
+    let plugins: Vec<serde_json::Value> = infos
+        .iter()
+        .map(|info| {
+            let (state, missing) = match &info.sandbox {
+                None => ("none", Vec::new()),
+                Some(m) if m.is_empty() => ("enforced", Vec::new()),
+                Some(m) => ("partial", m.clone()),
+            };
+            serde_json::json!({"kind": info.kind, "name": info.name, "sandbox": state, "missing": missing})
+        })
+        .collect();
+    Some(serde_json::json!({ "plugins": plugins }))
+}
+
 fn tool_entries(registry: &Registry, names: &[String]) -> Vec<ToolEntry> {
     names
         .iter()
@@ -343,6 +373,7 @@ fn run(
         .checked_add(Duration::from_secs(budget.wall_time_s).saturating_sub(spent_before))
         .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365));
     let mut checks = checks;
+    let sandboxes = sandboxes(registry, &tool_names, &checks);
     checks.deadline = deadline;
     let (trace_id, task_id) = (options.trace_id.unwrap_or(spec.task_id), spec.task_id);
     // At ERROR level so the span is enabled whenever any line is logged (a
@@ -383,6 +414,7 @@ fn run(
         tools,
         checks,
         refused: registry.failures().to_vec(),
+        sandboxes,
         provider,
         providers_by_tier: options.providers_by_tier.clone(),
         request: Arc::new(ModelRequest::default()),

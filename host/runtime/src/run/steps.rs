@@ -97,6 +97,8 @@ pub(super) struct Loop {
     pub(super) checks: CheckSet,
     /// What the registry refused at load, recorded at the start of the run.
     pub(super) refused: Vec<crate::registry::LoadFailure>,
+    /// The sandbox of each plugin taking part, recorded at the start of the run.
+    pub(super) sandboxes: Option<Value>,
     pub(super) provider: Arc<dyn ModelProvider>,
     pub(super) providers_by_tier: BTreeMap<u32, Arc<dyn ModelProvider>>,
     pub(super) ladder: Ladder,
@@ -216,6 +218,9 @@ impl Loop {
                 "message": f.error.to_string(),
             });
             self.record.emit(ev::PLUGIN_REFUSED, &payload, Some(root), "loader")?;
+        }
+        if let Some(payload) = self.sandboxes.take() {
+            self.record.emit(ev::SANDBOX_APPLIED, &payload, Some(root), "loader")?;
         }
         let fragments = self.ladder.active(&self.tools).map(|t| t.prompt_fragment.as_str());
         Arc::make_mut(&mut self.request).messages = initial_messages(&spec, fragments);
