@@ -16,6 +16,7 @@ mod output;
 mod pipeline;
 mod plugins;
 mod run;
+mod sandbox;
 mod serve;
 mod settings;
 
@@ -92,6 +93,9 @@ enum Command {
     Plugins(plugins::PluginsArgs),
     /// Check one plugin library the way the host loads it: what a plugin author runs after each build.
     Check(plugins::CheckArgs),
+    /// Show what this kernel enforces (Landlock, seccomp, namespaces) and the sandbox each plugin and
+    /// MCP server would get; exit 1 where `containment = "required"` could not be met.
+    Sandbox(sandbox::SandboxArgs),
     /// Run one task through the loop with a provider, tools, checks and a sink; print the Result as JSON.
     ///
     /// Settings come from flags, else from ./zu.toml (see README). Exit codes: 0 success,
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Plugins(args) => plugins::run_plugins(args),
         Command::Check(args) => plugins::run_check(args),
+        Command::Sandbox(args) => sandbox::run(args),
         Command::Events(args) => events::run(args),
         Command::Run(args) => run::run(*args),
         Command::Cost(args) => cost::run(args),

@@ -65,24 +65,44 @@ fn settings(flag: &Option<PathBuf>) -> Result<Settings, Failure> {
 }
 
 pub fn run_plugins(args: PluginsArgs) -> Result<u8, Failure> {
-    let mut settings = settings(&args.config_file)?;
+    let (loaded, _mcp) = load_listed(
+        &args.dirs,
+        &args.configs,
+        &args.config_file,
+        &args.isolation_flags,
+        args.rescan,
+    )?;
+    Ok(finish(&loaded, args.json, args.strict))
+}
+
+/// Loads what `zu plugins` lists: the plugin directories (flags, else
+/// zu.toml, else the default), their configs, and zu.toml's MCP servers
+/// (running while the handle lives).
+pub(crate) fn load_listed(
+    flag_dirs: &[PathBuf],
+    flag_configs: &[String],
+    config_file: &Option<PathBuf>,
+    isolation: &load::IsolationFlags,
+    rescan: bool,
+) -> Result<(Loaded, zu_mcp::McpHost), Failure> {
+    let mut settings = settings(config_file)?;
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-    let dirs = if args.dirs.is_empty() && !table.dirs.is_empty() {
+    let dirs = if flag_dirs.is_empty() && !table.dirs.is_empty() {
         let dirs: Vec<PathBuf> = table.dirs.iter().map(|p| settings.base.join(p)).collect();
         discovery::plugin_dirs(&dirs)
     } else {
-        discovery::plugin_dirs(&args.dirs)
+        discovery::plugin_dirs(flag_dirs)
     };
     if let Some(hint) = dirs.nowhere_hint() {
         eprintln!("zu: {}", escape(&hint));
     }
     let mut configs = settings.plugin_configs()?;
-    configs.extend(parse_config_args(&args.configs)?);
-    let mut protection = args.isolation_flags.protection(&Default::default())?;
-    protection.rescan = args.rescan;
+    configs.extend(parse_config_args(flag_configs)?);
+    let mut protection = isolation.protection(&Default::default())?;
+    protection.rescan = rescan;
     let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
-    let _mcp = zu_mcp::start(&settings.file.mcp, &settings.base, &mut loaded.registry);
-    Ok(finish(&loaded, args.json, args.strict))
+    let mcp = zu_mcp::start(&settings.file.mcp, &settings.base, &mut loaded.registry);
+    Ok((loaded, mcp))
 }
 
 pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {

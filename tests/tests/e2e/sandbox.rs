@@ -313,3 +313,44 @@ fn a_grant_in_zu_toml_places_a_declared_capability_and_may_not_widen_one() {
         "{err}"
     );
 }
+
+#[test]
+fn zu_sandbox_says_what_the_kernel_enforces_and_each_plugins_sandbox() {
+    let a = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = |libs: &[std::path::PathBuf], extra: &[&str]| {
+        let plugins = plugin_dir(libs);
+        let out = Command::new(&a.zu)
+            .args(["sandbox", "--json", "--plugins", plugins.path().to_str().unwrap()])
+            .args(extra)
+            .env("ZU_CACHE_DIR", dir.path())
+            .env_remove("ZU_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    let (code, v) = sandbox(&[a.fixture("hostile")], &[]);
+    assert!(
+        v["kernel"]["landlock_abi"].as_i64().unwrap() >= 6,
+        "this test machine has Landlock ABI 6+: {v}"
+    );
+    assert_eq!(v["kernel"]["seccomp"], true);
+    let state = |name: &str| {
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["sandbox"]
+            .clone()
+    };
+    assert_eq!(state("attempt"), "enforced");
+    assert_eq!(state("granted_net"), "partial");
+    assert_eq!(code, Some(1), "required could not be met for granted_net");
+    let (code, v) = sandbox(&[a.lib("zu_plugin_scripted"), a.lib("zu_plugin_files")], &[]);
+    assert_eq!(code, Some(0), "{v}");
+    let (code, v) = sandbox(&[a.lib("zu_plugin_files")], &["--isolation", "in-process"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["plugins"][0]["sandbox"], "none");
+}
