@@ -134,7 +134,7 @@ impl Access {
     }
 
     /// A client that sent too many wrong credentials: how long until it may try again.
-    fn locked_out(&self, client: IpAddr) -> Option<Duration> {
+    pub(super) fn locked_out(&self, client: IpAddr) -> Option<Duration> {
         let mut failures = lock(&self.failures);
         let seen = failures.get_mut(&client)?;
         let now = Instant::now();
@@ -148,7 +148,7 @@ impl Access {
     }
 
     /// Counts a wrong credential from `client`.
-    fn failed(&self, client: IpAddr) {
+    pub(super) fn failed(&self, client: IpAddr) {
         let mut failures = lock(&self.failures);
         let now = Instant::now();
         if failures.len() >= MAX_CLIENTS && !failures.contains_key(&client) {
@@ -177,7 +177,7 @@ impl Access {
     }
 
     /// Spends the one-time login code if `given` is it.
-    fn take_code(&self, given: &str) -> bool {
+    pub(super) fn take_code(&self, given: &str) -> bool {
         let mut code = lock(&self.login_code);
         if code.as_deref().is_some_and(|c| same(given, c)) {
             *code = None;
@@ -187,7 +187,7 @@ impl Access {
     }
 
     /// A new session: its id (the cookie's value).
-    fn open_session(&self) -> String {
+    pub(super) fn open_session(&self) -> String {
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.since).map(|(id, _)| id.clone()) {
@@ -212,12 +212,12 @@ impl Access {
         lock(&self.sessions).get(id).map(|s| s.csrf.clone())
     }
 
-    fn close_session(&self, id: &str) {
+    pub(super) fn close_session(&self, id: &str) {
         lock(&self.sessions).remove(id);
     }
 
     /// The `Set-Cookie` value logging in with session `id`.
-    fn set_cookie(&self, id: &str) -> String {
+    pub(super) fn set_cookie(&self, id: &str) -> String {
         format!("{}={id}; HttpOnly; SameSite=Strict; Path=/", self.cookie)
     }
 
@@ -247,7 +247,7 @@ pub enum Caller {
     Session { id: String, csrf: String },
 }
 
-fn refuse(status: StatusCode, message: String) -> Response {
+pub(super) fn refuse(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
@@ -257,7 +257,7 @@ fn changes_state(method: &Method) -> bool {
 }
 
 /// Whether `Origin` is this request's own (`http(s)://` + its `Host`).
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     match (host, origin) {
@@ -371,7 +371,7 @@ pub async fn token_rule(State(app): AppState, mut req: Request, next: Next) -> R
     next.run(req).await
 }
 
-fn too_many(wait: Duration) -> Response {
+pub(super) fn too_many(wait: Duration) -> Response {
     let secs = wait.as_secs().max(1);
     let mut resp = refuse(
         StatusCode::TOO_MANY_REQUESTS,
@@ -389,64 +389,6 @@ fn unauthorized(req: &Request) -> Response {
     }
     let body = Json(json!({"error": "unauthorized: send Authorization: Bearer <token>, or log in at /login"}));
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-}
-
-/// `GET /login?code=CODE` (the one-time link printed at start) or `POST
-/// /login` with the token (the form): a session cookie, then the runs page.
-pub async fn login(
-    app: &super::App,
-    client: IpAddr,
-    headers: &HeaderMap,
-    code: Option<&str>,
-    token: Option<&str>,
-) -> Response {
-    let access = &app.access;
-    if code.is_none() && token.is_none() {
-        return login_page(StatusCode::OK, "");
-    }
-    if let Some(wait) = access.locked_out(client) {
-        return too_many(wait);
-    }
-    if token.is_some() && !same_origin(headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "a login form is sent from this server's own page".into(),
-        );
-    }
-    let good = match (code, token) {
-        (Some(c), _) => access.take_code(c),
-        (_, Some(t)) => access.is_token(t),
-        _ => false,
-    };
-    if !good {
-        access.failed(client);
-        let why = if code.is_some() {
-            "That login link was used already or is wrong. Paste the token instead."
-        } else {
-            "That is not the token."
-        };
-        return login_page(StatusCode::UNAUTHORIZED, why);
-    }
-    let id = access.open_session();
-    let cookie = access.set_cookie(&id);
-    (
-        StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie), (header::LOCATION, "/".into())],
-    )
-        .into_response()
-}
-
-/// `POST /logout`: the session ends (a state change: Origin and CSRF token).
-pub async fn logout(app: &super::App, caller: &Caller) -> Response {
-    if let Caller::Session { id, .. } = caller {
-        app.access.close_session(id);
-    }
-    let gone = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", app.access.cookie);
-    (StatusCode::OK, [(header::SET_COOKIE, gone)], Json(json!({"ok": true}))).into_response()
-}
-
-fn login_page(status: StatusCode, message: &str) -> Response {
-    (status, super::pages::login(message)).into_response()
 }
 
 #[cfg(test)]

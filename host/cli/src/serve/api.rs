@@ -22,6 +22,7 @@ use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::LoggedEvent;
 
 use super::access::{self, Caller};
+use super::login;
 use super::{pages, App, AppState};
 
 /// Every route: the security headers on all, the host rule in front of all,
@@ -64,7 +65,7 @@ async fn login_link(
     headers: HeaderMap,
     Query(q): Query<LoginLink>,
 ) -> Response {
-    access::login(&app, client.ip(), &headers, q.code.as_deref(), None).await
+    login::login(&app, client.ip(), &headers, q.code.as_deref(), None).await
 }
 
 async fn login_form(
@@ -73,11 +74,11 @@ async fn login_form(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    access::login(&app, client.ip(), &headers, None, Some(&f.token)).await
+    login::login(&app, client.ip(), &headers, None, Some(&f.token)).await
 }
 
 async fn logout(State(app): AppState, Extension(caller): Extension<Caller>) -> Response {
-    access::logout(&app, &caller).await
+    login::logout(&app, &caller).await
 }
 
 async fn health(State(app): AppState) -> Json<Value> {

@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod index;
+mod login;
 mod pages;
 
 use std::net::SocketAddr;
