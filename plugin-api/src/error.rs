@@ -107,6 +107,24 @@ impl PluginError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         PluginError::InvalidInput(msg.into())
     }
+    /// An OS error that is what a sandbox answers (EACCES, EPERM), as the
+    /// model and the log should see it: a `sandbox` security block naming the
+    /// capability and the target — "requires fs:read access to /etc/shadow" —
+    /// which the loop records as `harness.defense.blocked`. `None` for any
+    /// other error. `e.map_err(|e| PluginError::denied(&e, CAP_FS_READ,
+    /// path).unwrap_or_else(|| PluginError::failed(...)))`.
+    pub fn denied(e: &std::io::Error, capability: &str, target: impl std::fmt::Display) -> Option<Self> {
+        matches!(e.raw_os_error(), Some(1 | 13)).then(|| {
+            PluginError::security_block(
+                "sandbox",
+                Some(target.to_string()),
+                format!(
+                    "requires {capability} access to {target} ({e}); the plugin must declare {capability}, and zu.toml [grants.KIND.NAME] can place it"
+                ),
+            )
+        })
+    }
+
     /// A security refusal of `kind` (e.g. `ssrf`), naming the refused target.
     pub fn security_block(kind: impl Into<String>, target: Option<String>, msg: impl Into<String>) -> Self {
         PluginError::SecurityBlock(SecurityBlock {
@@ -120,6 +138,24 @@ impl PluginError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denied_os_error_names_the_capability_and_the_target() {
+        let denied = std::io::Error::from_raw_os_error(13);
+        match PluginError::denied(&denied, "fs:read", "/etc/shadow") {
+            Some(PluginError::SecurityBlock(b)) => {
+                assert_eq!((b.kind.as_str(), b.target.as_deref()), ("sandbox", Some("/etc/shadow")));
+                assert!(
+                    b.message.starts_with("requires fs:read access to /etc/shadow"),
+                    "{}",
+                    b.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = std::io::Error::from_raw_os_error(2);
+        assert_eq!(PluginError::denied(&missing, "fs:read", "x"), None);
+    }
     use crate::ports::MAX_OBSERVATION_BYTES;
 
     #[test]

@@ -95,14 +95,18 @@ impl FileRead {
             return Err(escape("'..' is not allowed"));
         }
         let joined = self.root.join(rel);
-        let real = joined
-            .canonicalize()
-            .map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
+        let real = joined.canonicalize().map_err(|e| read_error(requested, &e))?;
         if !real.starts_with(&self.root) {
             return Err(escape("it resolves (through a symlink) outside the root"));
         }
         Ok(real)
     }
+}
+
+/// A read that failed: the sandbox's denial named as such, else the OS error.
+fn read_error(requested: &str, e: &std::io::Error) -> PluginError {
+    PluginError::denied(e, CAP_FS_READ, requested)
+        .unwrap_or_else(|| PluginError::failed(format!("cannot read {requested:?}: {e}")))
 }
 
 impl Tool for FileRead {
@@ -128,8 +132,7 @@ impl Tool for FileRead {
             .and_then(Value::as_str)
             .ok_or_else(|| PluginError::invalid("file_read needs a string argument \"path\""))?;
         let real = self.resolve(requested)?;
-        let meta =
-            std::fs::metadata(&real).map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
+        let meta = std::fs::metadata(&real).map_err(|e| read_error(requested, &e))?;
         if !meta.is_file() {
             return Err(PluginError::failed(format!("{requested:?} is not a regular file")));
         }
@@ -143,7 +146,7 @@ impl Tool for FileRead {
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         std::fs::File::open(&real)
             .and_then(|f| f.take(self.max_bytes + 1).read_to_end(&mut bytes))
-            .map_err(|e| PluginError::failed(format!("cannot read {requested:?}: {e}")))?;
+            .map_err(|e| read_error(requested, &e))?;
         if bytes.len() as u64 > self.max_bytes {
             return Err(PluginError::failed(format!(
                 "{requested:?} grew over the {}-byte limit",

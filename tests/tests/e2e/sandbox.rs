@@ -90,6 +90,7 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
         attempt("attempt", json!({"try": "kill_parent"})),
         attempt("attempt", json!({"try": "fork"})),
         attempt("attempt", json!({"try": "alloc", "mb": 3072})),
+        attempt("attempt", json!({"try": "report_read", "path": home.join(".secret")})),
     ]);
     let r = run(
         dir.path(),
@@ -102,10 +103,24 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
     );
     let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
     assert_eq!(r.out.status.code(), Some(0), "zu lives and the run finishes: {err}");
-    assert_eq!(r.observations.len(), 12, "{:?}", r.observations);
-    for (i, o) in r.observations.iter().enumerate() {
+    assert_eq!(r.observations.len(), 13, "{:?}", r.observations);
+    for (i, o) in r.observations[..12].iter().enumerate() {
         assert!(denied(o), "attempt {i} was not denied: {o}");
     }
+    // Reported through the API's helper, a denial names the capability, and is on the log.
+    let reported = r.observations[12]["error"].as_str().unwrap_or_default();
+    assert!(
+        reported.contains("requires fs:read access to") && reported.contains(".secret"),
+        "{reported}"
+    );
+    let blocked: Vec<Value> = r
+        .log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "harness.defense.blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0]["payload"]["kind"], "sandbox");
     assert!(!r.log.contains("the-user's-secret-7731") && !r.log.contains("sk-must-not-leak"));
     assert!(!home.join("planted").exists() && !cache_file.exists());
     assert!(listener.accept().is_err(), "nothing connected to the listener");
