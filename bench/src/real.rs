@@ -179,7 +179,7 @@ pub fn bench_mcp_call(calls: usize) -> Result<Value, BenchError> {
     ))
     .map_err(|e| BenchError(e.to_string()))?;
     let mut registry = zu_runtime::Registry::new();
-    let _host = zu_mcp::start(&config, Path::new("."), &mut registry);
+    let _host = zu_mcp::start(&config, Path::new("."), &mut registry, None);
     let tool = registry.tool("everything__echo").ok_or_else(|| {
         BenchError(format!(
             "the MCP server did not start: {:?}",

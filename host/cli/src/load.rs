@@ -246,3 +246,36 @@ impl Loaded {
         }
     }
 }
+
+/// How `zu` starts stdio MCP servers: inside the sandbox (`zu __jail`), with
+/// the policy their config makes.
+pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
+    let exe = std::env::current_exe().ok()?;
+    Some(std::sync::Arc::new(
+        move |c: &zu_mcp::ServerConfig, command: &std::path::Path, cwd: &std::path::Path| {
+            let policy = zu_loader::sandbox::Policy::for_server(
+                command,
+                &c.args,
+                cwd,
+                &c.capabilities,
+                &c.read,
+                &c.write,
+                &c.exec,
+            )
+            .map_err(|e| e.to_string())?;
+            let env = zu_loader::sandbox::environment(&zu_loader::sandbox::Policy {
+                env: Vec::new(),
+                ..policy.clone()
+            })
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+            .collect();
+            Ok(zu_mcp::Jail {
+                program: exe.clone(),
+                before: vec![zu_loader::sandbox::JAIL_COMMAND.to_owned(), "--".to_owned()],
+                env,
+                missing: policy.missing_here(),
+            })
+        },
+    ))
+}

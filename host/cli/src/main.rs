@@ -114,6 +114,13 @@ enum Command {
     /// (internal) The probe child: opens libraries and reports their verdicts.
     #[command(name = "__probe", hide = true)]
     Probe,
+    /// (internal) Runs a command (a stdio MCP server) inside the sandbox its parent set.
+    #[command(name = "__jail", hide = true)]
+    Jail {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// (internal) A plugin process: serves the plugins of one library.
     #[command(name = "__serve", hide = true)]
     PluginProcess {
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
         Command::PluginProcess { file, display } => {
             return ExitCode::from(zu_loader::isolate::child::child_main(file, display) as u8)
         }
+        Command::Jail { command } => return ExitCode::from(zu_loader::sandbox::jail(command) as u8),
         _ => {}
     }
     output::claim();
@@ -160,7 +168,7 @@ fn main() -> ExitCode {
         Command::Cost(args) => cost::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Pipeline(args) => pipeline::run(*args),
-        Command::Probe | Command::PluginProcess { .. } => unreachable!("handled above"),
+        Command::Probe | Command::PluginProcess { .. } | Command::Jail { .. } => unreachable!("handled above"),
     };
     let code = match outcome {
         Ok(code) => code,

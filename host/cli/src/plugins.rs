@@ -101,7 +101,12 @@ pub(crate) fn load_listed(
     let mut protection = isolation.protection(&Default::default())?;
     protection.rescan = rescan;
     let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
-    let mcp = zu_mcp::start(&settings.file.mcp, &settings.base, &mut loaded.registry);
+    let mcp = zu_mcp::start(
+        &settings.file.mcp,
+        &settings.base,
+        &mut loaded.registry,
+        load::mcp_jailer(),
+    );
     Ok((loaded, mcp))
 }
 

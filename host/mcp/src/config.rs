@@ -48,6 +48,23 @@ pub struct ServerConfig {
     /// The egress hosts every tool of it declares (`*` = open).
     #[serde(default)]
     pub egress: Vec<String>,
+    /// A stdio server's sandbox: more paths it reads (needs `fs:read`).
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// More paths it writes (needs `fs:write`), e.g. an npm cache.
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    /// More directories it may execute programs from (interpreters).
+    #[serde(default)]
+    pub exec: Vec<PathBuf>,
+    /// Run a stdio server in the sandbox (default true); `false` runs it
+    /// with only its own environment and process group.
+    #[serde(default = "yes")]
+    pub sandbox: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_startup() -> f64 {

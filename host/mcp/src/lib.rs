@@ -24,6 +24,20 @@ pub use config::{McpConfig, ServerConfig};
 pub use server::Server;
 pub use tool::McpTool;
 
+/// How a stdio server is started inside a sandbox: `program` (zu's hidden
+/// `__jail`) runs with `before`, then the server's command and arguments,
+/// and the variables `env` added; `missing` is what its sandbox lacks.
+pub struct Jail {
+    pub program: PathBuf,
+    pub before: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub missing: Vec<String>,
+}
+
+/// Makes the [`Jail`] of a server from its config, resolved command and
+/// working directory (or says why it cannot).
+pub type Jailer = Arc<dyn Fn(&ServerConfig, &Path, &Path) -> Result<Jail, String> + Send + Sync>;
+
 /// The running servers; dropping it stops them.
 pub struct McpHost {
     servers: Vec<Arc<Server>>,
@@ -50,7 +64,8 @@ fn leak(v: &[String]) -> &'static [&'static str] {
 /// Starts every server of `config` at once (paths relative to `base`) and
 /// registers the tools of those that started; each one that did not is a
 /// failure on the registry.
-pub fn start(config: &McpConfig, base: &Path, registry: &mut Registry) -> McpHost {
+/// With a `jailer`, each stdio server runs inside the sandbox it makes.
+pub fn start(config: &McpConfig, base: &Path, registry: &mut Registry, jailer: Option<Jailer>) -> McpHost {
     let mut host = McpHost { servers: Vec::new() };
     let mut starting = Vec::new();
     for (name, sc) in &config.servers {
@@ -67,7 +82,7 @@ pub fn start(config: &McpConfig, base: &Path, registry: &mut Registry) -> McpHos
             registry.record_failure(fail(problem));
             continue;
         }
-        let server = Arc::new(Server::new(name, sc.clone(), base));
+        let server = Arc::new(Server::new(name, sc.clone(), base, jailer.clone()));
         let limit = Duration::from_secs_f64(sc.startup_timeout_s);
         let s = server.clone();
         let handle = std::thread::spawn(move || s.start(limit));
@@ -102,6 +117,7 @@ pub fn start(config: &McpConfig, base: &Path, registry: &mut Registry) -> McpHos
             };
             let mut info = PluginInfo::native(Kind::Tools, &zu_name, envelope);
             info.library = Some(origin(&name));
+            info.sandbox = server.sandbox_missing();
             if let Err(error) = registry.register(info, PluginObject::Tool(Arc::new(tool))) {
                 registry.record_failure(LoadFailure {
                     library: Some(origin(&name)),

@@ -66,6 +66,9 @@ pub struct Server {
     config: ServerConfig,
     base: PathBuf,
     live: Mutex<Option<Live>>,
+    jailer: Option<crate::Jailer>,
+    /// What the sandbox of its last start lacks (`None`: it ran in none).
+    missing: Mutex<Option<Vec<String>>>,
 }
 
 /// The file `program` names on zu's PATH (as a shell would find it).
@@ -100,13 +103,20 @@ fn tail(stderr: &Mutex<String>) -> String {
 }
 
 impl Server {
-    pub(crate) fn new(name: &str, config: ServerConfig, base: &Path) -> Self {
+    pub(crate) fn new(name: &str, config: ServerConfig, base: &Path, jailer: Option<crate::Jailer>) -> Self {
         Server {
             name: name.to_owned(),
             config,
             base: base.to_owned(),
             live: Mutex::new(None),
+            jailer,
+            missing: Mutex::new(None),
         }
+    }
+
+    /// What its sandbox lacks, as `PluginInfo::sandbox` says it.
+    pub(crate) fn sandbox_missing(&self) -> Option<Vec<String>> {
+        self.missing.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Starts or reaches the server and lists its tools.
@@ -116,16 +126,32 @@ impl Server {
         let (mut lost, mut process) = (None, None);
         let (client, group) = match (&c.command, &c.url) {
             (Some(command), _) => {
-                let mut cmd = tokio::process::Command::new(find(command)?);
-                cmd.args(&c.args).env_clear();
+                let program = find(command)?;
+                let cwd = c.cwd.as_ref().map(|d| self.base.join(d));
+                let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+                let mut cmd = match self.jailer.as_ref().filter(|_| c.sandbox) {
+                    Some(jailer) => {
+                        let jail = jailer(c, &program, cwd.as_deref().unwrap_or(&here))?;
+                        *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(jail.missing.clone());
+                        let mut cmd = tokio::process::Command::new(&jail.program);
+                        cmd.args(&jail.before).arg(&program).env_clear().envs(jail.env);
+                        cmd
+                    }
+                    None => {
+                        let mut cmd = tokio::process::Command::new(&program);
+                        cmd.env_clear();
+                        cmd
+                    }
+                };
+                cmd.args(&c.args);
                 for var in &c.env_vars {
                     if let Some(v) = std::env::var_os(var) {
                         cmd.env(var, v);
                     }
                 }
                 cmd.envs(&c.env);
-                if let Some(dir) = &c.cwd {
-                    cmd.current_dir(self.base.join(dir));
+                if let Some(dir) = &cwd {
+                    cmd.current_dir(dir);
                 }
                 cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
                 let mut wrap = process_wrap::tokio::CommandWrap::from(cmd);

@@ -436,3 +436,41 @@ fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
         "a cut answer is no crash"
     );
 }
+
+#[test]
+fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
+    let server = zu_tests::workspace_root().join("tests/fixtures/mcp/hostile.py");
+    let s = setup(&format!(
+        "[mcp.servers.hostile]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\", \"HOME\"]\n"
+    ));
+    // A home outside the working directory (which the server may read).
+    let home_dir = tempfile::tempdir().unwrap();
+    let home = home_dir.path().to_owned();
+    std::fs::write(home.join(".secret"), "the-user's-secret-4410").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let attempt = |args: Value| call("hostile__attempt", args);
+    let script = json!([
+        attempt(json!({"what": "read", "path": home.join(".secret")})),
+        attempt(json!({"what": "write", "path": home.join("planted")})),
+        attempt(json!({"what": "connect", "addr": addr})),
+        attempt(json!({"what": "environ"})),
+        attempt(json!({"what": "kill_parent"})),
+        {"text": "{\"ok\": true}"}
+    ]);
+    let (result, events, out) = run_with(&s, script, &[], &[("HOME", home.to_str().unwrap())]);
+    assert_eq!(result["status"], "success", "zu lives: {}", err(&out));
+    let said: Vec<String> = fetched(&events)
+        .iter()
+        .map(|p| p["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(said.len(), 5, "{said:?}");
+    for (i, text) in said.iter().enumerate() {
+        assert!(text.starts_with("denied:"), "attempt {i}: {text}");
+    }
+    assert!(!home.join("planted").exists());
+    assert!(listener.accept().is_err(), "nothing connected");
+    let log = std::fs::read_to_string(s.dir.path().join("log.jsonl")).unwrap();
+    assert!(!log.contains("the-user's-secret-4410") && !log.contains("must-not-leak"));
+}

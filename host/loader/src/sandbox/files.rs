@@ -114,6 +114,8 @@ fn build(policy: &Policy, own: &[PathBuf]) -> Result<landlock::RulesetCreated, S
         .map_err(e)?
         .add_rules(path_beneath_rules(&policy.read, read))
         .map_err(e)?
+        .add_rules(path_beneath_rules(&policy.exec, read_exec))
+        .map_err(e)?
         .add_rules(path_beneath_rules(SYSTEM_WRITE.iter().map(Path::new), all))
         .map_err(e)?
         .add_rules(path_beneath_rules(

@@ -26,6 +26,9 @@ pub struct Policy {
     pub read: Vec<PathBuf>,
     /// Writable (and readable).
     pub write: Vec<PathBuf>,
+    /// Readable and executable (an MCP server's command and interpreters).
+    #[serde(default)]
+    pub exec: Vec<PathBuf>,
     /// `subprocess`: may fork and execute programs from the system paths.
     pub subprocess: bool,
     /// `net`: may open network sockets (not yet scoped to its hosts).
@@ -218,6 +221,69 @@ impl Policy {
         Ok(p)
     }
 
+    /// The policy of a stdio MCP server run as `command` in `cwd`: it may
+    /// execute (it is exec'd, often through an interpreter) programs from the
+    /// system paths, the package its command belongs to (the directory above
+    /// an enclosing `node_modules`, else the command's grandparent) and
+    /// `exec`; it reads the working directory and the paths among its `args`
+    /// (which name a filesystem server's roots); `fs:write` writes `write`,
+    /// `net` opens sockets; everything else as for a plugin.
+    pub fn for_server(
+        command: &Path,
+        args: &[String],
+        cwd: &Path,
+        capabilities: &[String],
+        read: &[PathBuf],
+        write: &[PathBuf],
+        exec: &[PathBuf],
+    ) -> Result<Policy, GrantTooWide> {
+        let has = |cap: &str| capabilities.iter().any(|c| c == cap);
+        if let Some(p) = write.first().filter(|_| !has(CAP_FS_WRITE)) {
+            return Err(GrantTooWide {
+                what: format!("write access to {}", p.display()),
+                capability: CAP_FS_WRITE,
+            });
+        }
+        let real = command.canonicalize().unwrap_or_else(|_| command.to_owned());
+        let package = |p: &Path| match p
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+        {
+            Some(modules) => modules.parent().map(Path::to_path_buf),
+            None => p.parent().and_then(Path::parent).map(Path::to_path_buf),
+        };
+        let mut p = Policy {
+            subprocess: true,
+            net: has(CAP_NET),
+            ..Policy::default()
+        };
+        p.exec.extend([package(command), package(&real)].into_iter().flatten());
+        p.exec.extend(exec.iter().map(|e| cwd.join(e)));
+        p.read.push(cwd.to_owned());
+        p.read.extend(args.iter().map(|a| cwd.join(a)).filter(|a| a.exists()));
+        p.read.extend(read.iter().map(|r| cwd.join(r)));
+        p.write.extend(write.iter().map(|w| cwd.join(w)));
+        // `/` is no package: a command at the top would open everything.
+        p.exec.retain(|e| e.parent().is_some());
+        Ok(p)
+    }
+
+    /// The layers this policy lacks on this kernel, as `required` judges.
+    pub fn missing_here(&self) -> Vec<String> {
+        let (abi, seccomp) = kernel();
+        let mut out = Vec::new();
+        if abi < 6 {
+            out.push("files (Landlock ABI 6 or later)".to_owned());
+        }
+        if !seccomp {
+            out.push("system calls (seccomp)".to_owned());
+        }
+        if self.net {
+            out.push("network scoped to the declared hosts".to_owned());
+        }
+        out
+    }
+
     /// Applies the sandbox to this process (and its threads and children),
     /// allowing also what the process itself needs (`own`: its executable,
     /// the library copy). Never undone.
@@ -271,6 +337,26 @@ pub fn enter(own: &[PathBuf]) -> Option<Applied> {
         own.push(exe);
     }
     Some(policy.apply(&own))
+}
+
+/// The hidden subcommand that runs [`jail`].
+pub const JAIL_COMMAND: &str = "__jail";
+
+/// `zu __jail -- COMMAND ARGS...`: applies the policy its parent put in
+/// [`POLICY_ENV`], then becomes `command` (which inherits the sandbox).
+pub fn jail(command: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("zu sandbox: __jail needs a command to run");
+        return 2;
+    };
+    if enter(&[]).is_none() {
+        eprintln!("zu sandbox: __jail was started without a sandbox policy; not running {program:?}");
+        return 70;
+    }
+    let e = std::process::Command::new(program).args(args).exec();
+    eprintln!("zu sandbox: cannot run {program:?} in its sandbox: {e}");
+    127
 }
 
 /// What this kernel offers: the Landlock ABI (0: none) and whether seccomp
