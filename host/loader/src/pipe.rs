@@ -317,7 +317,16 @@ impl HelperChild {
     /// Kills the child (if it still runs) and reaps it.
     pub fn kill(&mut self) -> Ended {
         let _ = self.child.kill();
-        self.wait()
+        let ended = self.wait();
+        self.kill_group();
+        ended
+    }
+
+    /// Kills whatever is left of the child's process group (what a plugin
+    /// with `subprocess` started: its sandbox keeps them in the group).
+    fn kill_group(&self) {
+        // SAFETY: kill takes two integers; the group is the child's own.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
     }
 
     /// Waits for the child to end and says how it did.
@@ -338,7 +347,9 @@ impl HelperChild {
         let until = Instant::now() + grace;
         while Instant::now() < until {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return self.wait();
+                let ended = self.wait();
+                self.kill_group();
+                return ended;
             }
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -369,3 +369,32 @@ fn zu_sandbox_says_what_the_kernel_enforces_and_each_plugins_sandbox() {
     assert_eq!(code, Some(1));
     assert_eq!(v["plugins"][0]["sandbox"], "none");
 }
+
+#[test]
+fn what_a_subprocess_plugin_starts_ends_with_it_and_with_zu() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = json!([attempt("granted_exec", json!({"try": "spawn_sleeper"}))]);
+    let r = run(dir.path(), calls, &["--tools", "granted_exec"], &[]);
+    assert_eq!(
+        r.out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.out.stderr)
+    );
+    let pids: Vec<i32> = r.observations[0]["ok"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{:?}", r.observations);
+    let alive = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !pids.iter().any(|p| alive(*p)),
+        "a child of the plugin outlived zu: {pids:?}"
+    );
+}

@@ -333,5 +333,8 @@ pub fn child_main(file: &Path, display: &Path) -> i32 {
             break;
         }
     }
+    // The host is gone or done: what the plugins started goes with this process.
+    // SAFETY: kill takes two integers; the group is this process's own.
+    unsafe { libc::kill(0, libc::SIGKILL) };
     0
 }

@@ -2,7 +2,8 @@
 //! not make fail with EPERM, so the plugin sees an error it can report.
 //! Without `subprocess`: no `execve`, `execveat`, `fork`, `vfork`, or `clone`
 //! of a new process. Without `net`: no socket but `AF_UNIX`. Always: no
-//! `ptrace`, `process_vm_*`, io_uring, BPF, keyrings, mounts or namespaces.
+//! `ptrace`, `process_vm_*`, io_uring, BPF, keyrings, mounts, namespaces, or
+//! leaving the process group (`setsid`, `setpgid`).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,9 @@ const ALWAYS_DENIED: &[libc::c_long] = &[
     libc::SYS_pivot_root,
     libc::SYS_unshare,
     libc::SYS_setns,
+    // A process stays in its process group, which zu kills as one.
+    libc::SYS_setsid,
+    libc::SYS_setpgid,
     libc::SYS_kexec_load,
     libc::SYS_init_module,
     libc::SYS_finit_module,
