@@ -77,6 +77,17 @@ struct Entry {
     /// The path it was probed under (for people reading the file).
     path: PathBuf,
     verdict: Verdict,
+    /// SHA-256 of the private copy that was probed, taken with the verdict.
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+/// The SHA-256 of a file's bytes, as hex.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The cache directory: its verdicts and its private copies.
@@ -156,12 +167,25 @@ impl VerdictCache {
     }
 
     /// The cached verdict of a file with `identity`, the path it was probed
-    /// under, and its private copy, if all are there.
+    /// under, and its private copy, if all are there and the copy's bytes are
+    /// still those the verdict was taken on (its SHA-256). A copy that changed
+    /// (or a verdict with no hash, from an older zu) is removed, so the next
+    /// private copy is fresh and is probed again.
     pub fn get(&self, identity: &Identity) -> Option<(Verdict, PathBuf, PathBuf)> {
         let entry = self.entries.get(&identity.key())?;
         let copy = self.copy_path(identity);
         let has_copy = std::fs::metadata(&copy).is_ok_and(|m| m.len() == identity.size);
-        has_copy.then(|| (entry.verdict.clone(), entry.path.clone(), copy))
+        if !has_copy {
+            return None;
+        }
+        let now = sha256_of(&copy).ok();
+        if now.is_none() || now != entry.sha256 {
+            tracing::warn!(library = %entry.path.display(), copy = %copy.display(),
+                "the private copy changed since it was vouched for; probing a fresh copy");
+            let _ = std::fs::remove_file(&copy);
+            return None;
+        }
+        Some((entry.verdict.clone(), entry.path.clone(), copy))
     }
 
     fn copy_path(&self, identity: &Identity) -> PathBuf {
@@ -188,8 +212,9 @@ impl VerdictCache {
         Ok(Some(target))
     }
 
-    /// Records verdicts (merged with what other processes wrote meanwhile).
-    pub fn store(&mut self, verdicts: Vec<(Identity, PathBuf, Verdict)>) -> std::io::Result<()> {
+    /// Records verdicts, each with the hash of the copy it was taken on
+    /// (merged with what other processes wrote meanwhile).
+    pub fn store(&mut self, verdicts: Vec<(Identity, PathBuf, Verdict, String)>) -> std::io::Result<()> {
         if verdicts.is_empty() {
             return Ok(());
         }
@@ -198,8 +223,12 @@ impl VerdictCache {
             .filter(|f| f.host == self.host)
             .unwrap_or_default();
         file.host = self.host.clone();
-        for (identity, path, verdict) in verdicts {
-            let entry = Entry { path, verdict };
+        for (identity, path, verdict, sha256) in verdicts {
+            let entry = Entry {
+                path,
+                verdict,
+                sha256: Some(sha256),
+            };
             file.entries.insert(identity.key(), entry.clone());
             self.entries.insert(identity.key(), entry);
         }
@@ -308,9 +337,17 @@ mod tests {
         let copy = cache.copy(&lib, &id).unwrap().unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), b"not really a library");
         let verdict = Verdict::Plugins(Vec::new());
-        cache.store(vec![(id, lib.clone(), verdict.clone())]).unwrap();
+        let sha = sha256_of(&copy).unwrap();
+        cache.store(vec![(id, lib.clone(), verdict.clone(), sha)]).unwrap();
         let again = VerdictCache::open(&dir.path().join("cache")).unwrap();
-        assert_eq!(again.get(&id).map(|(v, _, _)| v), Some(verdict));
+        assert_eq!(again.get(&id).map(|(v, _, _)| v), Some(verdict.clone()));
+        // A copy whose bytes changed (same size: a trojan) is no hit, and is removed.
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(&copy, b"not really a trojan!").unwrap();
+        assert!(again.get(&id).is_none());
+        assert!(!copy.exists(), "the changed copy is removed, so the next is fresh");
+        let fresh = again.copy(&lib, &id).unwrap().unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"not really a library");
         let mut again = again;
         again.forget().unwrap();
         assert!(VerdictCache::open(&dir.path().join("cache"))
@@ -332,7 +369,10 @@ mod tests {
         let kept_copy = cache.copy(&kept, &k).unwrap().unwrap();
         let v = Verdict::Plugins(Vec::new());
         cache
-            .store(vec![(g, gone.clone(), v.clone()), (k, kept.clone(), v.clone())])
+            .store(vec![
+                (g, gone.clone(), v.clone(), sha256_of(&gone_copy).unwrap()),
+                (k, kept.clone(), v.clone(), sha256_of(&kept_copy).unwrap()),
+            ])
             .unwrap();
         std::fs::remove_file(&gone).unwrap();
         // An old copy of a file whose verdict is gone, and an old temporary file.
@@ -349,7 +389,7 @@ mod tests {
         let other = dir.path().join("other.so");
         std::fs::write(&other, b"other").unwrap();
         let o = Identity::of(&other).unwrap();
-        cache.store(vec![(o, other, v)]).unwrap();
+        cache.store(vec![(o, other, v, String::new())]).unwrap();
         let reopened = VerdictCache::open(&cache_dir).unwrap();
         assert!(reopened.get(&g).is_none(), "the verdict of a deleted file is dropped");
         assert!(reopened.get(&k).is_some());

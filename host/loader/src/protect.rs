@@ -202,7 +202,10 @@ impl Protected {
                 Ok(verdicts) => {
                     let mut store = Vec::new();
                     for ((i, identity, copy), verdict) in to_probe.into_iter().zip(verdicts) {
-                        store.push((identity, candidates[i].path.clone(), verdict.clone()));
+                        // The hash of what was probed: a copy changed after it is not used.
+                        if let Ok(sha256) = crate::cache::sha256_of(&copy) {
+                            store.push((identity, candidates[i].path.clone(), verdict.clone(), sha256));
+                        }
                         judged[i] = Some(Judged {
                             verdict,
                             file: copy,

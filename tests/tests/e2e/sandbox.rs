@@ -398,3 +398,57 @@ fn what_a_subprocess_plugin_starts_ends_with_it_and_with_zu() {
         "a child of the plugin outlived zu: {pids:?}"
     );
 }
+
+#[test]
+fn a_private_copy_changed_after_its_verdict_is_not_run_but_copied_and_probed_afresh() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.md"), "the launch is on friday").unwrap();
+    let plugins = plugin_dir(&[
+        a.lib("zu_plugin_files"),
+        a.lib("zu_plugin_scripted"),
+        a.lib("zu_plugin_jsonl"),
+    ]);
+    let script =
+        json!({"responses": [{"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}]}, {"text": "{}"}]});
+    let run_once = || {
+        let log = dir.path().join("log.jsonl");
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new(&a.zu)
+            .args(["run", "--plugins", plugins.path().to_str().unwrap(), "--query", "q"])
+            .args(["--provider", "scripted", "--provider-config", &script.to_string()])
+            .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
+            .args(["--config", &format!("tools.file_read={}", json!({"root": dir.path()}))])
+            .current_dir(dir.path())
+            .env("ZU_CACHE_DIR", dir.path().join("cache"))
+            .env_remove("ZU_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        (out, std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    let (out, log) = run_once();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("the launch is on friday"));
+    // Someone (not a sandboxed plugin: none can write there) puts bytes of the
+    // same size in place of the copy of files' library.
+    let original = std::fs::read(a.lib("zu_plugin_files")).unwrap();
+    let copy = std::fs::read_dir(dir.path().join("cache/libs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == original))
+        .expect("the private copy of zu_plugin_files");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut trojan = original.clone();
+    let mid = trojan.len() / 2;
+    trojan[mid..mid + 64].fill(0xcc);
+    std::fs::write(&copy, &trojan).unwrap();
+    let (out, log) = run_once();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(log.contains("the launch is on friday"), "a fresh copy ran: {err}");
+    assert!(
+        std::fs::read(&copy).map_or(true, |b| b != trojan),
+        "the changed copy is gone"
+    );
+}
