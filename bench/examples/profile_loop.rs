@@ -18,7 +18,7 @@ fn main() {
     let (plugins, _dirs) = if std::env::var_os("ISOLATED").is_some() {
         let exe = std::env::current_exe().expect("this example");
         let release = exe.parent().and_then(|p| p.parent()).expect("target/release");
-        let (plugins, dir, cache) = isolated(release).expect("the isolated plugins load");
+        let (plugins, dir, cache) = isolated(release, true).expect("the isolated plugins load");
         (plugins, Some((dir, cache)))
     } else {
         (in_process(), None)

@@ -29,15 +29,22 @@ pub fn zu_binary(dir: &Path) -> Result<std::path::PathBuf, BenchError> {
     Ok(zu)
 }
 
-fn protection(zu: &Path, cache: &Path) -> Protection {
+fn protection(zu: &Path, cache: &Path, sandbox: bool) -> Protection {
     let mut p = Protection::new(zu);
     p.isolation = Isolation::Process;
     p.cache_dir = Some(cache.to_owned());
+    p.sandbox = sandbox;
     p
 }
 
-fn load(zu: &Path, cache: &Path, plugins: &Path, configs: &[(Kind, &str, Value)]) -> Result<Registry, BenchError> {
-    let mut loader = Loader::protected(protection(zu, cache));
+fn load(
+    zu: &Path,
+    cache: &Path,
+    plugins: &Path,
+    configs: &[(Kind, &str, Value)],
+    sandbox: bool,
+) -> Result<Registry, BenchError> {
+    let mut loader = Loader::protected(protection(zu, cache, sandbox));
     for (kind, name, value) in configs {
         loader.set_config(*kind, name, value.clone());
     }
@@ -67,12 +74,13 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Single calls of the isolated `noop` tool (`{"x": 1}` in, `{"ok": true}`
-/// out), each timed: median and p99 in nanoseconds.
-pub fn bench_isolated_call(libs: &Path, calls: usize) -> Result<Value, BenchError> {
+/// out), each timed: median and p99 in nanoseconds; its process in its
+/// sandbox or (to measure the sandbox) not.
+pub fn bench_isolated_call(libs: &Path, calls: usize, sandbox: bool) -> Result<Value, BenchError> {
     let zu = zu_binary(libs)?;
     let cache = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
     let plugins = noop_dir(libs)?;
-    let reg = load(&zu, cache.path(), plugins.path(), &[])?;
+    let reg = load(&zu, cache.path(), plugins.path(), &[], sandbox)?;
     let tool = reg.tool("noop").ok_or_else(|| BenchError("noop did not load".into()))?;
     let ctx = idle_view();
     let args = json!({"x": 1}).as_object().cloned().unwrap();
@@ -95,6 +103,7 @@ pub fn bench_isolated_call(libs: &Path, calls: usize) -> Result<Value, BenchErro
     )?;
     Ok(json!({
         "name": "isolated tool call (noop in its own process, small JSON)",
+        "sandboxed": sandbox,
         "calls": calls,
         "median_ns": percentile(&ns, 0.5),
         "p99_ns": percentile(&ns, 0.99),
@@ -106,11 +115,14 @@ pub fn bench_isolated_call(libs: &Path, calls: usize) -> Result<Value, BenchErro
 /// library's process (one process: they come from one library). Each run
 /// gets a provider answering its K turns: `noop_stats {"turns": K}` sets
 /// them for the conversation the run starts.
-pub fn isolated(libs: &Path) -> Result<(LoopPlugins, tempfile::TempDir, tempfile::TempDir), BenchError> {
+pub fn isolated(
+    libs: &Path,
+    sandbox: bool,
+) -> Result<(LoopPlugins, tempfile::TempDir, tempfile::TempDir), BenchError> {
     let zu = zu_binary(libs)?;
     let cache = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
     let plugins = noop_dir(libs)?;
-    let scratch = load(&zu, cache.path(), plugins.path(), &[])?;
+    let scratch = load(&zu, cache.path(), plugins.path(), &[], sandbox)?;
     let provider = scratch
         .provider("bench_script")
         .ok_or_else(|| BenchError("bench_script did not load".into()))?;
@@ -138,6 +150,31 @@ pub fn isolated(libs: &Path) -> Result<(LoopPlugins, tempfile::TempDir, tempfile
 
 use std::sync::Arc;
 
+/// Starting the noop library's plugin process and constructing its plugins
+/// (verdicts cached: no probe), `reps` times, in its sandbox or not: median
+/// and minimum in microseconds.
+pub fn bench_process_start(libs: &Path, reps: usize, sandbox: bool) -> Result<Value, BenchError> {
+    let zu = zu_binary(libs)?;
+    let cache = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
+    let plugins = noop_dir(libs)?;
+    drop(load(&zu, cache.path(), plugins.path(), &[], sandbox)?); // the verdict cached
+    let mut us: Vec<u64> = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let reg = load(&zu, cache.path(), plugins.path(), &[], sandbox)?;
+        us.push(t.elapsed().as_micros() as u64);
+        check(reg.tool("noop").is_some(), "noop did not load")?;
+    }
+    us.sort_unstable();
+    Ok(json!({
+        "name": "start a plugin process and construct the noop library's plugins (cached verdict)",
+        "sandboxed": sandbox,
+        "reps": reps,
+        "median_us": percentile(&us, 0.5),
+        "min_us": us[0],
+    }))
+}
+
 /// Discovery (finding and judging, constructing nothing) of `libs` copies of
 /// the noop library: cold (a fresh cache: private copies and one probe
 /// child) and warm (every verdict cached: no child).
@@ -157,7 +194,7 @@ pub fn bench_discovery(dir: &Path, libs: usize) -> Result<Value, BenchError> {
     let survey = || -> Result<(Duration, usize, usize), BenchError> {
         let before = zu_loader::probe::children_started();
         let t = Instant::now();
-        let mut loader = Loader::protected(protection(&zu, &cache));
+        let mut loader = Loader::protected(protection(&zu, &cache, true));
         let verdicts = loader
             .survey(std::slice::from_ref(&plugins))
             .map_err(|e| BenchError(e.to_string()))?;

@@ -117,10 +117,19 @@ fn run(args: &Args) -> Result<Value, BenchError> {
     eprintln!("[b5] detector checkpoint cost vs log length");
     let checkpoint = boundary::bench_checkpoint(&libs, if quick { 20_000 } else { 100_000 })?;
     eprintln!("[i1] one tool call to a plugin in its own process");
-    let isolated_call = isolated::bench_isolated_call(&libs, if quick { 20_000 } else { 100_000 })?;
+    let calls = if quick { 20_000 } else { 100_000 };
+    let isolated_call = isolated::bench_isolated_call(&libs, calls, true)?;
+    eprintln!("[i1'] the same call, its process without the sandbox (what the sandbox costs)");
+    let unsandboxed_call = isolated::bench_isolated_call(&libs, calls, false)?;
+    eprintln!("[i4] a plugin process start, with and without the sandbox");
+    let starts = if quick { 20 } else { 100 };
+    let start_sandboxed = isolated::bench_process_start(&libs, starts, true)?;
+    let start_unsandboxed = isolated::bench_process_start(&libs, starts, false)?;
     eprintln!("[i2] run_task, provider, tool, detector and validator each in a plugin process");
-    let (isolated_plugins, _isolated_dir, _isolated_cache) = isolated::isolated(&libs)?;
+    let (isolated_plugins, _isolated_dir, _isolated_cache) = isolated::isolated(&libs, true)?;
     let isolated_runs = runs::bench_run_task(&isolated_plugins, &[1000, 100], 3, runs_short / 5, "isolated: ")?;
+    let (bare_plugins, _bare_dir, _bare_cache) = isolated::isolated(&libs, false)?;
+    let bare_runs = runs::bench_run_task(&bare_plugins, &[1000], 3, runs_short / 5, "unsandboxed: ")?;
     eprintln!("[i3] discovery of 100 libraries, cold and with cached verdicts");
     let discovery = isolated::bench_discovery(&libs, 100)?;
 
@@ -177,6 +186,12 @@ fn run(args: &Args) -> Result<Value, BenchError> {
         "isolation": {
             "tool_call": isolated_call,
             "run_task_steps": isolated_runs,
+            "sandbox": {
+                "tool_call_unsandboxed": unsandboxed_call,
+                "process_start_sandboxed": start_sandboxed,
+                "process_start_unsandboxed": start_unsandboxed,
+                "run_task_steps_unsandboxed": bare_runs,
+            },
             "discovery_100": discovery,
         },
         "logs": {

@@ -67,6 +67,9 @@ pub struct Protection {
     pub rescan: bool,
     /// What particular plugins are granted beyond their default sandbox.
     pub grants: HashMap<(Kind, String), crate::sandbox::Grant>,
+    /// Plugin processes run in their sandbox (default). `false` only for
+    /// measuring what the sandbox costs (`zu-bench`); `zu` never sets it.
+    pub sandbox: bool,
 }
 
 impl Protection {
@@ -80,6 +83,7 @@ impl Protection {
             isolate: HashMap::new(),
             rescan: false,
             grants: HashMap::new(),
+            sandbox: true,
         }
     }
 }
@@ -144,7 +148,7 @@ impl Protected {
             file,
             display,
             self.settings.probe_timeout,
-            policy,
+            self.settings.sandbox.then_some(policy),
         ))
     }
 

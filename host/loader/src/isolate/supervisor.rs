@@ -35,8 +35,8 @@ pub struct Supervisor {
     file: PathBuf,
     display: PathBuf,
     construct_timeout: Duration,
-    /// The sandbox its process runs in.
-    policy: Policy,
+    /// The sandbox its process runs in (`None`: none, for measuring).
+    policy: Option<Policy>,
     /// What the process's sandbox enforced, as it last said.
     applied: Mutex<Option<Applied>>,
     state: Mutex<State>,
@@ -52,7 +52,7 @@ enum Failure {
 impl Supervisor {
     /// A supervisor for the library `file` (its private copy), named
     /// `display` in messages, started with `exe __serve`.
-    pub fn new(exe: &Path, file: &Path, display: &Path, construct_timeout: Duration, policy: Policy) -> Self {
+    pub fn new(exe: &Path, file: &Path, display: &Path, construct_timeout: Duration, policy: Option<Policy>) -> Self {
         Supervisor {
             exe: exe.to_owned(),
             file: file.to_owned(),
@@ -74,8 +74,8 @@ impl Supervisor {
         );
         let file = self.file.to_string_lossy();
         let display = self.display.to_string_lossy();
-        let env = sandbox::environment(&self.policy);
-        HelperChild::spawn(&self.exe, &[SERVE_COMMAND, &file, &display], Some(prefix), Some(&env))
+        let env = self.policy.as_ref().map(sandbox::environment);
+        HelperChild::spawn(&self.exe, &[SERVE_COMMAND, &file, &display], Some(prefix), env.as_deref())
     }
 
     /// Sends `message` and answers callbacks (through `ctx`) until the
@@ -187,7 +187,7 @@ impl Supervisor {
     }
 
     /// The sandbox its process runs in, and what it enforced (once started).
-    pub fn sandbox(&self) -> (Policy, Option<Applied>) {
+    pub fn sandbox(&self) -> (Option<Policy>, Option<Applied>) {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (self.policy.clone(), applied)
     }
