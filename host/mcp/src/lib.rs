@@ -9,6 +9,7 @@
 
 mod capped;
 pub mod config;
+mod http;
 mod server;
 mod tool;
 

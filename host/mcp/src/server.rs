@@ -193,12 +193,15 @@ impl Server {
             }
             (None, Some(url)) => {
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                // Server-sent events past the message cap end the stream instead of growing.
+                config.max_sse_event_size = MAX_MESSAGE_BYTES;
                 if let Some(var) = &c.bearer_token_env {
                     let token =
                         std::env::var(var).map_err(|_| format!("bearer_token_env names ${var}, which is not set"))?;
                     config = config.auth_header(token);
                 }
-                let transport = StreamableHttpClientTransport::from_config(config);
+                let transport =
+                    StreamableHttpClientTransport::with_client(crate::http::CappedHttp::new(MAX_MESSAGE_BYTES), config);
                 let client = ().serve(transport).await.map_err(|e| format!("no MCP handshake with {url} ({e})"))?;
                 (client, None)
             }

@@ -369,20 +369,9 @@ fn a_streamable_http_server_is_reached_by_url() {
     );
 }
 
-#[test]
-fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
-    let server = zu_tests::workspace_root().join("tests/fixtures/mcp/flood.py");
-    let s = setup(&format!(
-        "[mcp.servers.flood]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ntool_timeout_s = 120\n"
-    ));
-    let log = s.dir.path().join("log.jsonl");
-    let script = json!({"responses": [
-        call("flood__pid", json!({})),
-        call("flood__flood", json!({})),
-        call("flood__pid", json!({})),
-        {"text": "{\"done\": true}"}
-    ]});
-    // zu under a parent that reports the largest resident size of what it waited for.
+/// `zu run` with `script` into `log`, under a parent that reports the
+/// largest resident size (KiB) of what it waited for: zu and its children.
+fn zu_measured(s: &Setup, script: &Value, log: &Path) -> (Output, u64) {
     let measure = "import resource, subprocess, sys\n\
                    r = subprocess.run(sys.argv[1:])\n\
                    print('maxrss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
@@ -404,15 +393,28 @@ fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
         .env_remove("ZU_PLUGIN_PATH")
         .output()
         .unwrap();
-    let stderr = err(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let kib: u64 = stderr
+    let kib = err(&out)
         .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib "))
-        .unwrap()
-        .trim()
-        .parse()
+        .find_map(|l| l.strip_prefix("maxrss_kib ").map(|k| k.trim().parse().unwrap()))
         .unwrap();
+    (out, kib)
+}
+
+#[test]
+fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
+    let server = zu_tests::workspace_root().join("tests/fixtures/mcp/flood.py");
+    let s = setup(&format!(
+        "[mcp.servers.flood]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ntool_timeout_s = 120\n"
+    ));
+    let log = s.dir.path().join("log.jsonl");
+    let script = json!({"responses": [
+        call("flood__pid", json!({})),
+        call("flood__flood", json!({})),
+        call("flood__pid", json!({})),
+        {"text": "{\"done\": true}"}
+    ]});
+    let (out, kib) = zu_measured(&s, &script, &log);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     assert!(kib < 300 * 1024, "zu held {} MiB for a 500 MB result", kib / 1024);
     let events: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
@@ -473,4 +475,42 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
     assert!(listener.accept().is_err(), "nothing connected");
     let log = std::fs::read_to_string(s.dir.path().join("log.jsonl")).unwrap();
     assert!(!log.contains("the-user's-secret-4410") && !log.contains("must-not-leak"));
+}
+
+#[test]
+fn a_500_mb_json_answer_over_http_is_cut_while_it_is_read() {
+    let mut server = Command::new("python3")
+        .arg(zu_tests::workspace_root().join("tests/fixtures/mcp/flood_http.py"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut port).unwrap();
+    let s = setup(&format!(
+        "[mcp.servers.flood]\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+        port.trim()
+    ));
+    let log = s.dir.path().join("log.jsonl");
+    let script = json!({"responses": [
+        call("flood__flood", json!({})),
+        call("flood__echo", json!({})),
+        {"text": "{\"done\": true}"}
+    ]});
+    let (out, kib) = zu_measured(&s, &script, &log);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(kib < 300 * 1024, "zu held {} MiB for a 500 MB answer", kib / 1024);
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let obs = observations(&events);
+    assert_eq!(obs[0]["blocked"], "oversized_observation", "{}", obs[0]);
+    assert_eq!(
+        fetched(&events).last().unwrap()["content"],
+        "echoed",
+        "the next call went through"
+    );
 }

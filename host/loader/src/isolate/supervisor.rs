@@ -75,7 +75,12 @@ impl Supervisor {
         let file = self.file.to_string_lossy();
         let display = self.display.to_string_lossy();
         let env = self.policy.as_ref().map(sandbox::environment);
-        HelperChild::spawn(&self.exe, &[SERVE_COMMAND, &file, &display], Some(prefix), env.as_deref())
+        HelperChild::spawn(
+            &self.exe,
+            &[SERVE_COMMAND, &file, &display],
+            Some(prefix),
+            env.as_deref(),
+        )
     }
 
     /// Sends `message` and answers callbacks (through `ctx`) until the
