@@ -115,10 +115,7 @@ pub fn bench_isolated_call(libs: &Path, calls: usize, sandbox: bool) -> Result<V
 /// library's process (one process: they come from one library). Each run
 /// gets a provider answering its K turns: `noop_stats {"turns": K}` sets
 /// them for the conversation the run starts.
-pub fn isolated(
-    libs: &Path,
-    sandbox: bool,
-) -> Result<(LoopPlugins, tempfile::TempDir, tempfile::TempDir), BenchError> {
+pub fn isolated(libs: &Path, sandbox: bool) -> Result<(LoopPlugins, tempfile::TempDir, tempfile::TempDir), BenchError> {
     let zu = zu_binary(libs)?;
     let cache = tempfile::tempdir().map_err(|e| BenchError(e.to_string()))?;
     let plugins = noop_dir(libs)?;
