@@ -53,9 +53,17 @@ fn run_events(n: usize) -> (Uuid, Vec<Event>) {
     (task, out)
 }
 
+/// The token the measured `zu serve` is started with (`--token-env`).
+const TOKEN: &str = "zu-bench-serve-token-0123456789";
+
+/// A GET with the bearer token.
+fn authed(url: &str) -> ureq::Request {
+    ureq::get(url).set("authorization", &format!("Bearer {TOKEN}"))
+}
+
 fn get(url: &str) -> Result<(Duration, Duration, usize), BenchError> {
     let t = Instant::now();
-    let resp = ureq::get(url).call().map_err(err)?;
+    let resp = authed(url).call().map_err(err)?;
     let first = t.elapsed();
     let mut body = Vec::new();
     resp.into_reader().read_to_end(&mut body).map_err(err)?;
@@ -110,7 +118,10 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
             &config.to_string(),
             "--addr",
             "127.0.0.1:0",
+            "--token-env",
+            "ZU_BENCH_SERVE_TOKEN",
         ])
+        .env("ZU_BENCH_SERVE_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -133,7 +144,7 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
     std::thread::spawn(move || for _ in lines {});
     let started = Instant::now();
     loop {
-        let health: Value = ureq::get(&format!("{url}/healthz"))
+        let health: Value = authed(&format!("{url}/healthz"))
             .call()
             .map_err(err)?
             .into_json()
@@ -193,9 +204,7 @@ pub fn bench_serve(libs: &Path, zu: &Path, total: usize) -> Result<Value, BenchE
         .sink("sqlite")
         .ok_or_else(|| BenchError("sqlite did not load".into()))?;
     let task = Uuid::new_v4();
-    let stream = ureq::get(&format!("{url}/api/stream?task={task}"))
-        .call()
-        .map_err(err)?;
+    let stream = authed(&format!("{url}/api/stream?task={task}")).call().map_err(err)?;
     let mut reader = BufReader::new(stream.into_reader());
     let mut lat = Vec::new();
     for i in 0..30 {

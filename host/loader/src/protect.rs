@@ -137,6 +137,13 @@ impl Protected {
             .unwrap_or(self.settings.isolation)
     }
 
+    /// What no plugin of `library` may write: the verdict cache, the
+    /// library's directory, the home directory.
+    pub(crate) fn protected_paths(&self, library: &Path) -> Vec<PathBuf> {
+        let dirs: Vec<PathBuf> = library.parent().map(Path::to_path_buf).into_iter().collect();
+        crate::sandbox::protected_paths(self.cache.as_ref().map(|c| c.dir()), &dirs)
+    }
+
     /// What zu.toml grants `kind`/`name`, if anything.
     pub(crate) fn grant(&self, kind: Kind, name: &str) -> Option<&crate::sandbox::Grant> {
         self.settings.grants.get(&(kind, name.to_owned()))

@@ -114,6 +114,12 @@ impl ServerConfig {
         if !positive(self.startup_timeout_s) || !positive(self.tool_timeout_s) {
             return Some("startup_timeout_s and tool_timeout_s must be positive numbers of seconds".into());
         }
+        let forbidden = |k: &str| k.starts_with("LD_") || k.starts_with("ZU_SANDBOX");
+        if let Some(k) = self.env.keys().chain(self.env_vars.iter()).find(|k| forbidden(k)) {
+            return Some(format!(
+                "env may not set {k}: LD_* would load code before the sandbox, and ZU_SANDBOX* is zu's own"
+            ));
+        }
         if self.tier == 0 {
             return Some("tier must be at least 1".into());
         }

@@ -127,6 +127,8 @@ impl Server {
         let (client, group) = match (&c.command, &c.url) {
             (Some(command), _) => {
                 let program = find(command)?;
+                // The jail's own variables go last: no config can replace them.
+                let mut jail_env = Vec::new();
                 let cwd = c.cwd.as_ref().map(|d| self.base.join(d));
                 let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
                 let mut cmd = match self.jailer.as_ref().filter(|_| c.sandbox) {
@@ -134,7 +136,8 @@ impl Server {
                         let jail = jailer(c, &program, cwd.as_deref().unwrap_or(&here))?;
                         *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(jail.missing.clone());
                         let mut cmd = tokio::process::Command::new(&jail.program);
-                        cmd.args(&jail.before).arg(&program).env_clear().envs(jail.env);
+                        cmd.args(&jail.before).arg(&program).env_clear();
+                        jail_env = jail.env;
                         cmd
                     }
                     None => {
@@ -150,6 +153,7 @@ impl Server {
                     }
                 }
                 cmd.envs(&c.env);
+                cmd.envs(jail_env);
                 if let Some(dir) = &cwd {
                     cmd.current_dir(dir);
                 }

@@ -24,12 +24,15 @@ fn old_plugins(more: &[&str]) -> tempfile::TempDir {
     plugin_dir(&libs)
 }
 
-/// `zu` in `dir`, with its own verdict cache and no plugin path.
+/// `zu` in `dir`, with a verdict cache of its own (outside `dir`: a sink
+/// may not write a directory that holds the cache) and no plugin path.
 fn zu(dir: &Path, args: &[&str]) -> Output {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
     Command::new(&artifacts().zu)
         .args(args)
         .current_dir(dir)
-        .env("ZU_CACHE_DIR", dir.join("cache"))
+        .env("ZU_CACHE_DIR", cache.path())
         .env_remove("ZU_PLUGIN_PATH")
         .env_remove("ZU_SANDBOXED")
         .env_remove("RUST_LOG")

@@ -19,6 +19,13 @@ struct Run {
     log: String,
 }
 
+/// A verdict cache of its own, outside the run's directory (a sink may not
+/// write a directory that holds it).
+fn cache_dir() -> &'static Path {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 /// `zu run` in `dir` with the hostile fixture and the scripted provider
 /// making `calls` (one turn), into a jsonl log; `flags` added.
 fn run(dir: &Path, calls: Value, flags: &[&str], env: &[(&str, &str)]) -> Run {
@@ -38,7 +45,7 @@ fn run(dir: &Path, calls: Value, flags: &[&str], env: &[(&str, &str)]) -> Run {
         .args(flags)
         .current_dir(dir)
         .env_remove("ZU_PLUGIN_PATH")
-        .env("ZU_CACHE_DIR", dir.join("cache"));
+        .env("ZU_CACHE_DIR", cache_dir());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -69,14 +76,18 @@ fn denied(v: &Value) -> bool {
 #[test]
 fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
+    let home_dir = tempfile::tempdir().unwrap();
+    let home = home_dir.path().to_owned();
     std::fs::write(home.join(".secret"), "the-user's-secret-7731").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let log = dir.path().join("log.jsonl");
-    let cache_file = dir.path().join("cache/planted");
+    let cache_file = cache_dir().join("planted");
+    // A local service's socket file (a session bus, docker.sock).
+    let socket_path = home.join("service.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    unix.set_nonblocking(true).unwrap();
     let calls = json!([
         attempt("attempt", json!({"try": "read", "path": home.join(".secret")})),
         attempt("attempt", json!({"try": "read", "path": "/etc/shadow"})),
@@ -90,6 +101,8 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
         attempt("attempt", json!({"try": "kill_parent"})),
         attempt("attempt", json!({"try": "fork"})),
         attempt("attempt", json!({"try": "alloc", "mb": 3072})),
+        attempt("attempt", json!({"try": "unix_connect", "path": socket_path})),
+        attempt("attempt", json!({"try": "limit_parent"})),
         attempt("attempt", json!({"try": "report_read", "path": home.join(".secret")})),
     ]);
     let r = run(
@@ -103,12 +116,12 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
     );
     let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
     assert_eq!(r.out.status.code(), Some(0), "zu lives and the run finishes: {err}");
-    assert_eq!(r.observations.len(), 13, "{:?}", r.observations);
-    for (i, o) in r.observations[..12].iter().enumerate() {
+    assert_eq!(r.observations.len(), 15, "{:?}", r.observations);
+    for (i, o) in r.observations[..14].iter().enumerate() {
         assert!(denied(o), "attempt {i} was not denied: {o}");
     }
     // Reported through the API's helper, a denial names the capability, and is on the log.
-    let reported = r.observations[12]["error"].as_str().unwrap_or_default();
+    let reported = r.observations[14]["error"].as_str().unwrap_or_default();
     assert!(
         reported.contains("requires fs:read access to") && reported.contains(".secret"),
         "{reported}"
@@ -124,6 +137,7 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
     assert!(!r.log.contains("the-user's-secret-7731") && !r.log.contains("sk-must-not-leak"));
     assert!(!home.join("planted").exists() && !cache_file.exists());
     assert!(listener.accept().is_err(), "nothing connected to the listener");
+    assert!(unix.accept().is_err(), "nothing connected to the socket file");
 }
 
 #[test]
@@ -404,6 +418,7 @@ fn a_private_copy_changed_after_its_verdict_is_not_run_but_copied_and_probed_afr
     use std::os::unix::fs::PermissionsExt;
     let a = artifacts();
     let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.md"), "the launch is on friday").unwrap();
     let plugins = plugin_dir(&[
         a.lib("zu_plugin_files"),
@@ -421,7 +436,7 @@ fn a_private_copy_changed_after_its_verdict_is_not_run_but_copied_and_probed_afr
             .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
             .args(["--config", &format!("tools.file_read={}", json!({"root": dir.path()}))])
             .current_dir(dir.path())
-            .env("ZU_CACHE_DIR", dir.path().join("cache"))
+            .env("ZU_CACHE_DIR", cache.path())
             .env_remove("ZU_PLUGIN_PATH")
             .output()
             .unwrap();
@@ -433,7 +448,7 @@ fn a_private_copy_changed_after_its_verdict_is_not_run_but_copied_and_probed_afr
     // Someone (not a sandboxed plugin: none can write there) puts bytes of the
     // same size in place of the copy of files' library.
     let original = std::fs::read(a.lib("zu_plugin_files")).unwrap();
-    let copy = std::fs::read_dir(dir.path().join("cache/libs"))
+    let copy = std::fs::read_dir(cache.path().join("libs"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| std::fs::read(p).is_ok_and(|b| b == original))

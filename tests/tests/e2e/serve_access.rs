@@ -506,4 +506,83 @@ fn in_a_real_browser_the_login_link_gives_a_cookie_the_page_cannot_read_and_no_u
     );
     browser.goto(&format!("{}/runs/x", server.url));
     browser.wait(20, "logged out", "return location.pathname === '/login'");
+    // The form: pasting the token logs in again (the browser sends `Origin: null`
+    // under no-referrer; its Sec-Fetch-Site says the form is this server's).
+    let fill = format!(
+        "document.querySelector('#token').value = {:?}; document.querySelector('form').submit(); return null",
+        server.token
+    );
+    browser.eval(&fill);
+    browser.wait(
+        20,
+        "the runs page after the form",
+        "return location.pathname === '/' && !!document.querySelector('#runs tbody tr')",
+    );
+}
+
+#[test]
+fn pages_elsewhere_cannot_spend_tries_or_toss_a_cookie_and_the_form_works_with_origin_null() {
+    let (_log, server) = served_log();
+    let h = host(&server);
+    let auth = bearer(&server);
+    // Twelve wrong login codes from another site's page (an <img>, say): refused, not counted.
+    for i in 0..12 {
+        let path = format!("/login?code=wrong{i}");
+        let a = raw(
+            &server,
+            "GET",
+            &path,
+            &[("Host", &h), ("Sec-Fetch-Site", "cross-site")],
+            "",
+        );
+        assert_eq!(a.status, 403);
+    }
+    // Cookies that are no session (set by a page on another port) count for nothing either.
+    let port = h.rsplit(':').next().unwrap().to_owned();
+    for i in 0..12 {
+        let cookie = format!("zu_session_{port}=junk{i}");
+        assert_eq!(
+            raw(&server, "GET", "/api/runs", &[("Host", &h), ("Cookie", &cookie)], "").status,
+            401
+        );
+    }
+    assert_eq!(
+        raw(
+            &server,
+            "GET",
+            "/api/runs",
+            &[("Host", &h), ("Authorization", &auth)],
+            ""
+        )
+        .status,
+        200,
+        "not locked out"
+    );
+    // A junk cookie of the same name before the real one does not hide it.
+    let good = log_in_by_hand(&server);
+    let name = good.split('=').next().unwrap();
+    let both = format!("{name}=junk; {good}");
+    assert_eq!(
+        raw(&server, "GET", "/api/runs", &[("Host", &h), ("Cookie", &both)], "").status,
+        200
+    );
+    // The form as a browser sends it under no-referrer.
+    let form = format!("token={}", server.token);
+    let headers = [
+        ("Host", h.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    assert_eq!(raw(&server, "POST", "/login", &headers, &form).status, 303);
+    let forged = [
+        ("Host", h.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", "null"),
+    ];
+    assert_eq!(
+        raw(&server, "POST", "/login", &forged, &form).status,
+        403,
+        "null without Sec-Fetch-Site"
+    );
 }

@@ -222,15 +222,18 @@ impl Access {
     }
 
     /// The session cookie's value in `headers`, if sent.
-    fn cookie_of(&self, headers: &HeaderMap) -> Option<String> {
+    /// Every value of the session cookie in `headers` (another page on this
+    /// host, on another port, may have set one of the same name).
+    fn cookies_of(&self, headers: &HeaderMap) -> Vec<String> {
         headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == self.cookie)
+            .filter(|(k, _)| *k == self.cookie)
             .map(|(_, v)| v.to_owned())
+            .collect()
     }
 }
 
@@ -260,6 +263,12 @@ fn changes_state(method: &Method) -> bool {
 pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    // With `Referrer-Policy: no-referrer` a browser sends a form's Origin as
+    // `null`; its `Sec-Fetch-Site` (which no page can set) still says where
+    // the request comes from.
+    if origin.is_none_or(|o| o == "null") {
+        return fetch_site(headers) == Some("same-origin");
+    }
     match (host, origin) {
         (Some(host), Some(origin)) => {
             let origin = origin.to_ascii_lowercase();
@@ -268,6 +277,12 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
         }
         _ => false,
     }
+}
+
+/// What a browser says of a request's origin relative to this server
+/// (`same-origin`, `same-site`, `cross-site`, `none`), if it says.
+pub(super) fn fetch_site(headers: &HeaderMap) -> Option<&str> {
+    headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
 }
 
 /// The security headers, on every answer (the refusals too).
@@ -322,23 +337,22 @@ pub async fn token_rule(State(app): AppState, mut req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let cookie = access.cookie_of(req.headers());
     // A live session is let in even while its address is locked out: its id
-    // cannot be guessed, and other clients' guesses must not log it out.
-    let session = cookie.as_deref().and_then(|id| {
-        access.session_csrf(id).map(|csrf| Caller::Session {
-            id: id.to_owned(),
-            csrf,
-        })
-    });
+    // cannot be guessed, and other clients' guesses must not log it out. A
+    // cookie that is no session counts for nothing (any page of this host
+    // can set one); only wrong tokens count against the address.
+    let session = access
+        .cookies_of(req.headers())
+        .into_iter()
+        .find_map(|id| access.session_csrf(&id).map(|csrf| Caller::Session { id, csrf }));
     let caller = match (session, &bearer) {
         (Some(session), _) => session,
-        (None, None) if cookie.is_none() => return unauthorized(&req),
-        (None, bearer) => {
+        (None, None) => return unauthorized(&req),
+        (None, Some(bearer)) => {
             if let Some(wait) = access.locked_out(client) {
                 return too_many(wait);
             }
-            if !bearer.as_deref().is_some_and(|b| access.is_token(b)) {
+            if !access.is_token(bearer) {
                 access.failed(client);
                 return unauthorized(&req);
             }

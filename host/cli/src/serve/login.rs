@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::access::{refuse, same_origin, too_many, Caller};
+use super::access::{fetch_site, refuse, same_origin, too_many, Caller};
 
 /// `GET /login?code=CODE` (the one-time link printed at start) or `POST
 /// /login` with the token (the form): a session cookie, then the runs page.
@@ -23,6 +23,14 @@ pub async fn login(
     let access = &app.access;
     if code.is_none() && token.is_none() {
         return login_page(StatusCode::OK, "");
+    }
+    // A page elsewhere (an <img> to /login?code=...) may not spend tries of
+    // this address: a browser says where the request came from.
+    if fetch_site(headers).is_some_and(|s| s == "cross-site" || s == "same-site") {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "a login comes from the link zu serve printed or from this server's own page".into(),
+        );
     }
     if let Some(wait) = access.locked_out(client) {
         return too_many(wait);

@@ -59,14 +59,18 @@ pub struct Grant {
     pub limits: Option<Limits>,
 }
 
-/// A grant that asks for more than the plugin declared.
+/// A sandbox that would give more than the plugin declared, or reach what
+/// zu keeps for itself; the message says which and what to change.
 #[derive(Debug, thiserror::Error)]
-#[error("the grant gives {what} to a plugin that does not declare {capability}; remove it from the grant (a grant narrows or places what a plugin declared, never widens it)")]
-pub struct GrantTooWide {
-    /// What the grant gives.
-    pub what: String,
-    /// The capability it would need.
-    pub capability: &'static str,
+#[error("{0}")]
+pub struct GrantTooWide(pub String);
+
+impl GrantTooWide {
+    fn undeclared(what: String, capability: &str) -> Self {
+        GrantTooWide(format!(
+            "the grant gives {what} to a plugin that does not declare {capability}; remove it from the grant (a grant narrows or places what a plugin declared, never widens it)"
+        ))
+    }
 }
 
 /// What a process's sandbox enforced, as `harness.sandbox.applied` records it.
@@ -142,6 +146,20 @@ fn config_paths(config: &Value, cwd: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether `dir` is, or holds, one of `protected`.
+fn holds_any(dir: &Path, protected: &[PathBuf]) -> bool {
+    protected.iter().any(|p| p.starts_with(dir))
+}
+
+/// What no plugin may write, and no plugin reads by default: the verdict
+/// cache, the plugin directories and the home directory (`zu`'s own files).
+pub fn protected_paths(cache: Option<&Path>, plugin_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = cache.into_iter().map(Path::to_path_buf).collect();
+    out.extend(plugin_dirs.iter().cloned());
+    out.extend(std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from));
+    out.into_iter().map(|p| p.canonicalize().unwrap_or(p)).collect()
+}
+
 fn looks_like_path(s: &str) -> bool {
     !s.is_empty() && s.len() < 4096 && !s.contains("://") && !s.contains('\n') && (s.contains('/') || s.contains('.'))
 }
@@ -159,7 +177,7 @@ impl Policy {
     /// `fs:read` reads the working directory and the paths its config names;
     /// `fs:write` writes the paths its config names (a file's directory); `subprocess` and `net` as declared; the
     /// environment holds the variables its config names and, for a provider,
-    /// `NAME_API_KEY`.
+    /// `NAME_API_KEY` when zu has it.
     pub fn for_plugin(
         kind: Kind,
         name: &str,
@@ -167,15 +185,16 @@ impl Policy {
         config: &Value,
         cwd: &Path,
         grant: Option<&Grant>,
+        protected: &[PathBuf],
     ) -> Result<Policy, GrantTooWide> {
         let has = |cap: &str| capabilities.iter().any(|c| c == cap);
         if let Some(g) = grant {
             for (paths, cap, what) in [(&g.read, CAP_FS_READ, "read"), (&g.write, CAP_FS_WRITE, "write")] {
                 if let Some(p) = paths.first().filter(|_| !has(cap)) {
-                    return Err(GrantTooWide {
-                        what: format!("{what} access to {}", p.display()),
-                        capability: cap,
-                    });
+                    return Err(GrantTooWide::undeclared(
+                        format!("{what} access to {}", p.display()),
+                        cap,
+                    ));
                 }
             }
         }
@@ -187,7 +206,11 @@ impl Policy {
             ..Policy::default()
         };
         if has(CAP_FS_READ) {
-            p.read.push(cwd.to_owned());
+            // Not by default when the working directory holds what zu keeps
+            // or the home directory (`~/.ssh`): only what the config names.
+            if !holds_any(cwd, protected) {
+                p.read.push(cwd.to_owned());
+            }
             p.read.extend(named.iter().cloned());
         }
         if has(CAP_FS_WRITE) {
@@ -201,8 +224,12 @@ impl Policy {
             }));
         }
         if kind == Kind::Providers {
-            p.env
-                .push(format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_")));
+            // Only when zu has it: a policy that names nothing more is shared
+            // with the library's other plugins (one process fewer).
+            let key = format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_"));
+            if std::env::var_os(&key).is_some() {
+                p.env.push(key);
+            }
         }
         if let Some(g) = grant {
             p.read.extend(g.read.iter().map(|r| cwd.join(r)));
@@ -211,6 +238,14 @@ impl Policy {
             if let Some(l) = &g.limits {
                 p.limits = l.clone();
             }
+        }
+        if let Some(w) = p.write.iter().find(|w| holds_any(w, protected)) {
+            let held = protected.iter().find(|h| h.starts_with(w)).expect("held");
+            return Err(GrantTooWide(format!(
+                "its sandbox would write {}, which holds {} (the verdict cache, a plugin directory or the home directory); put its log (or what it writes) in a directory of its own",
+                w.display(),
+                held.display()
+            )));
         }
         p.read.sort();
         p.read.dedup();
@@ -239,18 +274,28 @@ impl Policy {
     ) -> Result<Policy, GrantTooWide> {
         let has = |cap: &str| capabilities.iter().any(|c| c == cap);
         if let Some(p) = write.first().filter(|_| !has(CAP_FS_WRITE)) {
-            return Err(GrantTooWide {
-                what: format!("write access to {}", p.display()),
-                capability: CAP_FS_WRITE,
-            });
+            return Err(GrantTooWide::undeclared(
+                format!("write access to {}", p.display()),
+                CAP_FS_WRITE,
+            ));
         }
         let real = command.canonicalize().unwrap_or_else(|_| command.to_owned());
-        let package = |p: &Path| match p
-            .ancestors()
-            .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
-        {
-            Some(modules) => modules.parent().map(Path::to_path_buf),
-            None => p.parent().and_then(Path::parent).map(Path::to_path_buf),
+        // Never the home directory or above it (that would open `~/.ssh`):
+        // then only the command's own directory.
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let too_wide = |d: &Path| d.parent().is_none() || home.as_ref().is_some_and(|h| h.starts_with(d));
+        let package = |p: &Path| {
+            let wide = match p
+                .ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+            {
+                Some(modules) => modules.parent(),
+                None => p.parent().and_then(Path::parent),
+            };
+            match wide {
+                Some(d) if !too_wide(d) => Some(d.to_path_buf()),
+                _ => p.parent().filter(|d| !too_wide(d)).map(Path::to_path_buf),
+            }
         };
         let mut p = Policy {
             subprocess: true,
@@ -263,8 +308,6 @@ impl Policy {
         p.read.extend(args.iter().map(|a| cwd.join(a)).filter(|a| a.exists()));
         p.read.extend(read.iter().map(|r| cwd.join(r)));
         p.write.extend(write.iter().map(|w| cwd.join(w)));
-        // `/` is no package: a command at the top would open everything.
-        p.exec.retain(|e| e.parent().is_some());
         Ok(p)
     }
 
@@ -376,18 +419,19 @@ mod tests {
         let log = dir.path().join("new.db");
         let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cwd = Path::new("/");
-        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd, None).unwrap();
+        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd, None, &[]).unwrap();
         assert_eq!(
             p.write,
             vec![dir.path().to_owned()],
             "the directory of a log to be made"
         );
         assert!(!p.net && !p.subprocess);
-        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd, None).unwrap();
+        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd, None, &[]).unwrap();
         assert!(
             none.read.is_empty() && none.write.is_empty(),
             "nothing declared, nothing granted"
         );
+        std::env::set_var("OPENAI_API_KEY", "k");
         let openai = Policy::for_plugin(
             Kind::Providers,
             "openai",
@@ -395,6 +439,7 @@ mod tests {
             &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
             cwd,
             None,
+            &[],
         )
         .unwrap();
         assert_eq!(openai.env, vec!["MY_KEY", "OPENAI_API_KEY", "T"]);
@@ -409,8 +454,27 @@ mod tests {
             &json!(null),
             cwd,
             Some(&wide),
+            &[],
         )
         .unwrap_err();
         assert!(e.to_string().contains("does not declare fs:write"), "{e}");
+        // A log beside the verdict cache: writing its directory would reach the cache.
+        let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
+        let cache = dir.path().join("cache");
+        let e = Policy::for_plugin(Kind::Sinks, "s", &sink, &json!({"path": log}), cwd, None, &[cache]).unwrap_err();
+        assert!(e.to_string().contains("directory of its own"), "{e}");
+        // A working directory that holds the home directory is not read by default.
+        let home = [dir.path().join("home")];
+        let reader = Policy::for_plugin(
+            Kind::Tools,
+            "r",
+            &[CAP_FS_READ.to_owned()],
+            &json!(null),
+            dir.path(),
+            None,
+            &home,
+        )
+        .unwrap();
+        assert!(reader.read.is_empty(), "{:?}", reader.read);
     }
 }

@@ -1,9 +1,10 @@
 //! The system-call layer (seccomp, through `seccompiler`): calls a plugin may
 //! not make fail with EPERM, so the plugin sees an error it can report.
 //! Without `subprocess`: no `execve`, `execveat`, `fork`, `vfork`, or `clone`
-//! of a new process. Without `net`: no socket but `AF_UNIX`. Always: no
-//! `ptrace`, `process_vm_*`, io_uring, BPF, keyrings, mounts, namespaces, or
-//! leaving the process group (`setsid`, `setpgid`).
+//! of a new process. Without `net`: no socket; with it, only internet and
+//! netlink ones. Always: no `ptrace`, `process_vm_*`, io_uring, BPF,
+//! keyrings, mounts, namespaces, leaving the process group (`setsid`,
+//! `setpgid`), or changing another process's limits or scheduling.
 
 use std::collections::BTreeMap;
 
@@ -80,9 +81,32 @@ fn programs(policy: &Policy, arch: TargetArch) -> Result<[BpfProgram; 2], seccom
             vec![rule(vec![arg(0, SeccompCmpOp::MaskedEq(thread), 0)])],
         );
     }
-    if !policy.net {
-        let unix = libc::AF_UNIX as u64;
-        rules.insert(libc::SYS_socket, vec![rule(vec![arg(0, SeccompCmpOp::Ne, unix)])]);
+    // Sockets: without `net`, none at all (a socket file is a way out that
+    // Landlock before ABI 9 cannot close: docker.sock, a session bus); with
+    // it, the internet families and netlink (name lookups), never AF_UNIX.
+    // `socketpair` stays: it reaches nothing outside.
+    if policy.net {
+        let allowed = [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+        let not = allowed.iter().map(|f| arg(0, SeccompCmpOp::Ne, *f as u64)).collect();
+        rules.insert(libc::SYS_socket, vec![rule(not)]);
+    } else {
+        rules.insert(libc::SYS_socket, vec![]);
+    }
+    // Limits, priorities and scheduling of another process (a zero limit on
+    // zu's CPU kills it): only their own (pid 0).
+    for call in [
+        libc::SYS_prlimit64,
+        libc::SYS_sched_setaffinity,
+        libc::SYS_sched_setscheduler,
+        libc::SYS_sched_setparam,
+        libc::SYS_sched_setattr,
+        libc::SYS_migrate_pages,
+        libc::SYS_move_pages,
+    ] {
+        rules.insert(call, vec![rule(vec![arg(0, SeccompCmpOp::Ne, 0)])]);
+    }
+    for call in [libc::SYS_setpriority, libc::SYS_ioprio_set] {
+        rules.insert(call, vec![rule(vec![arg(1, SeccompCmpOp::Ne, 0)])]);
     }
     let filter = SeccompFilter::new(
         rules,
