@@ -306,11 +306,20 @@ impl Loader {
                             .entry(policy.clone())
                             .or_insert_with(|| p.supervisor(&judged.file, path, policy));
                         sup.construct(kind, &name, &config)?;
-                        let applied = sup.sandbox().1;
-                        info.sandbox = Some(applied.map_or_else(
-                            || vec!["every layer (no report)".into()],
-                            |a| a.missing().into_iter().map(str::to_owned).collect(),
-                        ));
+                        // Judged here from what this kernel offers; the process's
+                        // own report (its library ran first) can only add to it.
+                        let (policy, applied) = sup.sandbox();
+                        let mut missing = match &policy {
+                            Some(policy) => policy.missing_here(),
+                            None => vec!["every layer (the sandbox is off)".to_owned()],
+                        };
+                        match applied {
+                            Some(a) => missing.extend(a.missing().into_iter().map(str::to_owned)),
+                            None => missing.push("every layer (no report)".to_owned()),
+                        }
+                        missing.sort();
+                        missing.dedup();
+                        info.sandbox = Some(missing);
                         Ok(isolate::remote::object(sup.clone(), kind, &name))
                     }
                 }
