@@ -119,7 +119,7 @@ enum Command {
     Jail {
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
-        command: Vec<std::ffi::OsString>,
+        command: Vec<String>,
     },
     /// (internal) A plugin process: serves the plugins of one library.
     #[command(name = "__serve", hide = true)]
@@ -155,7 +155,10 @@ fn main() -> ExitCode {
         Command::PluginProcess { file, display } => {
             return ExitCode::from(zu_loader::isolate::child::child_main(file, display) as u8)
         }
-        Command::Jail { command } => return ExitCode::from(zu_loader::sandbox::jail(command) as u8),
+        Command::Jail { command } => {
+            let command: Vec<_> = command.iter().map(Into::into).collect();
+            return ExitCode::from(zu_loader::sandbox::jail(&command) as u8);
+        }
         _ => {}
     }
     output::claim();
