@@ -303,7 +303,9 @@ fn log_of(path: &Path) -> Vec<Value> {
 fn an_isolated_tool_that_aborts_segfaults_overflows_exits_or_hangs_is_recorded_and_the_run_finishes() {
     let dir = run_dir();
     let cache = tempfile::tempdir().unwrap();
-    let log = cache.path().join("log.jsonl");
+    // The log beside, not inside, the verdict cache (a sink may not write the cache's directory).
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log.jsonl");
     let calls = [
         ("aborts", json!({})),
         ("segfaults", json!({})),
@@ -461,7 +463,9 @@ fn a_library_replaced_in_place_under_a_running_host_does_not_crash_it() {
 fn interrupted(signal: &str, code: i32) {
     let dir = run_dir();
     let cache = tempfile::tempdir().unwrap();
-    let log = cache.path().join("log.jsonl");
+    // The log beside, not inside, the verdict cache (a sink may not write the cache's directory).
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log.jsonl");
     let calls = [("hangs", json!({}))];
     let child = zu_run(
         cache.path(),
@@ -537,7 +541,9 @@ fn a_run_beside_hostile_files_neither_hangs_nor_dies_and_logs_what_it_refused() 
         .unwrap()
         .success());
     let cache = tempfile::tempdir().unwrap();
-    let log = cache.path().join("log.jsonl");
+    // The log beside, not inside, the verdict cache (a sink may not write the cache's directory).
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log.jsonl");
     let start = Instant::now();
     let out = zu_run(
         cache.path(),

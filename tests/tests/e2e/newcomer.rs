@@ -16,14 +16,23 @@ fn zu(dir: &Path, args: &[&str]) -> Output {
     zu_env(dir, args, &[])
 }
 
+/// The home directory these tests give zu: empty, outside every work
+/// directory (a sink may not write a directory that holds the home).
+fn home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `zu` in `dir` with [`home`] as its home.
 fn zu_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let home = home();
     let mut cmd = Command::new(&artifacts().zu);
     cmd.args(args)
         .current_dir(dir)
         .env_remove("ZU_PLUGIN_PATH")
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
-        .env("HOME", dir);
+        .env("HOME", home);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -237,7 +246,7 @@ fn with_no_plugin_directory_zu_says_where_it_looked_and_how_to_point_it() {
     let out = zu(home.path(), &["run", "--provider", "scripted", "--query", "q"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    let default = home.path().join(".local/share/zu/plugins");
+    let default = self::home().join(".local/share/zu/plugins");
     for needle in [
         "no provider plugin named \"scripted\"",
         "ZU_PLUGIN_PATH is unset",
