@@ -273,6 +273,12 @@ impl Loader {
         // One process per sandbox: plugins with different policies never share one.
         let mut supervisors: HashMap<Policy, Arc<isolate::Supervisor>> = HashMap::new();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        // What no plugin of this library may write: the same for each of them.
+        let protected = self
+            .protection
+            .as_ref()
+            .map(|p| p.protected_paths(path))
+            .unwrap_or_default();
         for declared in plugins {
             let mut info = match declared.outcome {
                 Ok(info) => info,
@@ -293,7 +299,6 @@ impl Loader {
                             .as_ref()
                             .expect("process isolation is only set when protected");
                         let grant = p.grant(kind, &name);
-                        let protected = p.protected_paths(path);
                         let policy =
                             Policy::for_plugin(kind, &name, &info.capabilities, &config, &cwd, grant, &protected)
                                 .map_err(|e| LoadError::GrantTooWide {
