@@ -273,7 +273,6 @@ impl Loader {
         // One process per sandbox: plugins with different policies never share one.
         let mut supervisors: HashMap<Policy, Arc<isolate::Supervisor>> = HashMap::new();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        // What no plugin of this library may write: the same for each of them.
         let protected = self
             .protection
             .as_ref()
