@@ -1,9 +1,10 @@
 //! The verdict cache and the private copies. A library's verdict is kept
 //! under its file's identity (device, inode, size, mtime, ctime) and this
-//! host's own version and interface table, so a change on either side probes
-//! again and nothing else does. What the host loads is a private copy taken
-//! before the probe (so the bytes probed are the bytes loaded, and a `cp`
-//! over the original cannot change code a running host has mapped).
+//! host's own version and interface table, so a change on either side looks
+//! again. What the host loads is a private copy taken before the probe (so
+//! the bytes probed are the bytes loaded, and a `cp` over the original cannot
+//! change code a running host has mapped), named by its SHA-256: files with
+//! the same bytes share one copy and one probe.
 //! Several processes share the cache: writers merge under a lock and replace
 //! the file atomically; readers never see a torn file.
 
@@ -173,13 +174,13 @@ impl VerdictCache {
     /// private copy is fresh and is probed again.
     pub fn get(&self, identity: &Identity) -> Option<(Verdict, PathBuf, PathBuf)> {
         let entry = self.entries.get(&identity.key())?;
-        let copy = self.copy_path(identity);
+        let sha256 = entry.sha256.as_deref()?;
+        let copy = self.copy_path(sha256);
         let has_copy = std::fs::metadata(&copy).is_ok_and(|m| m.len() == identity.size);
         if !has_copy {
             return None;
         }
-        let now = sha256_of(&copy).ok();
-        if now.is_none() || now != entry.sha256 {
+        if sha256_of(&copy).ok().as_deref() != Some(sha256) {
             tracing::warn!(library = %entry.path.display(), copy = %copy.display(),
                 "the private copy changed since it was vouched for; probing a fresh copy");
             let _ = std::fs::remove_file(&copy);
@@ -188,28 +189,46 @@ impl VerdictCache {
         Some((entry.verdict.clone(), entry.path.clone(), copy))
     }
 
-    fn copy_path(&self, identity: &Identity) -> PathBuf {
-        self.dir
-            .join("libs")
-            .join(format!("{}.{}", identity.key(), crate::discovery::LIBRARY_EXTENSION))
+    /// The verdict taken on a copy with these bytes (another file's, or this
+    /// file's before it was touched), and the path it was probed under.
+    pub fn verdict_of_bytes(&self, sha256: &str) -> Option<(Verdict, PathBuf)> {
+        self.entries
+            .values()
+            .find(|e| e.sha256.as_deref() == Some(sha256))
+            .map(|e| (e.verdict.clone(), e.path.clone()))
     }
 
-    /// A private copy of `original`, whose identity is `identity`; `None` if
-    /// the file changed while it was copied (the caller tries again).
-    pub fn copy(&self, original: &Path, identity: &Identity) -> std::io::Result<Option<PathBuf>> {
-        let target = self.copy_path(identity);
-        if std::fs::metadata(&target).is_ok_and(|m| m.len() == identity.size) {
-            return Ok(Some(target));
-        }
-        let tmp = target.with_extension(format!("tmp{}-{}", std::process::id(), unique()));
-        std::fs::copy(original, &tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500))?;
-        if Identity::of(original)? != *identity || std::fs::metadata(&tmp)?.len() != identity.size {
+    fn copy_path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join("libs")
+            .join(format!("{sha256}.{}", crate::discovery::LIBRARY_EXTENSION))
+    }
+
+    /// A private copy of `original`, whose identity is `identity`, and the
+    /// SHA-256 of its bytes; `None` if the file changed while it was copied
+    /// (the caller tries again). The copy replaces any with the same name, so
+    /// it holds exactly the bytes hashed.
+    pub fn copy(&self, original: &Path, identity: &Identity) -> std::io::Result<Option<(PathBuf, String)>> {
+        let tmp = self
+            .dir
+            .join("libs")
+            .join(format!("tmp{}-{}.part", std::process::id(), unique()));
+        let taken = (|| {
+            std::fs::copy(original, &tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500))?;
+            let same = Identity::of(original)? == *identity && std::fs::metadata(&tmp)?.len() == identity.size;
+            Ok::<_, std::io::Error>(same.then(|| sha256_of(&tmp)).transpose()?)
+        })();
+        let Some(sha256) = taken.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?
+        else {
             let _ = std::fs::remove_file(&tmp);
             return Ok(None);
-        }
+        };
+        let target = self.copy_path(&sha256);
         std::fs::rename(&tmp, &target)?;
-        Ok(Some(target))
+        Ok(Some((target, sha256)))
     }
 
     /// Records verdicts, each with the hash of the copy it was taken on
@@ -256,7 +275,7 @@ impl VerdictCache {
             let named = path
                 .file_stem()
                 .and_then(|s| s.to_str())
-                .is_some_and(|key| file.entries.contains_key(key));
+                .is_some_and(|stem| file.entries.values().any(|e| e.sha256.as_deref() == Some(stem)));
             if !named && stale(&path) {
                 let _ = std::fs::remove_file(&path);
             }
@@ -334,11 +353,13 @@ mod tests {
         std::fs::write(&lib, b"not really a library").unwrap();
         let id = Identity::of(&lib).unwrap();
         let mut cache = VerdictCache::open(&dir.path().join("cache")).unwrap();
-        let copy = cache.copy(&lib, &id).unwrap().unwrap();
+        let (copy, sha) = cache.copy(&lib, &id).unwrap().unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), b"not really a library");
+        assert_eq!(sha, sha256_of(&lib).unwrap());
         let verdict = Verdict::Plugins(Vec::new());
-        let sha = sha256_of(&copy).unwrap();
-        cache.store(vec![(id, lib.clone(), verdict.clone(), sha)]).unwrap();
+        cache
+            .store(vec![(id, lib.clone(), verdict.clone(), sha.clone())])
+            .unwrap();
         let again = VerdictCache::open(&dir.path().join("cache")).unwrap();
         assert_eq!(again.get(&id).map(|(v, _, _)| v), Some(verdict.clone()));
         // A copy whose bytes changed (same size: a trojan) is no hit, and is removed.
@@ -346,8 +367,15 @@ mod tests {
         std::fs::write(&copy, b"not really a trojan!").unwrap();
         assert!(again.get(&id).is_none());
         assert!(!copy.exists(), "the changed copy is removed, so the next is fresh");
-        let fresh = again.copy(&lib, &id).unwrap().unwrap();
+        let (fresh, _) = again.copy(&lib, &id).unwrap().unwrap();
         assert_eq!(std::fs::read(&fresh).unwrap(), b"not really a library");
+        // Another file with the same bytes shares the copy and the verdict.
+        let twin = dir.path().join("twin.so");
+        std::fs::copy(&lib, &twin).unwrap();
+        let (twin_copy, twin_sha) = again.copy(&twin, &Identity::of(&twin).unwrap()).unwrap().unwrap();
+        assert_eq!((twin_copy, twin_sha.as_str()), (fresh, sha.as_str()));
+        assert_eq!(again.verdict_of_bytes(&sha).map(|(v, _)| v), Some(verdict.clone()));
+        assert_eq!(std::fs::read_dir(dir.path().join("cache/libs")).unwrap().count(), 1);
         let mut again = again;
         again.forget().unwrap();
         assert!(VerdictCache::open(&dir.path().join("cache"))
@@ -365,13 +393,13 @@ mod tests {
         std::fs::write(&gone, b"gone").unwrap();
         std::fs::write(&kept, b"kept").unwrap();
         let (g, k) = (Identity::of(&gone).unwrap(), Identity::of(&kept).unwrap());
-        let gone_copy = cache.copy(&gone, &g).unwrap().unwrap();
-        let kept_copy = cache.copy(&kept, &k).unwrap().unwrap();
+        let (gone_copy, gone_sha) = cache.copy(&gone, &g).unwrap().unwrap();
+        let (kept_copy, kept_sha) = cache.copy(&kept, &k).unwrap().unwrap();
         let v = Verdict::Plugins(Vec::new());
         cache
             .store(vec![
-                (g, gone.clone(), v.clone(), sha256_of(&gone_copy).unwrap()),
-                (k, kept.clone(), v.clone(), sha256_of(&kept_copy).unwrap()),
+                (g, gone.clone(), v.clone(), gone_sha),
+                (k, kept.clone(), v.clone(), kept_sha),
             ])
             .unwrap();
         std::fs::remove_file(&gone).unwrap();

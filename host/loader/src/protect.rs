@@ -159,24 +159,26 @@ impl Protected {
         ))
     }
 
-    /// A private copy of the candidate and its identity (taken again if the
-    /// file changes while it is copied).
-    fn copy(&self, candidate: &Candidate) -> Result<(Identity, PathBuf), String> {
+    /// A private copy of the candidate, its identity and the SHA-256 of its
+    /// bytes (taken again if the file changes while it is copied).
+    fn copy(&self, candidate: &Candidate) -> Result<(Identity, PathBuf, String), String> {
         let cache = self.cache.as_ref().ok_or("no cache directory for private copies")?;
         for _ in 0..3 {
             let identity = Identity::of(&candidate.real).map_err(|e| e.to_string())?;
-            if let Some(copy) = cache.copy(&candidate.real, &identity).map_err(|e| e.to_string())? {
-                return Ok((identity, copy));
+            if let Some((copy, sha256)) = cache.copy(&candidate.real, &identity).map_err(|e| e.to_string())? {
+                return Ok((identity, copy, sha256));
             }
         }
         Err("it kept changing while it was copied".into())
     }
 
-    /// The verdict of each candidate, in order: from the cache, else from a
-    /// probe of a private copy (one probe child for all of them).
+    /// The verdict of each candidate, in order: from the cache (by the file,
+    /// else by the bytes of its private copy), else from a probe of the copy
+    /// (one probe child for all of them).
     pub(crate) fn judge(&mut self, candidates: &[Candidate]) -> Vec<Judged> {
         let mut judged: Vec<Option<Judged>> = Vec::with_capacity(candidates.len());
         let mut to_probe = Vec::new();
+        let mut store = Vec::new();
         for (i, c) in candidates.iter().enumerate() {
             let hit = Identity::of(&c.real).ok().and_then(|id| self.cache.as_ref()?.get(&id));
             match hit {
@@ -189,7 +191,21 @@ impl Protected {
                 None => {
                     judged.push(None);
                     match self.copy(c) {
-                        Ok((identity, copy)) => to_probe.push((i, identity, copy)),
+                        Ok((identity, copy, sha256)) => {
+                            let same = self.cache.as_ref().and_then(|cache| cache.verdict_of_bytes(&sha256));
+                            match same {
+                                Some((verdict, probed_as)) => {
+                                    judged[i] = Some(Judged {
+                                        verdict: relabel(verdict.clone(), &probed_as, &c.path),
+                                        file: copy,
+                                        opened: None,
+                                        from_cache: true,
+                                    });
+                                    store.push((identity, c.path.clone(), verdict, sha256));
+                                }
+                                None => to_probe.push((i, identity, copy, sha256)),
+                            }
+                        }
                         Err(reason) => {
                             judged[i] = Some(refused(
                                 LoadError::NotALibrary {
@@ -206,15 +222,14 @@ impl Protected {
         if !to_probe.is_empty() {
             let jobs: Vec<(PathBuf, PathBuf)> = to_probe
                 .iter()
-                .map(|(i, _, copy)| (copy.clone(), candidates[*i].path.clone()))
+                .map(|(i, _, copy, _)| (copy.clone(), candidates[*i].path.clone()))
                 .collect();
             let prober = Prober::new(&self.settings.helper, self.settings.probe_timeout);
             match prober.probe(&jobs) {
                 Ok(verdicts) => {
-                    let mut store = Vec::new();
-                    for ((i, identity, copy), verdict) in to_probe.into_iter().zip(verdicts) {
-                        // The hash of what was probed: a copy changed after it is not used.
-                        if let Ok(sha256) = crate::cache::sha256_of(&copy) {
+                    for ((i, identity, copy, sha256), verdict) in to_probe.into_iter().zip(verdicts) {
+                        // Only if the copy still holds what was probed.
+                        if crate::cache::sha256_of(&copy).is_ok_and(|now| now == sha256) {
                             store.push((identity, candidates[i].path.clone(), verdict.clone(), sha256));
                         }
                         judged[i] = Some(Judged {
@@ -224,14 +239,9 @@ impl Protected {
                             from_cache: false,
                         });
                     }
-                    if let Some(cache) = &mut self.cache {
-                        if let Err(e) = cache.store(store) {
-                            tracing::warn!(error = %e, "cannot write the verdict cache; the next start probes again");
-                        }
-                    }
                 }
                 Err(unavailable) => {
-                    for (i, _, copy) in to_probe {
+                    for (i, _, copy, _) in to_probe {
                         let e = LoadError::NotALibrary {
                             library: candidates[i].path.clone(),
                             reason: unavailable.to_string(),
@@ -239,6 +249,11 @@ impl Protected {
                         judged[i] = Some(refused(e, &copy));
                     }
                 }
+            }
+        }
+        if let Some(cache) = &mut self.cache {
+            if let Err(e) = cache.store(store) {
+                tracing::warn!(error = %e, "cannot write the verdict cache; the next start probes again");
             }
         }
         judged.into_iter().map(|j| j.expect("every candidate judged")).collect()
