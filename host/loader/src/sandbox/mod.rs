@@ -73,6 +73,9 @@ impl GrantTooWide {
     }
 }
 
+/// The layer no sandbox has yet: sockets limited to the hosts `net` names.
+const NET_SCOPED: &str = "network scoped to the declared hosts";
+
 /// What a process's sandbox enforced, as `harness.sandbox.applied` records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -102,7 +105,7 @@ impl Applied {
             out.push("resource limits");
         }
         if self.net == "open" {
-            out.push("network scoped to the declared hosts");
+            out.push(NET_SCOPED);
         }
         out
     }
@@ -322,7 +325,7 @@ impl Policy {
             out.push("system calls (seccomp)".to_owned());
         }
         if self.net {
-            out.push("network scoped to the declared hosts".to_owned());
+            out.push(NET_SCOPED.to_owned());
         }
         out
     }
