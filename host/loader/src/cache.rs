@@ -219,12 +219,12 @@ impl VerdictCache {
             let same = Identity::of(original)? == *identity && std::fs::metadata(&tmp)?.len() == identity.size;
             same.then(|| sha256_of(&tmp)).transpose()
         })();
-        let Some(sha256) = taken.inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?
-        else {
-            let _ = std::fs::remove_file(&tmp);
-            return Ok(None);
+        let sha256 = match taken {
+            Ok(Some(sha256)) => sha256,
+            failed => {
+                let _ = std::fs::remove_file(&tmp);
+                return failed.map(|_| None);
+            }
         };
         let target = self.copy_path(&sha256);
         std::fs::rename(&tmp, &target)?;

@@ -192,8 +192,7 @@ impl Protected {
                     judged.push(None);
                     match self.copy(c) {
                         Ok((identity, copy, sha256)) => {
-                            let same = self.cache.as_ref().and_then(|cache| cache.verdict_of_bytes(&sha256));
-                            match same {
+                            match self.cache.as_ref().and_then(|k| k.verdict_of_bytes(&sha256)) {
                                 Some((verdict, probed_as)) => {
                                     judged[i] = Some(Judged {
                                         verdict: relabel(verdict.clone(), &probed_as, &c.path),
