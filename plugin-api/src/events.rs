@@ -57,8 +57,13 @@ pub const LOG_DAMAGED: &str = "harness.log.damaged";
 pub const LOG_RESTARTED: &str = "harness.log.restarted";
 /// A guard contained an unsafe attempt (SSRF, oversized observation, ...).
 pub const DEFENSE_BLOCKED: &str = "harness.defense.blocked";
-/// A connection the egress proxy observed (out-of-band fact).
+/// Connections the sandbox's egress gate forwarded for a plugin during the
+/// run: `{plugin, host, port, connections}` (out-of-band fact).
 pub const EGRESS_OBSERVED: &str = "harness.egress.observed";
+/// Reaches the egress gate refused (a name or host:port the plugin was not
+/// granted): `{plugin, host, port, attempts}`; `port` is null for a name
+/// lookup.
+pub const EGRESS_REFUSED: &str = "harness.egress.refused";
 /// A filesystem or process effect observed from outside the sandbox.
 pub const HOST_EFFECT_OBSERVED: &str = "harness.host_effect.observed";
 /// A multi-phase pipeline started.
@@ -84,7 +89,7 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 28] = [
+pub const HARNESS_TYPES: [&str; 29] = [
     TASK_STARTED,
     TASK_RESUMED,
     OBSERVATION_EXTRACTED,
@@ -106,6 +111,7 @@ pub const HARNESS_TYPES: [&str; 28] = [
     LOG_RESTARTED,
     DEFENSE_BLOCKED,
     EGRESS_OBSERVED,
+    EGRESS_REFUSED,
     HOST_EFFECT_OBSERVED,
     PIPELINE_STARTED,
     PIPELINE_PHASE_STARTED,

@@ -252,12 +252,14 @@ impl Loaded {
 pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
     let exe = std::env::current_exe().ok()?;
     Some(std::sync::Arc::new(
-        move |c: &zu_mcp::ServerConfig, command: &std::path::Path, cwd: &std::path::Path| {
+        move |name: &str, c: &zu_mcp::ServerConfig, command: &std::path::Path, cwd: &std::path::Path| {
             let policy = zu_loader::sandbox::Policy::for_server(
                 command,
                 &c.args,
                 cwd,
                 &c.capabilities,
+                &c.egress,
+                &c.hosts,
                 &c.read,
                 &c.write,
                 &c.exec,
@@ -270,11 +272,16 @@ pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
             .into_iter()
             .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
             .collect();
+            let gate = policy
+                .gate(&format!("mcp.{name}"))
+                .map(|(gate, end)| (Box::new(gate) as Box<dyn std::any::Any + Send + Sync>, end));
             Ok(zu_mcp::Jail {
                 program: exe.clone(),
                 before: vec![zu_loader::sandbox::JAIL_COMMAND.to_owned(), "--".to_owned()],
                 env,
                 missing: policy.missing_here(),
+                gate,
+                pass: zu_loader::sandbox::pass_gate,
             })
         },
     ))

@@ -52,22 +52,15 @@ struct Row {
     missing: Vec<String>,
 }
 
-/// Whether unprivileged user namespaces can be made here.
-fn user_namespaces() -> bool {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
-    read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0")
-        && read("/proc/sys/user/max_user_namespaces").is_some_and(|v| v != "0")
-}
-
 pub fn run(args: SandboxArgs) -> Result<u8, Failure> {
-    let (abi, seccomp) = zu_loader::sandbox::kernel();
+    let (abi, seccomp, namespaces) = zu_loader::sandbox::kernel();
     let kernel = Kernel {
         landlock_abi: abi,
         files: abi >= 1,
         tcp_ports: abi >= 4,
         scoping: abi >= 6,
         seccomp,
-        user_namespaces: user_namespaces(),
+        user_namespaces: namespaces,
     };
     let (loaded, _mcp) = crate::plugins::load_listed(
         &args.dirs,

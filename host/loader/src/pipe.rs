@@ -258,6 +258,8 @@ pub struct HelperChild {
     _stdout: ChildStdout,
     /// Its stderr.
     pub stderr: StderrTail,
+    /// The egress gate of its network sandbox (closed with the child).
+    pub gate: Option<crate::sandbox::Gate>,
 }
 
 impl HelperChild {
@@ -267,12 +269,17 @@ impl HelperChild {
         args: &[&str],
         forward: Option<String>,
         env: Option<&[(String, std::ffi::OsString)]>,
+        gate: Option<(crate::sandbox::Gate, std::os::fd::OwnedFd)>,
     ) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(exe);
         if let Some(env) = env {
             command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         }
+        let gate = gate.map(|(gate, end)| {
+            crate::sandbox::pass_gate(&mut command, &end);
+            (gate, end)
+        });
         let mut child = command
             .args(args)
             // Its own process group: a Ctrl-C at the terminal is the host's to handle.
@@ -291,6 +298,8 @@ impl HelperChild {
             output: FrameReader::new(stdout.as_raw_fd()),
             _stdout: stdout,
             stderr,
+            // The child's end is closed here once it has its own.
+            gate: gate.map(|(gate, _end)| gate),
         })
     }
 

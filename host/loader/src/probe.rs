@@ -85,7 +85,7 @@ impl Prober {
     fn spawn(&self, files: &[PathBuf]) -> Result<HelperChild, ProbeUnavailable> {
         STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let env = crate::sandbox::environment(&Policy::deny_all(files));
-        HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None, Some(&env)).map_err(|source| ProbeUnavailable {
+        HelperChild::spawn(&self.exe, &[PROBE_COMMAND], None, Some(&env), None).map_err(|source| ProbeUnavailable {
             exe: self.exe.clone(),
             source,
         })

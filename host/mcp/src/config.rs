@@ -48,7 +48,11 @@ pub struct ServerConfig {
     /// The egress hosts every tool of it declares (`*` = open).
     #[serde(default)]
     pub egress: Vec<String>,
-    /// A stdio server's sandbox: more paths it reads (needs `fs:read`).
+    /// A stdio server's sandbox: the hosts it reaches, in place of those
+    /// `egress` declares (each within them; needs `net`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// More paths it reads (needs `fs:read`).
     #[serde(default)]
     pub read: Vec<PathBuf>,
     /// More paths it writes (needs `fs:write`), e.g. an npm cache.

@@ -27,17 +27,21 @@ pub use tool::McpTool;
 
 /// How a stdio server is started inside a sandbox: `program` (zu's hidden
 /// `__jail`) runs with `before`, then the server's command and arguments,
-/// and the variables `env` added; `missing` is what its sandbox lacks.
+/// and the variables `env` added; `missing` is what its sandbox lacks;
+/// `gate` is kept while the server runs, with the descriptor that `pass`
+/// hands to the server's jail alone.
 pub struct Jail {
     pub program: PathBuf,
     pub before: Vec<String>,
     pub env: Vec<(String, String)>,
     pub missing: Vec<String>,
+    pub gate: Option<(Box<dyn std::any::Any + Send + Sync>, std::os::fd::OwnedFd)>,
+    pub pass: fn(&mut std::process::Command, &std::os::fd::OwnedFd),
 }
 
-/// Makes the [`Jail`] of a server from its config, resolved command and
-/// working directory (or says why it cannot).
-pub type Jailer = Arc<dyn Fn(&ServerConfig, &Path, &Path) -> Result<Jail, String> + Send + Sync>;
+/// Makes the [`Jail`] of a server from its name, config, resolved command
+/// and working directory (or says why it cannot).
+pub type Jailer = Arc<dyn Fn(&str, &ServerConfig, &Path, &Path) -> Result<Jail, String> + Send + Sync>;
 
 /// The running servers; dropping it stops them.
 pub struct McpHost {

@@ -58,6 +58,8 @@ struct Live {
     lost: Option<Arc<AtomicBool>>,
     /// A stdio server's process (killed when dropped).
     process: Option<Box<dyn process_wrap::tokio::ChildWrapper>>,
+    /// The egress gate of its sandbox (closed when dropped).
+    _gate: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// One configured server.
@@ -123,7 +125,7 @@ impl Server {
     async fn connect(&self) -> Result<(Live, Vec<Tool>), String> {
         let c = &self.config;
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut lost, mut process) = (None, None);
+        let (mut lost, mut process, mut gate) = (None, None, None);
         let (client, group) = match (&c.command, &c.url) {
             (Some(command), _) => {
                 let program = find(command)?;
@@ -133,11 +135,15 @@ impl Server {
                 let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
                 let mut cmd = match self.jailer.as_ref().filter(|_| c.sandbox) {
                     Some(jailer) => {
-                        let jail = jailer(c, &program, cwd.as_deref().unwrap_or(&here))?;
+                        let jail = jailer(&self.name, c, &program, cwd.as_deref().unwrap_or(&here))?;
                         *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(jail.missing.clone());
                         let mut cmd = tokio::process::Command::new(&jail.program);
                         cmd.args(&jail.before).arg(&program).env_clear();
                         jail_env = jail.env;
+                        if let Some((keep, end)) = jail.gate {
+                            (jail.pass)(cmd.as_std_mut(), &end);
+                            gate = Some((keep, Some(end)));
+                        }
                         cmd
                     }
                     None => {
@@ -162,6 +168,11 @@ impl Server {
                 wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
                 wrap.wrap(process_wrap::tokio::KillOnDrop);
                 let mut child = wrap.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+                // The child has its own end of the gate now: ours closes.
+                if let Some((keep, end)) = gate.take() {
+                    drop(end);
+                    gate = Some((keep, None));
+                }
                 let (Some(input), Some(output), err) = (
                     child.inner_mut().stdin().take(),
                     child.inner_mut().stdout().take(),
@@ -222,6 +233,7 @@ impl Server {
                 stderr,
                 lost,
                 process,
+                _gate: gate.map(|(keep, _)| keep),
             },
             tools,
         ))

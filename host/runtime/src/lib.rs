@@ -35,6 +35,7 @@ pub mod bus;
 pub mod cost;
 pub mod deadline;
 pub mod display;
+pub mod egress;
 pub mod error;
 pub mod memory_sink;
 pub mod pipeline;

@@ -148,6 +148,12 @@ fn a_declared_capability_allows_that_and_no_more() {
     std::fs::write(outside.path().join("beside.txt"), "beside it").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let port = listener.local_addr().unwrap().port();
+    let by_address = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = by_address.local_addr().unwrap().to_string();
+    let beside = TcpListener::bind("127.0.0.1:0").unwrap();
+    beside.set_nonblocking(true).unwrap();
+    let beside_addr = beside.local_addr().unwrap().to_string();
     let calls = json!([
         attempt(
             "granted_read",
@@ -162,15 +168,33 @@ fn a_declared_capability_allows_that_and_no_more() {
             json!({"try": "write", "path": dir.path().join("new.txt")})
         ),
         attempt("granted_read", json!({"try": "connect", "addr": addr})),
-        attempt("granted_net", json!({"try": "connect", "addr": addr})),
+        attempt(
+            "granted_net",
+            json!({"try": "connect", "addr": format!("localhost:{port}")})
+        ),
         attempt(
             "granted_net",
             json!({"try": "read", "path": dir.path().join("here.txt")})
         ),
         attempt("granted_exec", json!({"try": "exec"})),
         attempt("granted_exec", json!({"try": "connect", "addr": addr})),
+        attempt("granted_net", json!({"try": "connect", "addr": beside_addr})),
+        attempt(
+            "granted_net",
+            json!({"try": "resolve", "host": "exfiltrate.example.org"})
+        ),
+        attempt("granted_net", json!({"try": "connect", "addr": addr})),
+        attempt("granted_net", json!({"try": "connect", "addr": address})),
     ]);
-    let r = run(dir.path(), calls, &[], &[]);
+    // Granted: zu's localhost on one port (by name), 127.0.0.1 on another (by address).
+    let by_name = format!("tools.granted_net=localhost:{port}");
+    let by_addr = format!("tools.granted_net={address}");
+    let r = run(
+        dir.path(),
+        calls,
+        &["--allow-net", &by_name, "--allow-net", &by_addr],
+        &[],
+    );
     assert_eq!(
         r.out.status.code(),
         Some(0),
@@ -178,13 +202,13 @@ fn a_declared_capability_allows_that_and_no_more() {
         String::from_utf8_lossy(&r.out.stderr)
     );
     let o = &r.observations;
-    assert_eq!(o.len(), 8, "{o:?}");
+    assert_eq!(o.len(), 12, "{o:?}");
     assert_eq!(
         o[0]["ok"], "in the working directory",
         "fs:read reads the working directory"
     );
     assert!(denied(&o[1]) && denied(&o[2]) && denied(&o[3]), "{o:?}");
-    assert_eq!(o[4]["ok"], "sent", "net connects");
+    assert_eq!(o[4]["ok"], "sent", "net connects to the granted host and port");
     let mut got = String::new();
     listener.accept().unwrap().0.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hello from a plugin");
@@ -195,6 +219,18 @@ fn a_declared_capability_allows_that_and_no_more() {
         o[6]
     );
     assert!(denied(&o[7]), "subprocess does not connect: {}", o[7]);
+    assert!(denied(&o[8]), "net does not reach another port: {}", o[8]);
+    assert!(beside.accept().is_err(), "nothing reached the other port");
+    assert!(denied(&o[9]), "an ungranted name does not resolve: {}", o[9]);
+    assert!(
+        denied(&o[10]),
+        "the port granted by name is not granted by address: {}",
+        o[10]
+    );
+    assert_eq!(o[11]["ok"], "sent", "the address granted: {}", o[11]);
+    let mut got = String::new();
+    by_address.accept().unwrap().0.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from a plugin");
     // The run's log says which sandbox each tool ran in.
     let applied: Value = r
         .log
@@ -212,8 +248,37 @@ fn a_declared_capability_allows_that_and_no_more() {
             .unwrap()
     };
     assert_eq!(of("granted_read")["sandbox"], "enforced", "{applied}");
-    assert_eq!(of("granted_net")["sandbox"], "partial");
-    assert!(of("granted_net")["missing"][0].as_str().unwrap().contains("network"));
+    assert_eq!(of("granted_net")["sandbox"], "enforced", "{applied}");
+    // What the egress gate saw is on the log: the connection it forwarded, the name it refused.
+    let events: Vec<Value> = r
+        .log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    let of_type = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == t)
+            .map(|e| e["payload"].clone())
+            .collect::<Vec<_>>()
+    };
+    let mut observed = of_type("harness.egress.observed");
+    observed.sort_by_key(|p| p["host"].as_str().unwrap().to_owned());
+    let by_address_port = by_address.local_addr().unwrap().port();
+    assert_eq!(
+        observed,
+        vec![
+            json!({"plugin": "tools.granted_net", "host": "127.0.0.1", "port": by_address_port, "connections": 1}),
+            json!({"plugin": "tools.granted_net", "host": "localhost", "port": port, "connections": 1}),
+        ]
+    );
+    let refused = of_type("harness.egress.refused");
+    assert!(
+        refused.iter().any(|p| p["host"] == "exfiltrate.example.org"
+            && p["plugin"] == "tools.granted_net"
+            && p["port"].is_null()),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -91,6 +91,20 @@ pub struct RunArgs {
     /// trusted = [...]).
     #[arg(long = "trust", value_name = "KIND.NAME")]
     trusted: Vec<String>,
+    /// Grant plugin KIND.NAME reading PATH in its sandbox (repeatable; it must declare fs:read;
+    /// zu.toml [grants.KIND.NAME] read = [...]).
+    #[arg(long = "allow-read", value_name = "KIND.NAME=PATH")]
+    allow_read: Vec<String>,
+    /// Grant plugin KIND.NAME writing PATH (repeatable; it must declare fs:write).
+    #[arg(long = "allow-write", value_name = "KIND.NAME=PATH")]
+    allow_write: Vec<String>,
+    /// Grant plugin KIND.NAME reaching HOST[:PORT] in place of the hosts it declares, `*` for the
+    /// open network where it declares that (repeatable; it must declare net).
+    #[arg(long = "allow-net", value_name = "KIND.NAME=HOST[:PORT]")]
+    allow_net: Vec<String>,
+    /// Give plugin KIND.NAME the variable VAR of zu's environment (repeatable).
+    #[arg(long = "allow-env", value_name = "KIND.NAME=VAR")]
+    allow_env: Vec<String>,
     /// Read settings from this file instead of ./zu.toml.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -374,6 +388,15 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
             *path = settings.base.join(&*path);
         }
     }
+    add_flag_grants(
+        &mut grants,
+        [
+            ("--allow-read", &args.allow_read),
+            ("--allow-write", &args.allow_write),
+            ("--allow-net", &args.allow_net),
+            ("--allow-env", &args.allow_env),
+        ],
+    )?;
     let file_containment = load::FileContainment {
         probe_timeout: settings.file.probe_timeout,
         isolation: std::mem::take(&mut settings.file.isolation),
@@ -419,4 +442,35 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         mcp: std::mem::take(&mut settings.file.mcp),
         base: settings.base.clone(),
     })
+}
+
+/// The `--allow-*` flags added to zu.toml's grants (paths as given: relative
+/// to the working directory).
+fn add_flag_grants(
+    grants: &mut BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
+    flags: [(&str, &Vec<String>); 4],
+) -> Result<(), Failure> {
+    for (flag, values) in flags {
+        for v in values {
+            let (key, value) = v
+                .split_once('=')
+                .filter(|(k, v)| !v.is_empty() && k.contains('.'))
+                .ok_or_else(|| Failure::usage(format!("{flag} {v:?}: expected KIND.NAME=VALUE")))?;
+            let (kind, name) = key.split_once('.').expect("checked above");
+            kind.parse::<Kind>()
+                .map_err(|e| Failure::usage(format!("{flag} {v:?}: {e}")))?;
+            let g = grants
+                .entry(kind.to_owned())
+                .or_default()
+                .entry(name.to_owned())
+                .or_default();
+            match flag {
+                "--allow-read" => g.read.push(value.into()),
+                "--allow-write" => g.write.push(value.into()),
+                "--allow-net" => g.hosts.push(value.to_owned()),
+                _ => g.env.push(value.to_owned()),
+            }
+        }
+    }
+    Ok(())
 }

@@ -67,7 +67,7 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self) -> std::io::Result<HelperChild> {
+    fn spawn(&self, label: &str) -> std::io::Result<HelperChild> {
         let prefix = format!(
             "[plugin {}] ",
             self.display.file_name().unwrap_or_default().to_string_lossy()
@@ -75,12 +75,24 @@ impl Supervisor {
         let file = self.file.to_string_lossy();
         let display = self.display.to_string_lossy();
         let env = self.policy.as_ref().map(sandbox::environment);
+        let gate = self.policy.as_ref().and_then(|p| p.gate(label));
         HelperChild::spawn(
             &self.exe,
             &[SERVE_COMMAND, &file, &display],
             Some(prefix),
             env.as_deref(),
+            gate,
         )
+    }
+
+    /// The plugins its process holds (`KIND.NAME`, joined by `+`), or the
+    /// library's name before any: how the egress gate's notes name it.
+    fn label_of(state: &State, display: &Path) -> String {
+        if state.constructed.is_empty() {
+            return display.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        }
+        let names: Vec<String> = state.constructed.iter().map(|(k, n, _)| format!("{k}.{n}")).collect();
+        names.join("+")
     }
 
     /// Sends `message` and answers callbacks (through `ctx`) until the
@@ -157,7 +169,7 @@ impl Supervisor {
     fn ready<'a>(&self, state: &'a mut State) -> Result<&'a mut HelperChild, PluginError> {
         if state.child.is_none() {
             let mut child = self
-                .spawn()
+                .spawn(&Self::label_of(state, &self.display))
                 .map_err(|e| PluginError::failed(format!("cannot start the plugin process: {e}")))?;
             for (kind, name, config) in &state.constructed {
                 let message = ToChild::Construct {
@@ -217,6 +229,10 @@ impl Supervisor {
             Ok(FromChild::Constructed { error: None, applied }) => {
                 self.noted(applied);
                 state.constructed.push((kind, name.to_owned(), config.clone()));
+                let label = Self::label_of(&state, &self.display);
+                if let Some(gate) = state.child.as_ref().and_then(|c| c.gate.as_ref()) {
+                    gate.relabel(&label);
+                }
                 Ok(())
             }
             Ok(FromChild::Constructed { error: Some(e), .. }) => Err(e),

@@ -1,6 +1,6 @@
 //! The resource layer: limits on a sandboxed process's memory (data
-//! segment), open files, file size and core dumps, with defaults a plugin
-//! can be given more of. Exceeding one fails the plugin's own call (or ends
+//! segment), open files, file size, processes and core dumps, with defaults
+//! a plugin can be given more of. Exceeding one fails the plugin's own call (or ends
 //! its process), never zu.
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,10 @@ pub struct Limits {
     pub open_files: u64,
     /// The largest file it may write (`RLIMIT_FSIZE`), MiB.
     pub file_size_mb: u64,
+    /// Processes and threads (`RLIMIT_NPROC`), counted in the sandbox's own
+    /// user namespace (set only where it has one: elsewhere the count is
+    /// every process of the user's).
+    pub processes: u64,
 }
 
 impl Default for Limits {
@@ -23,6 +27,7 @@ impl Default for Limits {
             memory_mb: 2048,
             open_files: 1024,
             file_size_mb: 16 * 1024,
+            processes: 256,
         }
     }
 }
@@ -48,5 +53,10 @@ impl Limits {
         ]
         .iter()
         .all(|ok| *ok)
+    }
+
+    /// Sets the process limit; false if it could not be set.
+    pub fn apply_processes(&self) -> bool {
+        set(libc::RLIMIT_NPROC, self.processes)
     }
 }

@@ -1,11 +1,18 @@
-//! The sandbox a plugin process and the probe child run in, made from the
-//! plugin's envelope: what it may read, write and execute (Landlock), which
-//! system calls fail with EPERM (seccomp), its resource limits and its
-//! environment. A process applies it to itself first thing, before it opens
-//! any library, so no plugin code ever runs outside it.
+//! The sandbox a plugin process, the probe child and a stdio MCP server run
+//! in, made from the envelope and the user's grants: what it may read, write
+//! and execute (Landlock), which system calls fail with EPERM (seccomp), its
+//! namespaces (a user namespace of its own; with `net`, a network whose only
+//! ways out are zu's forwarders), its resource limits and its environment.
+//! A process applies it to itself first thing, before it opens any library
+//! or execs a server, so no plugin code ever runs outside it.
 
+mod dns;
 mod files;
+mod gate;
+mod hosts;
 mod limits;
+mod namespace;
+mod netns;
 mod syscalls;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +22,8 @@ use serde_json::Value;
 use zu_plugin_api::ports::{CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SUBPROCESS};
 use zu_plugin_api::version::Kind;
 
+pub use gate::{Gate, GATE_ENV};
+pub use hosts::EGRESS_OPEN;
 pub use limits::Limits;
 
 /// What one sandboxed process may do. Plugins whose policies differ never
@@ -31,8 +40,12 @@ pub struct Policy {
     pub exec: Vec<PathBuf>,
     /// `subprocess`: may fork and execute programs from the system paths.
     pub subprocess: bool,
-    /// `net`: may open network sockets (not yet scoped to its hosts).
+    /// `net`: may open network sockets.
     pub net: bool,
+    /// With `net`, the hosts it reaches (`host:port` each, sorted), through
+    /// the egress gate's forwarders; `["*"]`: the open network, as granted.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// The variables of zu's environment the process gets (no others).
     pub env: Vec<String>,
     /// Resource limits.
@@ -51,6 +64,10 @@ pub struct Grant {
     /// More paths to write.
     #[serde(default)]
     pub write: Vec<PathBuf>,
+    /// The hosts it reaches (`host`, `host:port`, or `*` for any), in place
+    /// of those it declared: each within its declaration.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// More variables of zu's environment.
     #[serde(default)]
     pub env: Vec<String>,
@@ -73,8 +90,11 @@ impl GrantTooWide {
     }
 }
 
-/// The layer no sandbox has yet: sockets limited to the hosts `net` names.
-const NET_SCOPED: &str = "network scoped to the declared hosts";
+/// The layer a `net` sandbox lacks without a network namespace: sockets
+/// limited to the granted hosts.
+const NET_SCOPED: &str = "network scoped to the granted hosts (a network namespace)";
+/// The layer a sandbox lacks without a user namespace of its own.
+const NAMESPACE: &str = "processes counted per sandbox (a user namespace)";
 
 /// What a process's sandbox enforced, as `harness.sandbox.applied` records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +107,12 @@ pub struct Applied {
     pub syscalls: bool,
     /// The resource limits are set.
     pub limits: bool,
-    /// Network sockets: `denied`, or `open` (declared `net`; not yet scoped by host).
+    /// It runs in a user namespace of its own.
+    #[serde(default)]
+    pub namespace: bool,
+    /// Network: `denied` (no socket), `scoped` (a namespace whose only ways
+    /// out are the granted hosts' forwarders), `open` (granted `*`), or
+    /// `unscoped` (`net` without a namespace: this kernel offers none).
     pub net: String,
 }
 
@@ -104,7 +129,10 @@ impl Applied {
         if !self.limits {
             out.push("resource limits");
         }
-        if self.net == "open" {
+        if !self.namespace {
+            out.push(NAMESPACE);
+        }
+        if self.net == "unscoped" {
             out.push(NET_SCOPED);
         }
         out
@@ -181,10 +209,12 @@ impl Policy {
     /// `fs:write` writes the paths its config names (a file's directory); `subprocess` and `net` as declared; the
     /// environment holds the variables its config names and, for a provider,
     /// `NAME_API_KEY` when zu has it.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_plugin(
         kind: Kind,
         name: &str,
         capabilities: &[String],
+        egress: &[String],
         config: &Value,
         cwd: &Path,
         grant: Option<&Grant>,
@@ -208,6 +238,12 @@ impl Policy {
             env: config_variables(config),
             ..Policy::default()
         };
+        if p.net {
+            let granted = grant.map(|g| g.hosts.as_slice()).filter(|h| !h.is_empty());
+            p.hosts = hosts::reached(egress, granted, config)?;
+        } else if let Some(h) = grant.and_then(|g| g.hosts.first()) {
+            return Err(GrantTooWide::undeclared(format!("network access to {h}"), CAP_NET));
+        }
         if has(CAP_FS_READ) {
             // Not by default when the working directory holds what zu keeps
             // or the home directory (`~/.ssh`): only what the config names.
@@ -266,11 +302,14 @@ impl Policy {
     /// `exec`; it reads the working directory and the paths among its `args`
     /// (which name a filesystem server's roots); `fs:write` writes `write`,
     /// `net` opens sockets; everything else as for a plugin.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_server(
         command: &Path,
         args: &[String],
         cwd: &Path,
         capabilities: &[String],
+        egress: &[String],
+        hosts: &[String],
         read: &[PathBuf],
         write: &[PathBuf],
         exec: &[PathBuf],
@@ -305,6 +344,12 @@ impl Policy {
             net: has(CAP_NET),
             ..Policy::default()
         };
+        if p.net {
+            let granted = Some(hosts).filter(|h| !h.is_empty());
+            p.hosts = hosts::reached(egress, granted, &Value::Null)?;
+        } else if let Some(h) = hosts.first() {
+            return Err(GrantTooWide::undeclared(format!("network access to {h}"), CAP_NET));
+        }
         p.exec.extend([package(command), package(&real)].into_iter().flatten());
         p.exec.extend(exec.iter().map(|e| cwd.join(e)));
         p.read.push(cwd.to_owned());
@@ -314,9 +359,30 @@ impl Policy {
         Ok(p)
     }
 
+    /// With `net`, whether it reaches the open network (granted `*`).
+    pub fn open_network(&self) -> bool {
+        self.net && self.hosts.iter().any(|h| h == EGRESS_OPEN)
+    }
+
+    /// With `net` scoped to hosts, the egress gate for a process with this
+    /// policy (its notes naming `label`) and the descriptor to hand it.
+    pub fn gate(&self, label: &str) -> Option<(Gate, std::os::fd::OwnedFd)> {
+        if !self.net || self.open_network() || !namespace::available() {
+            return None;
+        }
+        match Gate::open(&self.hosts, label) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                // The process then sits in a namespace with no way out.
+                tracing::warn!(error = %e, "the egress gate could not be opened");
+                None
+            }
+        }
+    }
+
     /// The layers this policy lacks on this kernel, as `required` judges.
     pub fn missing_here(&self) -> Vec<String> {
-        let (abi, seccomp) = kernel();
+        let (abi, seccomp, namespaces) = kernel();
         let mut out = Vec::new();
         if abi < 6 {
             out.push("files (Landlock ABI 6 or later)".to_owned());
@@ -324,17 +390,48 @@ impl Policy {
         if !seccomp {
             out.push("system calls (seccomp)".to_owned());
         }
-        if self.net {
-            out.push(NET_SCOPED.to_owned());
+        if !namespaces {
+            out.push(NAMESPACE.to_owned());
+            if self.net && !self.open_network() {
+                out.push(NET_SCOPED.to_owned());
+            }
         }
         out
     }
 
     /// Applies the sandbox to this process (and its threads and children),
     /// allowing also what the process itself needs (`own`: its executable,
-    /// the library copy). Never undone.
-    pub fn apply(&self, own: &[PathBuf]) -> Applied {
-        let limits = self.limits.apply();
+    /// the library copy); `gate` is the egress gate's descriptor. The
+    /// process must still have one thread. Never undone.
+    pub fn apply(&self, own: &[PathBuf], gate: Option<std::os::fd::RawFd>) -> Applied {
+        let mut limits = self.limits.apply();
+        let scoped = self.net && !self.open_network();
+        // A network namespace too when `net` is scoped; failing that (some
+        // kernels allow user namespaces only), a user namespace alone.
+        let entered = namespace::enter(scoped).map(|()| scoped).or_else(|e| {
+            eprintln!("zu sandbox: no namespaces of its own ({e})");
+            namespace::enter(false).map(|()| false)
+        });
+        let net = match (self.net, &entered) {
+            (false, _) => "denied",
+            (true, _) if !scoped => "open",
+            (true, Ok(true)) => match gate.map(|fd| netns::set_up(&netns::plan(&self.hosts), fd)) {
+                Some(Ok(())) => "scoped",
+                // Fail closed: the namespace stays, with no way out.
+                Some(Err(e)) => {
+                    eprintln!("zu sandbox: the network's ways out could not be made ({e}); it has none");
+                    "denied"
+                }
+                None => "denied",
+            },
+            (true, _) => "unscoped",
+        };
+        let namespace = entered.is_ok();
+        if namespace {
+            // Counted in its own user namespace: its own processes only.
+            limits &= self.limits.apply_processes();
+        }
+        namespace::drop_capabilities();
         let (files, landlock_abi) = files::restrict(self, own);
         let syscalls = syscalls::install(self);
         Applied {
@@ -342,8 +439,42 @@ impl Policy {
             landlock_abi,
             syscalls,
             limits,
-            net: if self.net { "open" } else { "denied" }.into(),
+            namespace,
+            net: net.into(),
         }
+    }
+}
+
+/// Hands `end` (a gate's descriptor) to the child `command` starts: the
+/// child alone inherits it, and finds its number in [`GATE_ENV`].
+pub fn pass_gate(command: &mut std::process::Command, end: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = end.as_raw_fd();
+    command.env(GATE_ENV, fd.to_string());
+    // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on one
+    // descriptor in the forked child only.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Closes every descriptor from 3 up but `keep`: nothing zu's own parent
+/// left open reaches plugin code.
+fn close_inherited(keep: Option<std::os::fd::RawFd>) {
+    let ranges = match keep {
+        Some(k) if k >= 3 => vec![(3, k as u32 - 1), (k as u32 + 1, u32::MAX)],
+        _ => vec![(3, u32::MAX)],
+    };
+    for (from, to) in ranges.into_iter().filter(|(f, t)| f <= t) {
+        // SAFETY: close_range closes descriptors of this process only.
+        unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
     }
 }
 
@@ -378,11 +509,21 @@ pub fn enter(own: &[PathBuf]) -> Option<Applied> {
             std::process::exit(70);
         }
     };
+    let gate = std::env::var(GATE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<std::os::fd::RawFd>().ok());
+    std::env::remove_var(GATE_ENV);
+    close_inherited(gate);
     let mut own = own.to_vec();
     if let Ok(exe) = std::env::current_exe() {
         own.push(exe);
     }
-    Some(policy.apply(&own))
+    let applied = policy.apply(&own, gate);
+    if let Some(fd) = gate {
+        // SAFETY: the gate's descriptor is ours, used once above.
+        unsafe { libc::close(fd) };
+    }
+    Some(applied)
 }
 
 /// The hidden subcommand that runs [`jail`].
@@ -405,10 +546,11 @@ pub fn jail(command: &[std::ffi::OsString]) -> i32 {
     127
 }
 
-/// What this kernel offers: the Landlock ABI (0: none) and whether seccomp
-/// filters can be installed.
-pub fn kernel() -> (i32, bool) {
-    (files::abi(), syscalls::available())
+/// What this kernel offers: the Landlock ABI (0: none), whether seccomp
+/// filters can be installed, and whether a process may make user, network
+/// and mount namespaces.
+pub fn kernel() -> (i32, bool, bool) {
+    (files::abi(), syscalls::available(), namespace::available())
 }
 
 #[cfg(test)]

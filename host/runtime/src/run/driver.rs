@@ -120,7 +120,7 @@ fn drive(shared: &Shared, takeover: bool) {
                     return;
                 };
                 st = next;
-                st.after_provider(turn, &*provider, out)
+                st.egress().and_then(|()| st.after_provider(turn, &*provider, out))
             }
             Phase::Tool(turn, i) => st.before_tool(turn, i),
             Phase::ToolCall(turn, i, tool) => {
@@ -130,7 +130,7 @@ fn drive(shared: &Shared, takeover: bool) {
                     return;
                 };
                 st = next;
-                st.after_tool(turn, i, Some(out))
+                st.egress().and_then(|()| st.after_tool(turn, i, Some(out)))
             }
             Phase::Replay => st.replay_step(),
             Phase::ReplayCall { turn, tool, wait } => {
@@ -141,7 +141,7 @@ fn drive(shared: &Shared, takeover: bool) {
                     return;
                 };
                 st = next;
-                st.after_replay_tool(turn, Some(out))
+                st.egress().and_then(|()| st.after_replay_tool(turn, Some(out)))
             }
             Phase::Extract { turn, i, obs, jobs } => {
                 let provider = st.provider.clone();
@@ -155,7 +155,8 @@ fn drive(shared: &Shared, takeover: bool) {
                     return;
                 };
                 st = next;
-                st.after_extract(turn, i, obs, &jobs, out, model)
+                st.egress()
+                    .and_then(|()| st.after_extract(turn, i, obs, &jobs, out, model))
             }
             Phase::TurnEnd {
                 turn,

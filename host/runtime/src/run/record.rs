@@ -38,6 +38,22 @@ impl Record {
         self.stop.root.get().copied()
     }
 
+    /// Records what the sandboxes' egress gates saw since the last call:
+    /// one `egress.observed` per plugin, host and port forwarded to, one
+    /// `egress.refused` per reach refused, each with its count.
+    pub(super) fn egress(&self) -> Result<(), BusError> {
+        for (reach, count) in crate::egress::take() {
+            let (ty, counted) = if reach.allowed {
+                (ev::EGRESS_OBSERVED, "connections")
+            } else {
+                (ev::EGRESS_REFUSED, "attempts")
+            };
+            let payload = json!({"plugin": reach.plugin, "host": reach.host, "port": reach.port, counted: count});
+            self.emit(ty, &payload, self.root(), "loader")?;
+        }
+        Ok(())
+    }
+
     /// Publishes one event of this run under one of zu's own sources.
     pub(super) fn emit(
         &self,

@@ -174,6 +174,11 @@ impl Loop {
         self.finish(r)
     }
 
+    /// What a plugin's sandbox let through or refused during the call just made.
+    pub(super) fn egress(&self) -> Result<(), RunError> {
+        Ok(self.record.egress()?)
+    }
+
     pub(super) fn next_step(&mut self) -> Result<(), RunError> {
         self.step += 1;
         self.phase = Phase::StepTop;

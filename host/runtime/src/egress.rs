@@ -1,0 +1,74 @@
+//! What the sandboxes' egress gates saw, kept until a run writes it down:
+//! connections forwarded and reaches refused, counted per plugin, host and
+//! port. The gates note; the run takes the notes after each plugin call and
+//! records them as `harness.egress.observed` / `harness.egress.refused`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// One kind of reach the gate saw.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reach {
+    /// The plugins of the sandboxed process (`KIND.NAME`, joined by `+`).
+    pub plugin: String,
+    /// The host name or address asked for.
+    pub host: String,
+    /// The port; `None` for a name lookup.
+    pub port: Option<u16>,
+    /// Forwarded (true) or refused.
+    pub allowed: bool,
+}
+
+/// Distinct reaches kept between two takes; past it, further new ones are
+/// counted under one entry (a plugin cannot grow zu's memory by asking for
+/// endless names).
+const MAX_DISTINCT: usize = 256;
+
+static NOTES: Mutex<BTreeMap<Reach, u64>> = Mutex::new(BTreeMap::new());
+
+/// Notes one reach.
+pub fn note(reach: Reach) {
+    let mut notes = NOTES.lock().unwrap_or_else(|p| p.into_inner());
+    let key = if notes.len() >= MAX_DISTINCT && !notes.contains_key(&reach) {
+        Reach {
+            host: "(more hosts)".into(),
+            port: None,
+            ..reach
+        }
+    } else {
+        reach
+    };
+    *notes.entry(key).or_insert(0) += 1;
+}
+
+/// Takes every reach noted since the last take, with its count.
+pub fn take() -> Vec<(Reach, u64)> {
+    let mut notes = NOTES.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::take(&mut *notes).into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaches_are_counted_and_bounded() {
+        let reach = |host: String, allowed| Reach {
+            plugin: "tools.t".into(),
+            host,
+            port: Some(443),
+            allowed,
+        };
+        let _ = take();
+        note(reach("a".into(), true));
+        note(reach("a".into(), true));
+        note(reach("b".into(), false));
+        for i in 0..1000 {
+            note(reach(format!("n{i}"), false));
+        }
+        let notes = take();
+        assert_eq!(notes.len(), MAX_DISTINCT + 1, "bounded, plus the overflow entry");
+        assert!(notes.contains(&(reach("a".into(), true), 2)));
+        assert!(take().is_empty(), "taken once");
+    }
+}
