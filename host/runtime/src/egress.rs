@@ -4,7 +4,22 @@
 //! records them as `harness.egress.observed` / `harness.egress.refused`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
+
+/// A live gate: it notes what it has already been asked before a take.
+pub trait Gate: Send + Sync {
+    /// Returns once every connection made to it so far is noted (bounded).
+    fn settle(&self);
+}
+
+static GATES: Mutex<Vec<Weak<dyn Gate>>> = Mutex::new(Vec::new());
+
+/// Registers a gate whose notes a [`take`] waits for while it lives.
+pub fn register(gate: Weak<dyn Gate>) {
+    let mut gates = GATES.lock().unwrap_or_else(|p| p.into_inner());
+    gates.retain(|g| g.strong_count() > 0);
+    gates.push(gate);
+}
 
 /// One kind of reach the gate saw.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,8 +56,16 @@ pub fn note(reach: Reach) {
     *notes.entry(key).or_insert(0) += 1;
 }
 
-/// Takes every reach noted since the last take, with its count.
+/// Takes every reach noted since the last take, with its count, once the
+/// live gates have noted what they were already asked.
 pub fn take() -> Vec<(Reach, u64)> {
+    let live: Vec<_> = GATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    live.iter().for_each(|g| g.settle());
     let mut notes = NOTES.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::take(&mut *notes).into_iter().collect()
 }

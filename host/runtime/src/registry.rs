@@ -89,12 +89,12 @@ impl PluginInfo {
     }
 
     /// Why `required` containment refuses this plugin, if it does: it runs
-    /// in no sandbox (and is not in `trusted`, as `KIND.NAME`), or its
-    /// sandbox lacks layers.
+    /// in no sandbox, or its sandbox lacks layers (and it is not in
+    /// `trusted`, as `KIND.NAME`).
     pub fn containment_gap(&self, trusted: &[String]) -> Option<String> {
         let key = format!("{}.{}", self.kind, self.name);
         match &self.sandbox {
-            None if trusted.contains(&key) => None,
+            _ if trusted.contains(&key) => None,
             None => Some(format!(
                 "{key} runs in no sandbox (in zu's process or over HTTP); run it in a plugin process, or mark it trusted"
             )),

@@ -249,8 +249,36 @@ fn required_containment_refuses_tools_it_cannot_contain_before_anything_runs() {
         read_then_answer("notes.md", json!({"date": "2026-12-01"})),
         "\n[sink]\nname = \"sqlite\"\nconfig = { path = \"run.db\" }\n",
     );
-    // http_fetch declares net, which the sandbox cannot yet scope to its hosts.
-    let out = zu_run(dir.path(), &["--containment", "required"], &[]);
+    // http_fetch declares net, which cannot be scoped to its hosts where no
+    // namespace can be made (the `without` wrapper fails unshare with EPERM).
+    let trusting = [
+        "--trust",
+        "providers.scripted",
+        "--trust",
+        "sinks.sqlite",
+        "--trust",
+        "tools.file_read",
+    ];
+    let without_namespaces = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_without"));
+        cmd.args(["namespaces", "--"])
+            .arg(&artifacts().zu)
+            .args([
+                "run",
+                "--containment",
+                "required",
+                "--detectors",
+                "",
+                "--validators",
+                "",
+            ])
+            .args(trusting)
+            .current_dir(dir.path())
+            .env_remove("ZU_PLUGIN_PATH");
+        cmd.envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = without_namespaces(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -268,7 +296,7 @@ fn required_containment_refuses_tools_it_cannot_contain_before_anything_runs() {
         "nothing ran"
     );
     // ZU_SANDBOXED no longer stands in for the sandbox.
-    let claimed = zu_run(dir.path(), &["--containment", "required"], &[("ZU_SANDBOXED", "1")]);
+    let claimed = without_namespaces(&[("ZU_SANDBOXED", "1")]);
     assert_eq!(claimed.status.code(), Some(1), "{}", stderr(&claimed));
     let inside = zu_run(dir.path(), &["--containment", "required", "--tools", "file_read"], &[]);
     assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));

@@ -117,7 +117,12 @@ mod tests {
     #[test]
     fn garbage_is_dropped_or_answered_as_malformed_never_a_panic() {
         assert!(answer(&[], granted).is_none());
-        assert!(answer(&[0; 5], granted).is_none());
+        assert!(answer(&[0; 3], granted).is_none(), "not even a header");
+        let (short, _) = answer(&[7, 7, 0, 0, 0], granted).unwrap();
+        assert_eq!(
+            (&short[..2], be16(&short, 2).unwrap() & 0x000F),
+            (&[7u8, 7][..], FORMERR)
+        );
         let mut q = query("a.b", 1);
         q[12] = 200; // a label longer than the packet
         let (bad, refused) = answer(&q, granted).unwrap();

@@ -36,6 +36,36 @@ struct Shared {
     /// that closing the gate can shut them down.
     sockets: Mutex<Vec<OwnedFd>>,
     open: AtomicUsize,
+    /// The serving thread is taking what its sockets have (then notes it).
+    busy: AtomicBool,
+}
+
+impl egress::Gate for Shared {
+    /// Waits (up to a second) until no forwarder holds a connection not yet
+    /// taken, nor the serving thread one not yet noted: a plugin's connect
+    /// returns once the kernel queued it, before the gate took it.
+    fn settle(&self) {
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut polls: Vec<libc::pollfd> = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while Instant::now() < until && !self.closed.load(Ordering::SeqCst) {
+            // SAFETY: poll reads and writes the pollfds we own, without waiting.
+            let pending = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) } > 0;
+            if !pending && !self.busy.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
 }
 
 impl Shared {
@@ -80,7 +110,10 @@ impl Gate {
             label: Mutex::new(label.to_owned()),
             sockets: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
         });
+        let weak: std::sync::Weak<dyn egress::Gate> = Arc::downgrade(&shared) as _;
+        egress::register(weak);
         let forwards = netns::plan(hosts);
         let s = shared.clone();
         std::thread::Builder::new()
@@ -206,6 +239,7 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
         if unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, TICK) } <= 0 {
             continue;
         }
+        shared.busy.store(true, Ordering::SeqCst);
         if polls[0].revents != 0 {
             while let Ok((n, from)) = resolver.recv_from(&mut packet) {
                 let Some((reply, refused)) = dns::answer(&packet[..n], |name| netns::address_of(forwards, name)) else {
@@ -224,6 +258,7 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
             }
             while let Ok((inside, _)) = l.accept() {
                 let f = &forwards[i];
+                shared.note(&f.host, Some(f.port), true);
                 if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN {
                     shared.open.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!(host = %f.host, port = f.port, "egress: too many open connections; closing one");
@@ -242,6 +277,7 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
         for p in &mut polls {
             p.revents = 0;
         }
+        shared.busy.store(false, Ordering::SeqCst);
     }
 }
 
@@ -258,7 +294,6 @@ fn relay(shared: &Shared, inside: TcpStream, f: &Forward) {
         tracing::info!(host = %f.host, port = f.port, "egress: the granted host did not answer");
         return;
     };
-    shared.note(&f.host, Some(f.port), true);
     let pairs = [(&inside, &outside), (&outside, &inside)];
     std::thread::scope(|scope| {
         for (from, to) in pairs {

@@ -50,6 +50,10 @@ pub struct Policy {
     pub env: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// The host found that processes may make namespaces here (so the
+    /// sandboxed process tries, and says so when it cannot).
+    #[serde(default)]
+    pub namespaces: bool,
 }
 
 /// What the user grants a plugin beyond its defaults (zu.toml
@@ -200,6 +204,7 @@ impl Policy {
     pub fn deny_all(libraries: &[PathBuf]) -> Policy {
         Policy {
             read: libraries.to_vec(),
+            namespaces: namespace::available(),
             ..Policy::default()
         }
     }
@@ -236,6 +241,7 @@ impl Policy {
             subprocess: has(CAP_SUBPROCESS),
             net: has(CAP_NET),
             env: config_variables(config),
+            namespaces: namespace::available(),
             ..Policy::default()
         };
         if p.net {
@@ -342,6 +348,7 @@ impl Policy {
         let mut p = Policy {
             subprocess: true,
             net: has(CAP_NET),
+            namespaces: namespace::available(),
             ..Policy::default()
         };
         if p.net {
@@ -367,7 +374,7 @@ impl Policy {
     /// With `net` scoped to hosts, the egress gate for a process with this
     /// policy (its notes naming `label`) and the descriptor to hand it.
     pub fn gate(&self, label: &str) -> Option<(Gate, std::os::fd::OwnedFd)> {
-        if !self.net || self.open_network() || !namespace::available() {
+        if !self.net || self.open_network() || !self.namespaces {
             return None;
         }
         match Gate::open(&self.hosts, label) {
@@ -408,10 +415,14 @@ impl Policy {
         let scoped = self.net && !self.open_network();
         // A network namespace too when `net` is scoped; failing that (some
         // kernels allow user namespaces only), a user namespace alone.
-        let entered = namespace::enter(scoped).map(|()| scoped).or_else(|e| {
-            eprintln!("zu sandbox: no namespaces of its own ({e})");
-            namespace::enter(false).map(|()| false)
-        });
+        let entered = if self.namespaces {
+            namespace::enter(scoped).map(|()| scoped).or_else(|e| {
+                eprintln!("zu sandbox: no namespaces of its own ({e})");
+                namespace::enter(false).map(|()| false)
+            })
+        } else {
+            Err("this kernel lets no process make namespaces".to_owned())
+        };
         let net = match (self.net, &entered) {
             (false, _) => "denied",
             (true, _) if !scoped => "open",
@@ -564,14 +575,15 @@ mod tests {
         let log = dir.path().join("new.db");
         let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cwd = Path::new("/");
-        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &json!({"path": log}), cwd, None, &[]).unwrap();
+        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &[], &json!({"path": log}), cwd, None, &[]).unwrap();
         assert_eq!(
             p.write,
             vec![dir.path().to_owned()],
             "the directory of a log to be made"
         );
         assert!(!p.net && !p.subprocess);
-        let none = Policy::for_plugin(Kind::Tools, "t", &[], &json!({"root": dir.path()}), cwd, None, &[]).unwrap();
+        let none =
+            Policy::for_plugin(Kind::Tools, "t", &[], &[], &json!({"root": dir.path()}), cwd, None, &[]).unwrap();
         assert!(
             none.read.is_empty() && none.write.is_empty(),
             "nothing declared, nothing granted"
@@ -580,6 +592,7 @@ mod tests {
         let openai = Policy::for_plugin(
             Kind::Providers,
             "openai",
+            &[],
             &[],
             &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
             cwd,
@@ -596,6 +609,7 @@ mod tests {
             Kind::Tools,
             "t",
             &[CAP_FS_READ.to_owned()],
+            &[],
             &json!(null),
             cwd,
             Some(&wide),
@@ -606,7 +620,8 @@ mod tests {
         // A log beside the verdict cache: writing its directory would reach the cache.
         let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cache = dir.path().join("cache");
-        let e = Policy::for_plugin(Kind::Sinks, "s", &sink, &json!({"path": log}), cwd, None, &[cache]).unwrap_err();
+        let e =
+            Policy::for_plugin(Kind::Sinks, "s", &sink, &[], &json!({"path": log}), cwd, None, &[cache]).unwrap_err();
         assert!(e.to_string().contains("directory of its own"), "{e}");
         // A working directory that holds the home directory is not read by default.
         let home = [dir.path().join("home")];
@@ -614,6 +629,7 @@ mod tests {
             Kind::Tools,
             "r",
             &[CAP_FS_READ.to_owned()],
+            &[],
             &json!(null),
             dir.path(),
             None,

@@ -139,7 +139,7 @@ pub struct RunOptions {
 pub enum RunError {
     /// `containment = required` with plugins that do not run with every
     /// layer of the sandbox enforced.
-    #[error("containment is required, and these plugins would run without every layer of the sandbox: {}; run them in plugin processes on a kernel with Landlock and seccomp, mark them trusted, or use --containment audit (`zu sandbox` shows what this kernel enforces)", gaps.join("; "))]
+    #[error("containment is required, and these plugins would run without every layer of the sandbox: {}; run them in plugin processes on a kernel with Landlock, seccomp and user namespaces, mark them trusted, or use --containment audit (`zu sandbox` shows what this kernel enforces)", gaps.join("; "))]
     ContainmentRequired {
         /// Each plugin and what it lacks.
         gaps: Vec<String>,
