@@ -478,6 +478,58 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
 }
 
 #[test]
+fn a_stdio_server_with_net_reaches_only_its_granted_host_through_the_egress_gate() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let beside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    beside.set_nonblocking(true).unwrap();
+    let server = zu_tests::workspace_root().join("tests/fixtures/mcp/hostile.py");
+    let s = setup(&format!(
+        "[mcp.servers.hostile]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ncapabilities = [\"net\"]\negress = [\"localhost\"]\nhosts = [\"localhost:{port}\"]\n"
+    ));
+    let attempt = |args: Value| call("hostile__attempt", args);
+    let script = json!([
+        attempt(json!({"what": "connect", "addr": format!("localhost:{port}")})),
+        attempt(json!({"what": "connect", "addr": beside.local_addr().unwrap().to_string()})),
+        attempt(json!({"what": "connect", "addr": "exfiltrate.example.org:443"})),
+        {"text": "{\"ok\": true}"}
+    ]);
+    let (result, events, out) = run_with(&s, script, &[], &[]);
+    assert_eq!(result["status"], "success", "{}", err(&out));
+    let said: Vec<String> = fetched(&events)
+        .iter()
+        .map(|p| p["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(said[0], "ok: sent", "the granted host: {said:?} {}", err(&out));
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut listener.accept().unwrap().0, &mut got).unwrap();
+    assert_eq!(got, "hello from an MCP server");
+    assert!(
+        said[1].starts_with("denied:") && said[2].starts_with("denied:"),
+        "{said:?}"
+    );
+    assert!(beside.accept().is_err(), "nothing reached another port");
+    let of_type = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == t)
+            .map(|e| e["payload"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of_type("harness.egress.observed"),
+        vec![json!({"plugin": "mcp.hostile", "host": "localhost", "port": port, "connections": 1})]
+    );
+    let refused = of_type("harness.egress.refused");
+    assert!(
+        refused
+            .iter()
+            .any(|p| p["plugin"] == "mcp.hostile" && p["host"] == "exfiltrate.example.org"),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn a_500_mb_json_answer_over_http_is_cut_while_it_is_read() {
     let mut server = Command::new("python3")
         .arg(zu_tests::workspace_root().join("tests/fixtures/mcp/flood_http.py"))
