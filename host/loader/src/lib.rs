@@ -298,21 +298,13 @@ impl Loader {
                             .as_ref()
                             .expect("process isolation is only set when protected");
                         let grant = p.grant(kind, &name);
-                        let policy = Policy::for_plugin(
-                            kind,
-                            &name,
-                            &info.capabilities,
-                            &info.egress,
-                            &config,
-                            &cwd,
-                            grant,
-                            &protected,
-                        )
-                        .map_err(|e| LoadError::GrantTooWide {
-                            origin: path.display().to_string(),
-                            kind,
-                            name: name.clone(),
-                            message: e.to_string(),
+                        let policy = Policy::for_plugin(&info, &config, &cwd, grant, &protected).map_err(|e| {
+                            LoadError::GrantTooWide {
+                                origin: path.display().to_string(),
+                                kind,
+                                name: name.clone(),
+                                message: e.to_string(),
+                            }
                         })?;
                         let sup = supervisors
                             .entry(policy.clone())

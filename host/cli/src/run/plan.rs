@@ -388,7 +388,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
             *path = settings.base.join(&*path);
         }
     }
-    add_flag_grants(
+    load::add_flag_grants(
         &mut grants,
         [
             ("--allow-read", &args.allow_read),
@@ -442,35 +442,4 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         mcp: std::mem::take(&mut settings.file.mcp),
         base: settings.base.clone(),
     })
-}
-
-/// The `--allow-*` flags added to zu.toml's grants (paths as given: relative
-/// to the working directory).
-fn add_flag_grants(
-    grants: &mut BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
-    flags: [(&str, &Vec<String>); 4],
-) -> Result<(), Failure> {
-    for (flag, values) in flags {
-        for v in values {
-            let (key, value) = v
-                .split_once('=')
-                .filter(|(k, v)| !v.is_empty() && k.contains('.'))
-                .ok_or_else(|| Failure::usage(format!("{flag} {v:?}: expected KIND.NAME=VALUE")))?;
-            let (kind, name) = key.split_once('.').expect("checked above");
-            kind.parse::<Kind>()
-                .map_err(|e| Failure::usage(format!("{flag} {v:?}: {e}")))?;
-            let g = grants
-                .entry(kind.to_owned())
-                .or_default()
-                .entry(name.to_owned())
-                .or_default();
-            match flag {
-                "--allow-read" => g.read.push(value.into()),
-                "--allow-write" => g.write.push(value.into()),
-                "--allow-net" => g.hosts.push(value.to_owned()),
-                _ => g.env.push(value.to_owned()),
-            }
-        }
-    }
-    Ok(())
 }

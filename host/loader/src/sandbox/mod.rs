@@ -7,6 +7,7 @@
 //! or execs a server, so no plugin code ever runs outside it.
 
 mod dns;
+mod enter;
 mod files;
 mod gate;
 mod hosts;
@@ -22,6 +23,7 @@ use serde_json::Value;
 use zu_plugin_api::ports::{CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SUBPROCESS};
 use zu_plugin_api::version::Kind;
 
+pub use enter::{enter, environment, jail, pass_gate, JAIL_COMMAND, POLICY_ENV};
 pub use gate::{Gate, GATE_ENV};
 pub use hosts::EGRESS_OPEN;
 pub use limits::Limits;
@@ -214,18 +216,15 @@ impl Policy {
     /// `fs:write` writes the paths its config names (a file's directory); `subprocess` and `net` as declared; the
     /// environment holds the variables its config names and, for a provider,
     /// `NAME_API_KEY` when zu has it.
-    #[allow(clippy::too_many_arguments)]
     pub fn for_plugin(
-        kind: Kind,
-        name: &str,
-        capabilities: &[String],
-        egress: &[String],
+        info: &zu_runtime::PluginInfo,
         config: &Value,
         cwd: &Path,
         grant: Option<&Grant>,
         protected: &[PathBuf],
     ) -> Result<Policy, GrantTooWide> {
-        let has = |cap: &str| capabilities.iter().any(|c| c == cap);
+        let (kind, name) = (info.kind, info.name.as_str());
+        let has = |cap: &str| info.capabilities.iter().any(|c| c == cap);
         if let Some(g) = grant {
             for (paths, cap, what) in [(&g.read, CAP_FS_READ, "read"), (&g.write, CAP_FS_WRITE, "write")] {
                 if let Some(p) = paths.first().filter(|_| !has(cap)) {
@@ -246,7 +245,7 @@ impl Policy {
         };
         if p.net {
             let granted = grant.map(|g| g.hosts.as_slice()).filter(|h| !h.is_empty());
-            p.hosts = hosts::reached(egress, granted, config)?;
+            p.hosts = hosts::reached(&info.egress, granted, config)?;
         } else if let Some(h) = grant.and_then(|g| g.hosts.first()) {
             return Err(GrantTooWide::undeclared(format!("network access to {h}"), CAP_NET));
         }
@@ -405,156 +404,6 @@ impl Policy {
         }
         out
     }
-
-    /// Applies the sandbox to this process (and its threads and children),
-    /// allowing also what the process itself needs (`own`: its executable,
-    /// the library copy); `gate` is the egress gate's descriptor. The
-    /// process must still have one thread. Never undone.
-    pub fn apply(&self, own: &[PathBuf], gate: Option<std::os::fd::RawFd>) -> Applied {
-        let mut limits = self.limits.apply();
-        let scoped = self.net && !self.open_network();
-        // A network namespace too when `net` is scoped; failing that (some
-        // kernels allow user namespaces only), a user namespace alone.
-        let entered = if self.namespaces {
-            namespace::enter(scoped).map(|()| scoped).or_else(|e| {
-                eprintln!("zu sandbox: no namespaces of its own ({e})");
-                namespace::enter(false).map(|()| false)
-            })
-        } else {
-            Err("this kernel lets no process make namespaces".to_owned())
-        };
-        let net = match (self.net, &entered) {
-            (false, _) => "denied",
-            (true, _) if !scoped => "open",
-            (true, Ok(true)) => match gate.map(|fd| netns::set_up(&netns::plan(&self.hosts), fd)) {
-                Some(Ok(())) => "scoped",
-                // Fail closed: the namespace stays, with no way out.
-                Some(Err(e)) => {
-                    eprintln!("zu sandbox: the network's ways out could not be made ({e}); it has none");
-                    "denied"
-                }
-                None => "denied",
-            },
-            (true, _) => "unscoped",
-        };
-        let namespace = entered.is_ok();
-        if namespace {
-            // Counted in its own user namespace: its own processes only.
-            limits &= self.limits.apply_processes();
-        }
-        namespace::drop_capabilities();
-        let (files, landlock_abi) = files::restrict(self, own);
-        let syscalls = syscalls::install(self);
-        Applied {
-            files,
-            landlock_abi,
-            syscalls,
-            limits,
-            namespace,
-            net: net.into(),
-        }
-    }
-}
-
-/// Hands `end` (a gate's descriptor) to the child `command` starts: the
-/// child alone inherits it, and finds its number in [`GATE_ENV`].
-pub fn pass_gate(command: &mut std::process::Command, end: &std::os::fd::OwnedFd) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let fd = end.as_raw_fd();
-    command.env(GATE_ENV, fd.to_string());
-    // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on one
-    // descriptor in the forked child only.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-}
-
-/// Closes every descriptor from 3 up but `keep`: nothing zu's own parent
-/// left open reaches plugin code.
-fn close_inherited(keep: Option<std::os::fd::RawFd>) {
-    let ranges = match keep {
-        Some(k) if k >= 3 => vec![(3, k as u32 - 1), (k as u32 + 1, u32::MAX)],
-        _ => vec![(3, u32::MAX)],
-    };
-    for (from, to) in ranges.into_iter().filter(|(f, t)| f <= t) {
-        // SAFETY: close_range closes descriptors of this process only.
-        unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
-    }
-}
-
-/// The variable a sandboxed helper child finds its policy in.
-pub const POLICY_ENV: &str = "ZU_SANDBOX_POLICY";
-
-/// The environment of a helper child with `policy`: only the variables it
-/// names (those zu has), and the policy itself.
-pub fn environment(policy: &Policy) -> Vec<(String, std::ffi::OsString)> {
-    let mut env: Vec<(String, std::ffi::OsString)> = policy
-        .env
-        .iter()
-        .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v)))
-        .collect();
-    let text = serde_json::to_string(policy).expect("a policy is plain data");
-    env.push((POLICY_ENV.to_owned(), text.into()));
-    env
-}
-
-/// In a helper child, first thing: applies the policy its parent put in
-/// [`POLICY_ENV`] (plus read access to `own` and this executable) and says
-/// what was enforced; `None` when the child was started without one.
-/// A policy that cannot be read ends the child (exit 70): it never runs
-/// plugin code outside the sandbox it was meant to have.
-pub fn enter(own: &[PathBuf]) -> Option<Applied> {
-    let text = std::env::var(POLICY_ENV).ok()?;
-    std::env::remove_var(POLICY_ENV);
-    let policy: Policy = match serde_json::from_str(&text) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("zu sandbox: the sandbox policy from the host is unreadable ({e}); stopping");
-            std::process::exit(70);
-        }
-    };
-    let gate = std::env::var(GATE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<std::os::fd::RawFd>().ok());
-    std::env::remove_var(GATE_ENV);
-    close_inherited(gate);
-    let mut own = own.to_vec();
-    if let Ok(exe) = std::env::current_exe() {
-        own.push(exe);
-    }
-    let applied = policy.apply(&own, gate);
-    if let Some(fd) = gate {
-        // SAFETY: the gate's descriptor is ours, used once above.
-        unsafe { libc::close(fd) };
-    }
-    Some(applied)
-}
-
-/// The hidden subcommand that runs [`jail`].
-pub const JAIL_COMMAND: &str = "__jail";
-
-/// `zu __jail -- COMMAND ARGS...`: applies the policy its parent put in
-/// [`POLICY_ENV`], then becomes `command` (which inherits the sandbox).
-pub fn jail(command: &[std::ffi::OsString]) -> i32 {
-    use std::os::unix::process::CommandExt;
-    let Some((program, args)) = command.split_first() else {
-        eprintln!("zu sandbox: __jail needs a command to run");
-        return 2;
-    };
-    if enter(&[]).is_none() {
-        eprintln!("zu sandbox: __jail was started without a sandbox policy; not running {program:?}");
-        return 70;
-    }
-    let e = std::process::Command::new(program).args(args).exec();
-    eprintln!("zu sandbox: cannot run {program:?} in its sandbox: {e}");
-    127
 }
 
 /// What this kernel offers: the Landlock ABI (0: none), whether seccomp
@@ -568,32 +417,57 @@ pub fn kernel() -> (i32, bool, bool) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use zu_plugin_api::ports::Envelope;
+    use zu_runtime::PluginInfo;
+
+    const SINK: &[&str] = &[CAP_FS_READ, CAP_FS_WRITE];
+
+    fn info(kind: Kind, name: &str, capabilities: &'static [&'static str]) -> PluginInfo {
+        PluginInfo::native(
+            kind,
+            name,
+            Envelope {
+                tier: 1,
+                capabilities,
+                egress: &[],
+            },
+        )
+    }
 
     #[test]
     fn a_policy_follows_the_envelope_and_the_paths_and_variables_its_config_names() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("new.db");
-        let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cwd = Path::new("/");
-        let p = Policy::for_plugin(Kind::Sinks, "sqlite", &sink, &[], &json!({"path": log}), cwd, None, &[]).unwrap();
+        let p = Policy::for_plugin(
+            &info(Kind::Sinks, "sqlite", SINK),
+            &json!({"path": log}),
+            cwd,
+            None,
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             p.write,
             vec![dir.path().to_owned()],
             "the directory of a log to be made"
         );
         assert!(!p.net && !p.subprocess);
-        let none =
-            Policy::for_plugin(Kind::Tools, "t", &[], &[], &json!({"root": dir.path()}), cwd, None, &[]).unwrap();
+        let none = Policy::for_plugin(
+            &info(Kind::Tools, "t", &[]),
+            &json!({"root": dir.path()}),
+            cwd,
+            None,
+            &[],
+        )
+        .unwrap();
         assert!(
             none.read.is_empty() && none.write.is_empty(),
             "nothing declared, nothing granted"
         );
         std::env::set_var("OPENAI_API_KEY", "k");
         let openai = Policy::for_plugin(
-            Kind::Providers,
-            "openai",
-            &[],
-            &[],
+            &info(Kind::Providers, "openai", &[]),
             &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
             cwd,
             None,
@@ -606,10 +480,7 @@ mod tests {
             ..Grant::default()
         };
         let e = Policy::for_plugin(
-            Kind::Tools,
-            "t",
-            &[CAP_FS_READ.to_owned()],
-            &[],
+            &info(Kind::Tools, "t", &[CAP_FS_READ]),
             &json!(null),
             cwd,
             Some(&wide),
@@ -618,18 +489,20 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("does not declare fs:write"), "{e}");
         // A log beside the verdict cache: writing its directory would reach the cache.
-        let sink = [CAP_FS_READ.to_owned(), CAP_FS_WRITE.to_owned()];
         let cache = dir.path().join("cache");
-        let e =
-            Policy::for_plugin(Kind::Sinks, "s", &sink, &[], &json!({"path": log}), cwd, None, &[cache]).unwrap_err();
+        let e = Policy::for_plugin(
+            &info(Kind::Sinks, "s", SINK),
+            &json!({"path": log}),
+            cwd,
+            None,
+            &[cache],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("directory of its own"), "{e}");
         // A working directory that holds the home directory is not read by default.
         let home = [dir.path().join("home")];
         let reader = Policy::for_plugin(
-            Kind::Tools,
-            "r",
-            &[CAP_FS_READ.to_owned()],
-            &[],
+            &info(Kind::Tools, "r", &[CAP_FS_READ]),
             &json!(null),
             dir.path(),
             None,
