@@ -19,6 +19,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Args {
     quick: bool,
+    /// Only the sandbox's figures (a call, a process start, a K=1000 run,
+    /// each with and without it).
+    sandbox_only: bool,
     out: std::path::PathBuf,
     rss_child: Option<usize>,
     append_child: Option<Vec<String>>,
@@ -27,6 +30,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        sandbox_only: false,
         out: "bench/results.json".into(),
         rss_child: None,
         append_child: None,
@@ -35,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--sandbox" => args.sandbox_only = true,
             "--out" => args.out = it.next().ok_or("--out needs a path")?.into(),
             "--rss-child" => {
                 args.rss_child = Some(
@@ -49,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
                     "zu-bench: the Python reference's workloads one to one, and figures through the plugin boundary\n\n\
                      Usage: zu-bench [--quick] [--out FILE]\n\n\
                      --quick   N=20k instead of 100k events, fewer queries and runs (K=1000 and K=100 stay)\n\
+                     --sandbox only what the sandbox costs: an isolated call, a process start, a K=1000 run\n\
                      --out     where to write the JSON (default bench/results.json)\n\n\
                      The postgres figures use a throwaway server started with the distribution's\n\
                      PostgreSQL binaries (fsync on), or ZU_BENCH_POSTGRES_URL (a user with CREATEDB);\n\
@@ -62,6 +68,31 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+/// What the sandbox costs: each plugin-process figure with it and without.
+fn sandbox_costs(
+    libs: &std::path::Path,
+    quick: bool,
+    machine: serde_json::Map<String, Value>,
+) -> Result<Value, BenchError> {
+    let calls = if quick { 20_000 } else { 100_000 };
+    let starts = if quick { 20 } else { 100 };
+    let runs = if quick { 20 } else { 100 };
+    let mut out = serde_json::Map::new();
+    for sandbox in [true, false] {
+        let key = if sandbox { "sandboxed" } else { "unsandboxed" };
+        eprintln!("[i1/i4/i2] {key}: a call, a process start, run_task K=1000");
+        let call = isolated::bench_isolated_call(libs, calls, sandbox)?;
+        let start = isolated::bench_process_start(libs, starts, sandbox)?;
+        let (plugins, _dir, _cache) = isolated::isolated(libs, sandbox)?;
+        let steps = runs::bench_run_task(&plugins, &[1000], 3, runs, &format!("{key}: "))?;
+        out.insert(
+            key.into(),
+            json!({"tool_call": call, "process_start": start, "run_task_steps": steps}),
+        );
+    }
+    Ok(json!({"machine": machine, "sandbox": out}))
 }
 
 fn run(args: &Args) -> Result<Value, BenchError> {
@@ -90,6 +121,9 @@ fn run(args: &Args) -> Result<Value, BenchError> {
         harness::calibration_loop_ms().into(),
     );
     let libs = boundary::library_dir()?;
+    if args.sandbox_only {
+        return sandbox_costs(&libs, quick, machine);
+    }
 
     eprintln!("[7] peak RSS (fresh child process, run first)");
     let rss = workloads::bench_rss(100_000)?;

@@ -13,6 +13,19 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The workspace root.
+/// The Python interpreter itself (not a shim such as pyenv's, which runs
+/// helper programs a sandboxed MCP server may not execute).
+pub fn python3() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is installed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -133,6 +133,7 @@ impl Server {
                 let mut jail_env = Vec::new();
                 let cwd = c.cwd.as_ref().map(|d| self.base.join(d));
                 let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+                let jailed = self.jailer.is_some() && c.sandbox;
                 let mut cmd = match self.jailer.as_ref().filter(|_| c.sandbox) {
                     Some(jailer) => {
                         let jail = jailer(&self.name, c, &program, cwd.as_deref().unwrap_or(&here))?;
@@ -203,7 +204,16 @@ impl Server {
                     });
                 }
                 let client = ().serve((output, input)).await;
-                let client = client.map_err(|e| format!("no MCP handshake ({e}){}", tail(&stderr)))?;
+                let client = client.map_err(|e| {
+                    let said = tail(&stderr);
+                    // A shim (pyenv, asdf) or a launcher runs programs its sandbox does not list.
+                    let hint = if said.contains("Permission denied") && jailed {
+                        "; in its sandbox it executes only its command, the interpreters its #! line names and `exec` (name the real interpreter as the command, or grant what it runs: exec = [...])"
+                    } else {
+                        ""
+                    };
+                    format!("no MCP handshake ({e}){said}{hint}")
+                })?;
                 (client, group)
             }
             (None, Some(url)) => {

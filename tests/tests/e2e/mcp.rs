@@ -404,7 +404,8 @@ fn zu_measured(s: &Setup, script: &Value, log: &Path) -> (Output, u64) {
 fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
     let server = zu_tests::workspace_root().join("tests/fixtures/mcp/flood.py");
     let s = setup(&format!(
-        "[mcp.servers.flood]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ntool_timeout_s = 120\n"
+        "[mcp.servers.flood]\ncommand = {:?}\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ntool_timeout_s = 120\n",
+        zu_tests::python3()
     ));
     let log = s.dir.path().join("log.jsonl");
     let script = json!({"responses": [
@@ -443,7 +444,8 @@ fn a_500_mb_result_is_cut_while_it_is_read_and_the_server_goes_on() {
 fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
     let server = zu_tests::workspace_root().join("tests/fixtures/mcp/hostile.py");
     let s = setup(&format!(
-        "[mcp.servers.hostile]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\", \"HOME\"]\n"
+        "[mcp.servers.hostile]\ncommand = {:?}\nargs = [{server:?}]\nenv_vars = [\"PATH\", \"HOME\"]\n",
+        zu_tests::python3()
     ));
     // A home outside the working directory (which the server may read).
     let home_dir = tempfile::tempdir().unwrap();
@@ -459,6 +461,8 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
         attempt(json!({"what": "connect", "addr": addr})),
         attempt(json!({"what": "environ"})),
         attempt(json!({"what": "kill_parent"})),
+        // A program of the system paths its sandbox does not list.
+        attempt(json!({"what": "exec", "program": "/usr/bin/id"})),
         {"text": "{\"ok\": true}"}
     ]);
     let (result, events, out) = run_with(&s, script, &[], &[("HOME", home.to_str().unwrap())]);
@@ -467,7 +471,7 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
         .iter()
         .map(|p| p["content"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(said.len(), 5, "{said:?}");
+    assert_eq!(said.len(), 6, "{said:?}");
     for (i, text) in said.iter().enumerate() {
         assert!(text.starts_with("denied:"), "attempt {i}: {text}");
     }
@@ -478,20 +482,23 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
 }
 
 #[test]
-fn a_stdio_server_with_net_reaches_only_its_granted_host_through_the_egress_gate() {
+fn a_stdio_server_with_grants_reaches_only_its_granted_host_and_runs_only_its_granted_program() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let beside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     beside.set_nonblocking(true).unwrap();
     let server = zu_tests::workspace_root().join("tests/fixtures/mcp/hostile.py");
     let s = setup(&format!(
-        "[mcp.servers.hostile]\ncommand = \"python3\"\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ncapabilities = [\"net\"]\negress = [\"localhost\"]\nhosts = [\"localhost:{port}\"]\n"
+        "[mcp.servers.hostile]\ncommand = {:?}\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ncapabilities = [\"net\"]\negress = [\"localhost\"]\nhosts = [\"localhost:{port}\"]\nexec = [\"/usr/bin/id\"]\n",
+        zu_tests::python3()
     ));
     let attempt = |args: Value| call("hostile__attempt", args);
     let script = json!([
         attempt(json!({"what": "connect", "addr": format!("localhost:{port}")})),
         attempt(json!({"what": "connect", "addr": beside.local_addr().unwrap().to_string()})),
         attempt(json!({"what": "connect", "addr": "exfiltrate.example.org:443"})),
+        attempt(json!({"what": "exec", "program": "/usr/bin/id"})),
+        attempt(json!({"what": "exec", "program": "/usr/bin/whoami"})),
         {"text": "{\"ok\": true}"}
     ]);
     let (result, events, out) = run_with(&s, script, &[], &[]);
@@ -508,6 +515,8 @@ fn a_stdio_server_with_net_reaches_only_its_granted_host_through_the_egress_gate
         said[1].starts_with("denied:") && said[2].starts_with("denied:"),
         "{said:?}"
     );
+    assert!(said[3].contains("uid="), "the program its grant names runs: {said:?}");
+    assert!(said[4].starts_with("denied:"), "no other: {said:?}");
     assert!(beside.accept().is_err(), "nothing reached another port");
     let of_type = |t: &str| {
         events

@@ -92,7 +92,11 @@ fn build(policy: &Policy, own: &[PathBuf]) -> Result<landlock::RulesetCreated, S
     let all = AccessFs::from_all(ABI_WANTED);
     let read = AccessFs::from_read(ABI_WANTED) & !BitFlags::from(AccessFs::Execute);
     let read_exec = AccessFs::from_read(ABI_WANTED);
-    let system = if policy.subprocess { read_exec } else { read };
+    let system = if policy.subprocess && !policy.exec_only {
+        read_exec
+    } else {
+        read
+    };
     let e = |e: landlock::RulesetError| e.to_string();
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)

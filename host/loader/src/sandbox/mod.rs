@@ -14,6 +14,7 @@ mod hosts;
 mod limits;
 mod namespace;
 mod netns;
+mod server;
 mod syscalls;
 
 use std::path::{Path, PathBuf};
@@ -40,8 +41,13 @@ pub struct Policy {
     /// Readable and executable (an MCP server's command and interpreters).
     #[serde(default)]
     pub exec: Vec<PathBuf>,
-    /// `subprocess`: may fork and execute programs from the system paths.
+    /// `subprocess`: may fork and execute programs from the system paths
+    /// (or, with `exec_only`, from `exec` alone).
     pub subprocess: bool,
+    /// Executes only what `exec` lists, not the system paths (an MCP
+    /// server: its command, its interpreters and what its grant names).
+    #[serde(default)]
+    pub exec_only: bool,
     /// `net`: may open network sockets.
     pub net: bool,
     /// With `net`, the hosts it reaches (`host:port` each, sorted), through
@@ -297,71 +303,6 @@ impl Policy {
         p.write.dedup();
         p.env.sort();
         p.env.dedup();
-        Ok(p)
-    }
-
-    /// The policy of a stdio MCP server run as `command` in `cwd`: it may
-    /// execute (it is exec'd, often through an interpreter) programs from the
-    /// system paths, the package its command belongs to (the directory above
-    /// an enclosing `node_modules`, else the command's grandparent) and
-    /// `exec`; it reads the working directory and the paths among its `args`
-    /// (which name a filesystem server's roots); `fs:write` writes `write`,
-    /// `net` opens sockets; everything else as for a plugin.
-    #[allow(clippy::too_many_arguments)]
-    pub fn for_server(
-        command: &Path,
-        args: &[String],
-        cwd: &Path,
-        capabilities: &[String],
-        egress: &[String],
-        hosts: &[String],
-        read: &[PathBuf],
-        write: &[PathBuf],
-        exec: &[PathBuf],
-    ) -> Result<Policy, GrantTooWide> {
-        let has = |cap: &str| capabilities.iter().any(|c| c == cap);
-        if let Some(p) = write.first().filter(|_| !has(CAP_FS_WRITE)) {
-            return Err(GrantTooWide::undeclared(
-                format!("write access to {}", p.display()),
-                CAP_FS_WRITE,
-            ));
-        }
-        let real = command.canonicalize().unwrap_or_else(|_| command.to_owned());
-        // Never the home directory or above it (that would open `~/.ssh`):
-        // then only the command's own directory.
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-        let too_wide = |d: &Path| d.parent().is_none() || home.as_ref().is_some_and(|h| h.starts_with(d));
-        let package = |p: &Path| {
-            let wide = match p
-                .ancestors()
-                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
-            {
-                Some(modules) => modules.parent(),
-                None => p.parent().and_then(Path::parent),
-            };
-            match wide {
-                Some(d) if !too_wide(d) => Some(d.to_path_buf()),
-                _ => p.parent().filter(|d| !too_wide(d)).map(Path::to_path_buf),
-            }
-        };
-        let mut p = Policy {
-            subprocess: true,
-            net: has(CAP_NET),
-            namespaces: namespace::available(),
-            ..Policy::default()
-        };
-        if p.net {
-            let granted = Some(hosts).filter(|h| !h.is_empty());
-            p.hosts = hosts::reached(egress, granted, &Value::Null)?;
-        } else if let Some(h) = hosts.first() {
-            return Err(GrantTooWide::undeclared(format!("network access to {h}"), CAP_NET));
-        }
-        p.exec.extend([package(command), package(&real)].into_iter().flatten());
-        p.exec.extend(exec.iter().map(|e| cwd.join(e)));
-        p.read.push(cwd.to_owned());
-        p.read.extend(args.iter().map(|a| cwd.join(a)).filter(|a| a.exists()));
-        p.read.extend(read.iter().map(|r| cwd.join(r)));
-        p.write.extend(write.iter().map(|w| cwd.join(w)));
         Ok(p)
     }
 
