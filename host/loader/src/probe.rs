@@ -1,8 +1,8 @@
 //! The probe: libraries the host has not vouched for are opened first in a
-//! child process (the host's own binary, a hidden subcommand), one child for
-//! a whole batch, each library under a deadline. A child that dies, exits,
-//! answers garbage or overruns costs only the library it was opening: the
-//! library gets a `probe_*` refusal and a fresh child takes the rest.
+//! child process (the host's own binary, a hidden subcommand), one child per
+//! library — so a library's load-time code cannot answer for another — each
+//! under a deadline. A child that dies, exits, answers garbage or overruns
+//! costs only its library: a `probe_*` refusal.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,10 +91,10 @@ impl Prober {
         })
     }
 
-    /// The verdict of each `(file, display)`, in order.
+    /// The verdict of each `(file, display)`, in order; each library in a
+    /// child of its own, so no library's code can answer for another's.
     pub fn probe(&self, jobs: &[(PathBuf, PathBuf)]) -> Result<Vec<Verdict>, ProbeUnavailable> {
         let mut verdicts = Vec::with_capacity(jobs.len());
-        let mut child: Option<HelperChild> = None;
         // Their directories: Landlock rules hold inodes, and another zu may
         // put a fresh copy in place (a rename) between the rules and the open.
         let mut files: Vec<PathBuf> = jobs
@@ -104,10 +104,7 @@ impl Prober {
         files.sort();
         files.dedup();
         for (file, display) in jobs {
-            let helper = match &mut child {
-                Some(c) => c,
-                None => child.insert(self.spawn(&files)?),
-            };
+            let helper = &mut self.spawn(&files)?;
             let library = display.display().to_string();
             let _span = tracing::debug_span!("probe", library, pid = helper.id()).entered();
             let request = serde_json::to_vec(&Request {
@@ -124,29 +121,20 @@ impl Prober {
             let verdict = match answer {
                 Ok(frame) => match serde_json::from_slice::<Verdict>(&frame) {
                     Ok(v) => v,
-                    Err(e) => {
-                        helper.kill();
-                        child = None;
-                        Verdict::Refused(LoadError::ProbeGarbled {
-                            library: display.clone(),
-                            detail: e.to_string(),
-                            quarantined: false,
-                        })
-                    }
-                },
-                Err(ReadError::Timeout) => {
-                    helper.kill();
-                    child = None;
-                    Verdict::Refused(LoadError::ProbeTimeout {
+                    Err(e) => Verdict::Refused(LoadError::ProbeGarbled {
                         library: display.clone(),
-                        millis: self.timeout.as_millis() as u64,
+                        detail: e.to_string(),
                         quarantined: false,
-                    })
-                }
+                    }),
+                },
+                Err(ReadError::Timeout) => Verdict::Refused(LoadError::ProbeTimeout {
+                    library: display.clone(),
+                    millis: self.timeout.as_millis() as u64,
+                    quarantined: false,
+                }),
                 Err(ReadError::Eof | ReadError::Bad(_)) => {
                     let ended = helper.end_within(Duration::from_secs(1));
                     let detail = helper.stderr.last_line_since(mark);
-                    child = None;
                     Verdict::Refused(match ended {
                         Ended::Signal(signal) => LoadError::ProbeCrashed {
                             library: display.clone(),
@@ -165,9 +153,8 @@ impl Prober {
             };
             tracing::debug!(verdict = ?verdict, "probed");
             verdicts.push(verdict);
-        }
-        if let Some(mut c) = child {
-            c.finish(Duration::from_secs(1));
+            // Its answer is in: whatever the library left running there ends.
+            helper.kill();
         }
         Ok(verdicts)
     }
