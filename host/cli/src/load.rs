@@ -56,6 +56,24 @@ pub struct FileContainment {
     pub origin: String,
 }
 
+impl FileContainment {
+    /// What zu.toml (`settings`) says of isolation and grants, taken out of it.
+    pub fn take_from(settings: &mut crate::settings::Settings) -> Self {
+        let mut grants = std::mem::take(&mut settings.file.grants);
+        for g in grants.values_mut().flat_map(|m| m.values_mut()) {
+            for path in g.read.iter_mut().chain(g.write.iter_mut()) {
+                *path = settings.base.join(&*path);
+            }
+        }
+        FileContainment {
+            probe_timeout: settings.file.probe_timeout,
+            isolation: std::mem::take(&mut settings.file.isolation),
+            grants,
+            origin: settings.path.display().to_string(),
+        }
+    }
+}
+
 fn mode(text: &str, origin: &str) -> Result<Isolation, Failure> {
     text.parse()
         .map_err(|e: String| Failure::usage(format!("{origin}: {e}")))

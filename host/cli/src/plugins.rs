@@ -98,7 +98,7 @@ pub(crate) fn load_listed(
     }
     let mut configs = settings.plugin_configs()?;
     configs.extend(parse_config_args(flag_configs)?);
-    let mut protection = isolation.protection(&Default::default())?;
+    let mut protection = isolation.protection(&load::FileContainment::take_from(&mut settings))?;
     protection.rescan = rescan;
     let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
     let mcp = zu_mcp::start(
@@ -111,14 +111,17 @@ pub(crate) fn load_listed(
 }
 
 pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
-    let mut configs = settings(&args.config_file)?.plugin_configs()?;
+    let mut settings = settings(&args.config_file)?;
+    let mut configs = settings.plugin_configs()?;
     configs.extend(parse_config_args(&args.configs)?);
     if !args.library.exists() {
         return Err(Failure::usage(
             zu_loader::LoaderError::MissingLibrary { path: args.library }.to_string(),
         ));
     }
-    let protection = args.isolation_flags.protection(&Default::default())?;
+    let protection = args
+        .isolation_flags
+        .protection(&load::FileContainment::take_from(&mut settings))?;
     let loaded = load::load(load::Source::File(&args.library), configs, config_flag, protection)?;
     Ok(finish(&loaded, args.json, true))
 }

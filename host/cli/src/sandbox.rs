@@ -91,12 +91,28 @@ pub fn run(args: SandboxArgs) -> Result<u8, Failure> {
             }
         })
         .collect();
+    // Plugins whose sandbox could not be made (a grant wider than declared).
+    let refused: Vec<serde_json::Value> = loaded
+        .registry
+        .failures()
+        .iter()
+        .map(|f| {
+            serde_json::json!({"kind": f.kind, "name": f.name, "code": f.error.code(), "message": f.error.to_string()})
+        })
+        .collect();
     let short = !kernel.files || !kernel.seccomp || rows.iter().any(|r| r.sandbox != "enforced");
     if args.json {
-        let text = serde_json::json!({"kernel": kernel, "plugins": rows}).to_string();
+        let text = serde_json::json!({"kernel": kernel, "plugins": rows, "failures": refused}).to_string();
         crate::outln!("{}", zu_runtime::display::json(&text));
     } else {
-        crate::output::write(&table(&kernel, &rows));
+        let mut text = table(&kernel, &rows);
+        for f in &refused {
+            text.push_str(&format!(
+                "refused: {}\n",
+                escape(&f["message"].as_str().unwrap_or_default())
+            ));
+        }
+        crate::output::write(&text);
     }
     Ok(if short { exit::FAILED } else { exit::OK })
 }

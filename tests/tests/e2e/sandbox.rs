@@ -312,6 +312,31 @@ fn a_load_time_constructor_runs_in_the_probes_deny_all_sandbox() {
 }
 
 #[test]
+fn a_library_cannot_answer_the_probe_for_the_next_library() {
+    // The forger writes a verdict frame to every descriptor from its
+    // constructor; in a probe child of its own that answers only for itself.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(&[artifacts().c_fixture("ctor_forge"), artifacts().lib("zu_plugin_files")]);
+    let out = Command::new(&artifacts().zu)
+        .args(["plugins", "--json", "--plugins", plugins.path().to_str().unwrap()])
+        .env("ZU_CACHE_DIR", dir.path())
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"file_read"),
+        "the library after the forger loads: {listed}"
+    );
+}
+
+#[test]
 fn required_containment_refuses_a_plugin_outside_a_sandbox_or_with_a_layer_missing() {
     let dir = tempfile::tempdir().unwrap();
     let read = json!([attempt("granted_read", json!({"try": "read", "path": "x"}))]);
@@ -460,6 +485,15 @@ fn zu_sandbox_says_what_the_kernel_enforces_and_each_plugins_sandbox() {
     assert_eq!(state("attempt"), "enforced");
     assert_eq!(state("granted_net"), "enforced", "net is scoped to its hosts here");
     assert_eq!(code, Some(0), "{v}");
+    // zu.toml's grants are read: one wider than the declaration is refused.
+    let toml = dir.path().join("zu.toml");
+    std::fs::write(&toml, "[grants.tools.granted_net]\nhosts = [\"evil.example.org\"]\n").unwrap();
+    let (_, v) = sandbox(&[a.fixture("hostile")], &["--config-file", toml.to_str().unwrap()]);
+    let failures = v["failures"].to_string();
+    assert!(
+        failures.contains("grant_too_wide") && failures.contains("evil.example.org"),
+        "{v}"
+    );
     // Where a process may make no namespaces (as under Docker's default
     // profile): processes are not counted per sandbox and net is not scoped.
     let (code, v) = sandbox(&[a.fixture("hostile")], &["without:namespaces"]);

@@ -382,14 +382,9 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         Some(c) => c.parse().map_err(|e: String| Failure::usage(format!("checks: {e}")))?,
         None => Checks::FailOpen,
     };
-    let mut grants = std::mem::take(&mut settings.file.grants);
-    for g in grants.values_mut().flat_map(|m| m.values_mut()) {
-        for path in g.read.iter_mut().chain(g.write.iter_mut()) {
-            *path = settings.base.join(&*path);
-        }
-    }
+    let mut file_containment = load::FileContainment::take_from(&mut settings);
     load::add_flag_grants(
-        &mut grants,
+        &mut file_containment.grants,
         [
             ("--allow-read", &args.allow_read),
             ("--allow-write", &args.allow_write),
@@ -397,12 +392,6 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
             ("--allow-env", &args.allow_env),
         ],
     )?;
-    let file_containment = load::FileContainment {
-        probe_timeout: settings.file.probe_timeout,
-        isolation: std::mem::take(&mut settings.file.isolation),
-        grants,
-        origin: file.display().to_string(),
-    };
     let protection = args.isolation_flags.protection(&file_containment)?;
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
     let dirs = if !args.dirs.is_empty() {
