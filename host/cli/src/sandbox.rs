@@ -109,7 +109,7 @@ pub fn run(args: SandboxArgs) -> Result<u8, Failure> {
         for f in &refused {
             text.push_str(&format!(
                 "refused: {}\n",
-                escape(&f["message"].as_str().unwrap_or_default())
+                escape(f["message"].as_str().unwrap_or_default())
             ));
         }
         crate::output::write(&text);
