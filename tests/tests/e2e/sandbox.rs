@@ -35,10 +35,20 @@ fn run(dir: &Path, calls: Value, flags: &[&str], env: &[(&str, &str)]) -> Run {
         a.lib("zu_plugin_scripted"),
         a.lib("zu_plugin_jsonl"),
     ]);
+    // Readable by another user too (a test may run zu as one).
+    std::fs::set_permissions(plugins.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let script = json!({"responses": [{"tool_calls": calls}, {"text": "{\"done\": true}"}]});
     let log = dir.join("log.jsonl");
     let without = env.iter().find(|(k, _)| *k == "ZU_TEST_WITHOUT").map(|(_, v)| *v);
-    let mut cmd = zu_without(without);
+    let mut cmd = match env.iter().find(|(k, _)| *k == "ZU_TEST_AS_NOBODY") {
+        // Linux exempts a real uid of 0 from RLIMIT_NPROC: as root, run zu as nobody.
+        Some(_) if running_as_root() => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&a.zu);
+            c
+        }
+        _ => zu_without(without),
+    };
     cmd.args(["run", "--plugins", plugins.path().to_str().unwrap(), "--query", "q"])
         .args(["--provider", "scripted", "--provider-config", &script.to_string()])
         .args(["--sink", "jsonl", "--sink-config", &json!({"path": log}).to_string()])
@@ -116,6 +126,7 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
         attempt("attempt", json!({"try": "alloc", "mb": 3072})),
         attempt("attempt", json!({"try": "unix_connect", "path": socket_path})),
         attempt("attempt", json!({"try": "limit_parent"})),
+        attempt("attempt", json!({"try": "x32"})),
         attempt("attempt", json!({"try": "report_read", "path": home.join(".secret")})),
     ]);
     let r = run(
@@ -129,12 +140,17 @@ fn a_plugin_that_declares_nothing_is_denied_every_reach_and_the_run_finishes() {
     );
     let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
     assert_eq!(r.out.status.code(), Some(0), "zu lives and the run finishes: {err}");
-    assert_eq!(r.observations.len(), 15, "{:?}", r.observations);
-    for (i, o) in r.observations[..14].iter().enumerate() {
+    assert_eq!(r.observations.len(), 16, "{:?}", r.observations);
+    for (i, o) in r.observations[..15].iter().enumerate() {
         assert!(denied(o), "attempt {i} was not denied: {o}");
     }
+    assert_eq!(
+        r.observations[14]["errno"],
+        libc::EPERM,
+        "an x32 call is refused by the filter"
+    );
     // Reported through the API's helper, a denial names the capability, and is on the log.
-    let reported = r.observations[14]["error"].as_str().unwrap_or_default();
+    let reported = r.observations[15]["error"].as_str().unwrap_or_default();
     assert!(
         reported.contains("requires fs:read access to") && reported.contains(".secret"),
         "{reported}"
@@ -309,6 +325,48 @@ fn a_load_time_constructor_runs_in_the_probes_deny_all_sandbox() {
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["failures"][0]["error"]["code"], "not_a_plugin", "{listed}");
     assert!(!planted.exists(), "the constructor planted a file from the probe");
+}
+
+/// Whether the tests run as root (CI does).
+fn running_as_root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_sandbox_counts_and_limits_its_own_processes() {
+    use std::os::unix::fs::PermissionsExt;
+    // Run as a user (Linux does not limit the processes of a real uid 0):
+    // a working directory and a verdict cache that user may write.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    for d in [dir.path(), cache.path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    if running_as_root() {
+        std::os::unix::fs::chown(cache.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let cache = cache.path().to_str().unwrap();
+    let env = [("ZU_TEST_AS_NOBODY", "1"), ("ZU_CACHE_DIR", cache)];
+    let many = json!([attempt("granted_exec", json!({"try": "spawn_many", "n": 50}))]);
+    // The default (256) is counted in the sandbox's own user namespace: the
+    // rest of the user's processes do not count against it.
+    let r = run(dir.path(), many.clone(), &["--tools", "granted_exec"], &env);
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.observations[0]["ok"], "started 50", "{:?} {err}", r.observations);
+    std::fs::write(
+        dir.path().join("zu.toml"),
+        "[grants.tools.granted_exec]\nlimits = { processes = 16 }\n",
+    )
+    .unwrap();
+    let r = run(dir.path(), many, &["--tools", "granted_exec"], &env);
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.out.status.code(), Some(0), "zu lives: {err}");
+    let o = r.observations.last().unwrap(); // the log holds both runs
+    assert!(
+        denied(o) && o["errno"] == libc::EAGAIN,
+        "the 17th process is refused: {o} {err}"
+    );
 }
 
 #[test]

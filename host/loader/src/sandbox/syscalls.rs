@@ -125,6 +125,30 @@ fn programs(policy: &Policy, arch: TargetArch) -> Result<[BpfProgram; 2], seccom
     Ok([filter.try_into()?, clone3.try_into()?])
 }
 
+/// On x86_64, the x32 ABI's calls carry bit 30 in their number and would
+/// match none of the rules above: every such call fails with EPERM (on a
+/// kernel without x32 they fail anyway, with ENOSYS).
+#[cfg(target_arch = "x86_64")]
+fn x32_guard() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let op = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        // A = seccomp_data.nr
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, X32_SYSCALL_BIT, 0, 1),
+        op(libc::BPF_RET | libc::BPF_K, RET_ERRNO | libc::EPERM as u32, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, RET_ALLOW, 0, 0),
+    ]
+}
+
 /// Installs the filter on every thread of this process (and what it starts).
 pub fn install(policy: &Policy) -> bool {
     let Some(arch) = ARCH else { return false };
@@ -135,6 +159,8 @@ pub fn install(policy: &Policy) -> bool {
             return false;
         }
     };
+    #[cfg(target_arch = "x86_64")]
+    let programs = [&programs[..], &[x32_guard()]].concat();
     // Each filter sees every call; the kernel takes the strictest answer.
     for program in &programs {
         if let Err(e) = apply_filter_all_threads(program) {
