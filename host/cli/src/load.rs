@@ -54,6 +54,8 @@ pub struct FileContainment {
     /// `[grants.KIND.NAME]`, its paths already relative to the file's directory.
     pub grants: BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
     pub origin: String,
+    /// zu.toml itself: no plugin reads it.
+    pub settings_file: Option<std::path::PathBuf>,
 }
 
 impl FileContainment {
@@ -70,6 +72,7 @@ impl FileContainment {
             isolation: std::mem::take(&mut settings.file.isolation),
             grants,
             origin: settings.path.display().to_string(),
+            settings_file: std::path::absolute(&settings.path).ok().filter(|p| p.exists()),
         }
     }
 }
@@ -126,6 +129,11 @@ impl IsolationFlags {
             p.isolate
                 .insert(plugin_key(key, "--isolate")?, mode(value, "--isolate")?);
         }
+        p.private_files.extend(
+            file.settings_file
+                .iter()
+                .map(|f| (f.canonicalize().unwrap_or_else(|_| f.clone()), None)),
+        );
         Ok(p)
     }
 }

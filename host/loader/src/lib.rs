@@ -297,15 +297,14 @@ impl Loader {
                             .protection
                             .as_ref()
                             .expect("process isolation is only set when protected");
-                        let grant = p.grant(kind, &name);
-                        let policy = Policy::for_plugin(&info, &config, &cwd, grant, &protected).map_err(|e| {
-                            LoadError::GrantTooWide {
-                                origin: path.display().to_string(),
-                                kind,
-                                name: name.clone(),
-                                message: e.to_string(),
-                            }
-                        })?;
+                        let policy =
+                            p.policy(&info, &config, &cwd, &protected)
+                                .map_err(|e| LoadError::GrantTooWide {
+                                    origin: path.display().to_string(),
+                                    kind,
+                                    name: name.clone(),
+                                    message: e.to_string(),
+                                })?;
                         let sup = supervisors
                             .entry(policy.clone())
                             .or_insert_with(|| p.supervisor(&judged.file, path, policy));

@@ -67,6 +67,9 @@ pub struct Protection {
     pub rescan: bool,
     /// What particular plugins are granted beyond their default sandbox.
     pub grants: HashMap<(Kind, String), crate::sandbox::Grant>,
+    /// Files no plugin reads (nor writes a directory holding them) unless it
+    /// is the one named with the file: zu.toml, the run's log (its sink's).
+    pub private_files: Vec<(PathBuf, Option<(Kind, String)>)>,
     /// Plugin processes run in their sandbox (default). `false` only for
     /// measuring what the sandbox costs (`zu-bench`); `zu` never sets it.
     pub sandbox: bool,
@@ -83,6 +86,7 @@ impl Protection {
             isolate: HashMap::new(),
             rescan: false,
             grants: HashMap::new(),
+            private_files: Vec::new(),
             sandbox: true,
         }
     }
@@ -144,9 +148,31 @@ impl Protected {
         crate::sandbox::protected_paths(self.cache.as_ref().map(|c| c.dir()), &dirs)
     }
 
-    /// What zu.toml grants `kind`/`name`, if anything.
-    pub(crate) fn grant(&self, kind: Kind, name: &str) -> Option<&crate::sandbox::Grant> {
-        self.settings.grants.get(&(kind, name.to_owned()))
+    /// The sandbox of the plugin `info` with `config`, run in `cwd`: its
+    /// grant, kept from `protected` and from the private files not its own.
+    pub(crate) fn policy(
+        &self,
+        info: &zu_runtime::PluginInfo,
+        config: &serde_json::Value,
+        cwd: &Path,
+        protected: &[PathBuf],
+    ) -> Result<Policy, crate::sandbox::GrantTooWide> {
+        let key = (info.kind, info.name.clone());
+        let private: Vec<PathBuf> = self
+            .settings
+            .private_files
+            .iter()
+            .filter(|(_, owner)| owner.as_ref() != Some(&key))
+            .map(|(f, _)| f.clone())
+            .collect();
+        let grant = self.settings.grants.get(&key);
+        Policy::for_plugin(
+            info,
+            config,
+            cwd,
+            grant,
+            &crate::sandbox::Fence::new(protected, &private),
+        )
     }
 
     pub(crate) fn supervisor(&self, file: &Path, display: &Path, policy: Policy) -> Arc<Supervisor> {

@@ -17,6 +17,7 @@ mod providers;
 mod run;
 mod runtime_cli;
 mod sandbox;
+mod sandbox_settings;
 mod scenarios;
 mod scenarios_isolated;
 mod serve;

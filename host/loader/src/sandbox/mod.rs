@@ -58,6 +58,9 @@ pub struct Policy {
     pub env: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// A private file its write rights reach: zu.toml in its log's directory.
+    #[serde(default)]
+    pub writes_private: Option<PathBuf>,
     /// The host found that processes may make namespaces here (so the
     /// sandboxed process tries, and says so when it cannot).
     #[serde(default)]
@@ -194,6 +197,56 @@ fn holds_any(dir: &Path, protected: &[PathBuf]) -> bool {
     protected.iter().any(|p| p.starts_with(dir))
 }
 
+/// What a plugin's sandbox keeps out: `protected` (no plugin writes it, and
+/// a working directory holding it is not read by default) and `private`
+/// files (zu.toml, another plugin's log: neither read nor written, however
+/// they are reached).
+pub struct Fence<'a> {
+    pub protected: &'a [PathBuf],
+    pub private: &'a [PathBuf],
+}
+
+impl<'a> Fence<'a> {
+    pub fn new(protected: &'a [PathBuf], private: &'a [PathBuf]) -> Self {
+        Fence { protected, private }
+    }
+}
+
+/// Whether `path` is one of `private` or a companion beside one (`-wal`,
+/// `-shm`, `-journal`: any name that begins with the file's).
+fn is_private(path: &Path, private: &[PathBuf]) -> bool {
+    private.iter().any(|f| {
+        path == f
+            || (path.parent() == f.parent()
+                && path
+                    .file_name()
+                    .zip(f.file_name())
+                    .is_some_and(|(p, f)| p.as_encoded_bytes().starts_with(f.as_encoded_bytes())))
+    })
+}
+
+/// `path`, or, when it holds a private file, what beside it may be read:
+/// the entries of its directories that are not private (down to a few
+/// levels; files made there later are not among them).
+fn readable_except(path: &Path, private: &[PathBuf], depth: usize) -> Vec<PathBuf> {
+    if is_private(path, private) {
+        return Vec::new();
+    }
+    if !private.iter().any(|f| f.starts_with(path)) {
+        return vec![path.to_owned()];
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    if depth == 0 {
+        return Vec::new();
+    }
+    entries
+        .flatten()
+        .flat_map(|e| readable_except(&e.path(), private, depth - 1))
+        .collect()
+}
+
 /// What no plugin may write, and no plugin reads by default: the verdict
 /// cache, the plugin directories and the home directory (`zu`'s own files).
 pub fn protected_paths(cache: Option<&Path>, plugin_dirs: &[PathBuf]) -> Vec<PathBuf> {
@@ -227,9 +280,10 @@ impl Policy {
         config: &Value,
         cwd: &Path,
         grant: Option<&Grant>,
-        protected: &[PathBuf],
+        fence: &Fence,
     ) -> Result<Policy, GrantTooWide> {
         let (kind, name) = (info.kind, info.name.as_str());
+        let protected = fence.protected;
         let has = |cap: &str| info.capabilities.iter().any(|c| c == cap);
         if let Some(g) = grant {
             for (paths, cap, what) in [(&g.read, CAP_FS_READ, "read"), (&g.write, CAP_FS_WRITE, "write")] {
@@ -262,6 +316,12 @@ impl Policy {
                 p.read.push(cwd.to_owned());
             }
             p.read.extend(named.iter().cloned());
+            // zu.toml and others' logs stay out, wherever they sit.
+            p.read = p
+                .read
+                .iter()
+                .flat_map(|r| readable_except(r, fence.private, 4))
+                .collect();
         }
         if has(CAP_FS_WRITE) {
             // A file's directory: a database writes companions beside it (-wal, -shm).
@@ -287,6 +347,21 @@ impl Policy {
             p.env.extend(g.env.iter().cloned());
             if let Some(l) = &g.limits {
                 p.limits = l.clone();
+            }
+        }
+        // Another plugin's log is never reachable; zu.toml beside a log is
+        // (Landlock grants a directory whole, and the log's companions are
+        // made there), which `required` refuses (`missing_here`).
+        for w in &p.write {
+            for held in fence.private.iter().filter(|h| h.starts_with(w)) {
+                if held.file_name().is_none_or(|n| n != "zu.toml") {
+                    return Err(GrantTooWide(format!(
+                        "its sandbox would write {}, which holds {} (another plugin's log); give it a directory of its own",
+                        w.display(),
+                        held.display()
+                    )));
+                }
+                p.writes_private = Some(held.clone());
             }
         }
         if let Some(w) = p.write.iter().find(|w| holds_any(w, protected)) {
@@ -337,6 +412,12 @@ impl Policy {
         if !seccomp {
             out.push("system calls (seccomp)".to_owned());
         }
+        if let Some(f) = &self.writes_private {
+            out.push(format!(
+                "files kept from {} (it writes the directory holding it: give its log a directory of its own)",
+                f.display()
+            ));
+        }
         if !namespaces {
             out.push(NAMESPACE.to_owned());
             if self.net && !self.open_network() {
@@ -363,6 +444,13 @@ mod tests {
 
     const SINK: &[&str] = &[CAP_FS_READ, CAP_FS_WRITE];
 
+    fn fence(protected: &[PathBuf]) -> Fence<'_> {
+        Fence {
+            protected,
+            private: &[],
+        }
+    }
+
     fn info(kind: Kind, name: &str, capabilities: &'static [&'static str]) -> PluginInfo {
         PluginInfo::native(
             kind,
@@ -385,7 +473,7 @@ mod tests {
             &json!({"path": log}),
             cwd,
             None,
-            &[],
+            &fence(&[]),
         )
         .unwrap();
         assert_eq!(
@@ -399,7 +487,7 @@ mod tests {
             &json!({"root": dir.path()}),
             cwd,
             None,
-            &[],
+            &fence(&[]),
         )
         .unwrap();
         assert!(
@@ -412,7 +500,7 @@ mod tests {
             &json!({"api_key_env": "MY_KEY", "nested": {"token_env": "T"}, "x_env": 3}),
             cwd,
             None,
-            &[],
+            &fence(&[]),
         )
         .unwrap();
         assert_eq!(openai.env, vec!["MY_KEY", "OPENAI_API_KEY", "T"]);
@@ -425,7 +513,7 @@ mod tests {
             &json!(null),
             cwd,
             Some(&wide),
-            &[],
+            &fence(&[]),
         )
         .unwrap_err();
         assert!(e.to_string().contains("does not declare fs:write"), "{e}");
@@ -436,7 +524,7 @@ mod tests {
             &json!({"path": log}),
             cwd,
             None,
-            &[cache],
+            &fence(&[cache]),
         )
         .unwrap_err();
         assert!(e.to_string().contains("directory of its own"), "{e}");
@@ -447,9 +535,46 @@ mod tests {
             &json!(null),
             dir.path(),
             None,
-            &home,
+            &fence(&home),
         )
         .unwrap();
         assert!(reader.read.is_empty(), "{:?}", reader.read);
+    }
+
+    #[test]
+    fn zu_toml_and_another_plugins_log_are_kept_out_of_a_readable_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        for f in ["zu.toml", "run.db", "run.db-wal", "notes.md", "sub/deep.md"] {
+            std::fs::create_dir_all(cwd.join(f).parent().unwrap()).unwrap();
+            std::fs::write(cwd.join(f), "x").unwrap();
+        }
+        let private = [cwd.join("zu.toml"), cwd.join("run.db")];
+        let fence = Fence {
+            protected: &[],
+            private: &private,
+        };
+        let reader = info(Kind::Tools, "r", &[CAP_FS_READ]);
+        let p = Policy::for_plugin(&reader, &json!({"root": "."}), cwd, None, &fence).unwrap();
+        let mut read = p.read.clone();
+        read.sort();
+        assert_eq!(
+            read,
+            vec![cwd.join("notes.md"), cwd.join("sub")],
+            "the log, its companion and zu.toml are out"
+        );
+        let writer = info(Kind::Tools, "w", SINK);
+        let e = Policy::for_plugin(&writer, &json!({"out": cwd.join("new.txt")}), cwd, None, &fence).unwrap_err();
+        assert!(e.to_string().contains("another plugin's log"), "{e}");
+        let own = Fence {
+            protected: &[],
+            private: &private[..1],
+        };
+        let sink = Policy::for_plugin(&writer, &json!({"path": cwd.join("run.db")}), cwd, None, &own).unwrap();
+        assert_eq!(sink.writes_private.as_deref(), Some(private[0].as_path()));
+        assert!(
+            sink.missing_here().iter().any(|m| m.contains("zu.toml")),
+            "required refuses it"
+        );
     }
 }
