@@ -46,17 +46,7 @@ impl egress::Gate for Shared {
     /// returns once the kernel queued it, before the gate took it.
     fn settle(&self) {
         let until = Instant::now() + Duration::from_secs(1);
-        let mut polls: Vec<libc::pollfd> = self
-            .sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut polls = readers(&self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
         while Instant::now() < until && !self.closed.load(Ordering::SeqCst) {
             // SAFETY: poll reads and writes the pollfds we own, without waiting.
             let pending = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) } > 0;
@@ -142,6 +132,18 @@ impl Drop for Gate {
     }
 }
 
+/// What `poll` watches to see `sockets` readable.
+fn readers(sockets: &[OwnedFd]) -> Vec<libc::pollfd> {
+    sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect()
+}
+
 /// Waits until `fd` is readable, the gate closes, or `until` passes.
 fn readable(fd: RawFd, shared: &Shared, until: Option<Instant>) -> bool {
     loop {
@@ -218,14 +220,7 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
         return;
     }
     let sockets = copies;
-    let mut polls: Vec<libc::pollfd> = sockets
-        .iter()
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut polls = readers(&sockets);
     let mut sockets = sockets.into_iter();
     let resolver = UdpSocket::from(sockets.next().expect("the name server's socket first"));
     let listeners: Vec<std::net::TcpListener> = sockets.map(std::net::TcpListener::from).collect();
