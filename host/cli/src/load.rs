@@ -317,7 +317,7 @@ pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
 /// to the working directory).
 pub fn add_flag_grants(
     grants: &mut BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
-    flags: [(&str, &Vec<String>); 4],
+    flags: [(&str, &Vec<String>); 5],
 ) -> Result<(), Failure> {
     for (flag, values) in flags {
         for v in values {
@@ -337,8 +337,28 @@ pub fn add_flag_grants(
                 "--allow-read" => g.read.push(value.into()),
                 "--allow-write" => g.write.push(value.into()),
                 "--allow-net" => g.hosts.push(value.to_owned()),
-                _ => g.env.push(value.to_owned()),
+                "--allow-env" => g.env.push(value.to_owned()),
+                _ => set_limit(g.limits.get_or_insert_with(Default::default), value)
+                    .map_err(|e| Failure::usage(format!("{flag} {v:?}: {e}")))?,
             }
+        }
+    }
+    Ok(())
+}
+
+/// `FIELD:N` (a field of the sandbox's limits, as zu.toml names it) into `limits`.
+fn set_limit(limits: &mut zu_loader::sandbox::Limits, text: &str) -> Result<(), String> {
+    let (field, n) = text.split_once(':').ok_or("expected FIELD:N, e.g. memory_mb:4096")?;
+    let n: u64 = n.parse().map_err(|_| format!("{n:?} is not a whole number"))?;
+    match field {
+        "memory_mb" => limits.memory_mb = n,
+        "open_files" => limits.open_files = n,
+        "file_size_mb" => limits.file_size_mb = n,
+        "processes" => limits.processes = n,
+        other => {
+            return Err(format!(
+                "no limit {other:?} (memory_mb, open_files, file_size_mb, processes)"
+            ))
         }
     }
     Ok(())

@@ -41,6 +41,18 @@ fn a_sandbox_counts_and_limits_its_own_processes() {
         denied(o) && o["errno"] == libc::EAGAIN,
         "the 17th process is refused: {o} {err}"
     );
+    // The same from the command line (over zu.toml's), and a limit that is not one.
+    std::fs::remove_file(dir.path().join("zu.toml")).unwrap();
+    let flag = ["--tools", "granted_exec", "--limit", "tools.granted_exec=processes:8"];
+    let twelve = json!([attempt("granted_exec", json!({"try": "spawn_many", "n": 12}))]);
+    let r = run(dir.path(), twelve, &flag, &env);
+    let o = r.observations.last().unwrap();
+    assert!(denied(o) && o["errno"] == libc::EAGAIN, "{o}");
+    let bad = ["--tools", "granted_exec", "--limit", "tools.granted_exec=cpu_s:1"];
+    let r = run(dir.path(), json!([]), &bad, &env);
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no limit \"cpu_s\""), "{err}");
 }
 
 #[test]

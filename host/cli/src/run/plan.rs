@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// Give plugin KIND.NAME the variable VAR of zu's environment (repeatable).
     #[arg(long = "allow-env", value_name = "KIND.NAME=VAR")]
     allow_env: Vec<String>,
+    /// Set a limit of plugin KIND.NAME's sandbox: memory_mb, open_files, file_size_mb or
+    /// processes (repeatable; zu.toml [grants.KIND.NAME] limits = {...}).
+    #[arg(long = "limit", value_name = "KIND.NAME=FIELD:N")]
+    limit: Vec<String>,
     /// Read settings from this file instead of ./zu.toml.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -390,6 +394,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
             ("--allow-write", &args.allow_write),
             ("--allow-net", &args.allow_net),
             ("--allow-env", &args.allow_env),
+            ("--limit", &args.limit),
         ],
     )?;
     let mut protection = args.isolation_flags.protection(&file_containment)?;
