@@ -125,6 +125,31 @@ impl PluginError {
         })
     }
 
+    /// Where the plugin runs in zu's sandbox with its network scoped to the
+    /// hosts it was granted, and `host:port` is not one of them: a `sandbox`
+    /// security block ("requires net access to host:port") naming how to
+    /// grant it. `None` outside such a sandbox or for a granted host: then a
+    /// failure to reach it is the host's own. Call it when a connection fails.
+    pub fn net_denied(host: &str, port: u16) -> Option<Self> {
+        let granted = std::env::var(SANDBOX_HOSTS_ENV).ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        if granted.split(',').any(|g| g == target) {
+            return None;
+        }
+        Some(PluginError::security_block(
+            "sandbox",
+            Some(target.clone()),
+            format!(
+                "requires net access to {target}; the plugin must declare net and the host (egress), and zu.toml [grants.KIND.NAME] hosts = [...] (or zu run --allow-net KIND.NAME={target}) grants it"
+            ),
+        ))
+    }
+
     /// A security refusal of `kind` (e.g. `ssrf`), naming the refused target.
     pub fn security_block(kind: impl Into<String>, target: Option<String>, msg: impl Into<String>) -> Self {
         PluginError::SecurityBlock(SecurityBlock {
@@ -135,9 +160,36 @@ impl PluginError {
     }
 }
 
+/// The variable in which zu tells a sandboxed process, whose network it
+/// scoped, the hosts it may reach (`host:port`, comma-separated).
+pub const SANDBOX_HOSTS_ENV: &str = "ZU_SANDBOX_HOSTS";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_outside_the_sandboxs_grant_is_named_and_a_granted_one_is_not() {
+        assert!(
+            PluginError::net_denied("example.com", 443).is_none(),
+            "outside a sandbox"
+        );
+        std::env::set_var(SANDBOX_HOSTS_ENV, "api.example.com:443,[::1]:8080");
+        assert!(PluginError::net_denied("API.example.com", 443).is_none());
+        assert!(PluginError::net_denied("[::1]", 8080).is_none());
+        match PluginError::net_denied("evil.example.org", 80) {
+            Some(PluginError::SecurityBlock(b)) => {
+                assert_eq!(b.target.as_deref(), Some("evil.example.org:80"));
+                assert!(
+                    b.message.contains("requires net access to evil.example.org:80"),
+                    "{}",
+                    b.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        std::env::remove_var(SANDBOX_HOSTS_ENV);
+    }
 
     #[test]
     fn a_denied_os_error_names_the_capability_and_the_target() {

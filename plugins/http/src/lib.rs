@@ -241,6 +241,10 @@ impl HttpFetch {
                     if msg.contains("refusing to fetch") {
                         return Err(block("ssrf", current.host_str().map(String::from), msg));
                     }
+                    let (host, port) = (current.host_str().unwrap_or_default(), current.port_or_known_default());
+                    if let Some(denied) = port.and_then(|p| PluginError::net_denied(host, p)) {
+                        return Err(denied);
+                    }
                     return Err(PluginError::failed(format!("fetching {current} failed: {msg}")));
                 }
             };

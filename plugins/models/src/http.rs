@@ -223,7 +223,16 @@ impl Client {
                         timeout.as_secs_f64()
                     )));
                 }
-                Err(ureq::Error::Transport(t)) => (None, format!("cannot reach {url}: {t}")),
+                Err(ureq::Error::Transport(t)) => {
+                    // In zu's sandbox, a host it was not granted: no retry helps.
+                    let denied = t
+                        .url()
+                        .and_then(|u| PluginError::net_denied(u.host_str()?, u.port_or_known_default()?));
+                    if let Some(denied) = denied {
+                        return Err(denied);
+                    }
+                    (None, format!("cannot reach {url}: {t}"))
+                }
             };
             let wait =
                 retry.unwrap_or_else(|| (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF));

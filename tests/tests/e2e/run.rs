@@ -347,6 +347,47 @@ fn serve() -> String {
     format!("http://{addr}")
 }
 
+#[test]
+fn http_fetch_in_its_sandbox_reaches_only_a_granted_host_and_says_what_to_grant() {
+    let base = serve();
+    let hostport = base.trim_start_matches("http://").to_owned();
+    let plugins = real_plugins();
+    let script = json!({"responses": [
+        {"tool_calls": [{"name": "http_fetch", "args": {"url": format!("{base}/page")}}]},
+        {"text": "{\"price\": 25}"}
+    ]});
+    let dir = workdir(
+        plugins.path(),
+        script,
+        "\n[config.tools.http_fetch]\nallow_hosts = [\"127.0.0.1\"]\ntimeout_s = 5\n\n[sink]\nname = \"jsonl\"\nconfig = { path = \"logs/run.jsonl\" }\n",
+    );
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let observation = |grant: &[&str]| {
+        let _ = std::fs::remove_file(dir.path().join("logs/run.jsonl"));
+        let args = [
+            &["--tools", "http_fetch", "--detectors", "", "--validators", ""][..],
+            grant,
+        ]
+        .concat();
+        let out = zu_run(dir.path(), &args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let log = std::fs::read_to_string(dir.path().join("logs/run.jsonl")).unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["type"] == "harness.tool.returned")
+            .map(|e| e["payload"]["observation"].clone())
+            .unwrap()
+    };
+    // http_fetch declares the open network: nothing is granted until the user grants it.
+    let refused = observation(&[]);
+    let said = refused.to_string();
+    assert!(said.contains(&format!("requires net access to {hostport}")), "{said}");
+    assert!(said.contains("--allow-net"), "says how to grant it: {said}");
+    let grant = format!("tools.http_fetch={hostport}");
+    let fetched = observation(&["--allow-net", &grant]);
+    assert_eq!(fetched["status"], 200, "through the gate once granted: {fetched}");
+}
+
 fn http_run(base: &str, path: &str, allow: bool, answer: Value) -> (RunResult, Vec<Arc<Event>>) {
     let allow_hosts = if allow { json!(["127.0.0.1"]) } else { json!([]) };
     http_run_with(base, path, json!({"allow_hosts": allow_hosts, "timeout_s": 5}), answer)

@@ -131,6 +131,10 @@ pub fn enter(own: &[PathBuf]) -> Option<Applied> {
         own.push(exe);
     }
     let applied = policy.apply(&own, gate);
+    if applied.net == "scoped" {
+        // For `PluginError::net_denied`: what this process may reach.
+        std::env::set_var(zu_plugin_api::error::SANDBOX_HOSTS_ENV, policy.hosts.join(","));
+    }
     if let Some(fd) = gate {
         // SAFETY: the gate's descriptor is ours, used once above.
         unsafe { libc::close(fd) };
