@@ -291,6 +291,10 @@ pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
                 &c.exec,
             )
             .map_err(|e| e.to_string())?;
+            let mut policy = policy;
+            if let Some(limits) = &c.limits {
+                policy.limits = serde_json::from_value(limits.clone()).map_err(|e| format!("limits: {e}"))?;
+            }
             let env = zu_loader::sandbox::environment(&zu_loader::sandbox::Policy {
                 env: Vec::new(),
                 ..policy.clone()

@@ -58,6 +58,10 @@ pub struct ServerConfig {
     /// More paths it writes (needs `fs:write`), e.g. an npm cache.
     #[serde(default)]
     pub write: Vec<PathBuf>,
+    /// Other limits of its sandbox (`memory_mb`, `open_files`,
+    /// `file_size_mb`, `processes`), read by the sandbox.
+    #[serde(default)]
+    pub limits: Option<serde_json::Value>,
     /// More directories it may execute programs from (interpreters).
     #[serde(default)]
     pub exec: Vec<PathBuf>,

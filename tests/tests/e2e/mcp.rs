@@ -482,14 +482,14 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
 }
 
 #[test]
-fn a_stdio_server_with_grants_reaches_only_its_granted_host_and_runs_only_its_granted_program() {
+fn a_stdio_server_gets_exactly_its_grants_hosts_programs_and_limits() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let beside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     beside.set_nonblocking(true).unwrap();
     let server = zu_tests::workspace_root().join("tests/fixtures/mcp/hostile.py");
     let s = setup(&format!(
-        "[mcp.servers.hostile]\ncommand = {:?}\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ncapabilities = [\"net\"]\negress = [\"localhost\"]\nhosts = [\"localhost:{port}\"]\nexec = [\"/usr/bin/id\"]\n",
+        "[mcp.servers.hostile]\ncommand = {:?}\nargs = [{server:?}]\nenv_vars = [\"PATH\"]\ncapabilities = [\"net\"]\negress = [\"localhost\"]\nhosts = [\"localhost:{port}\"]\nexec = [\"/usr/bin/id\"]\nlimits = {{ memory_mb = 256 }}\n",
         zu_tests::python3()
     ));
     let attempt = |args: Value| call("hostile__attempt", args);
@@ -499,6 +499,8 @@ fn a_stdio_server_with_grants_reaches_only_its_granted_host_and_runs_only_its_gr
         attempt(json!({"what": "connect", "addr": "exfiltrate.example.org:443"})),
         attempt(json!({"what": "exec", "program": "/usr/bin/id"})),
         attempt(json!({"what": "exec", "program": "/usr/bin/whoami"})),
+        attempt(json!({"what": "alloc", "mb": 512})),
+        attempt(json!({"what": "alloc", "mb": 64})),
         {"text": "{\"ok\": true}"}
     ]);
     let (result, events, out) = run_with(&s, script, &[], &[]);
@@ -517,6 +519,8 @@ fn a_stdio_server_with_grants_reaches_only_its_granted_host_and_runs_only_its_gr
     );
     assert!(said[3].contains("uid="), "the program its grant names runs: {said:?}");
     assert!(said[4].starts_with("denied:"), "no other: {said:?}");
+    assert_eq!(said[5], "denied: out of memory", "over its memory limit: {said:?}");
+    assert_eq!(said[6], "ok: held 64 MiB", "within it: {said:?}");
     assert!(beside.accept().is_err(), "nothing reached another port");
     let of_type = |t: &str| {
         events

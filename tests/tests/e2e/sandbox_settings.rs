@@ -258,3 +258,25 @@ fn zu_sandbox_says_what_the_kernel_enforces_and_each_plugins_sandbox() {
         "the plugin's missing layer is named: {text}"
     );
 }
+
+#[test]
+fn fs_write_without_a_grant_writes_a_scratch_directory_of_its_own_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = json!([
+        attempt("granted_write", json!({"try": "write_scratch"})),
+        attempt(
+            "granted_write",
+            json!({"try": "write", "path": dir.path().join("here.txt")})
+        ),
+        attempt("granted_read", json!({"try": "write_scratch"})),
+    ]);
+    let r = run(dir.path(), calls, &["--tools", "granted_write,granted_read"], &[]);
+    let err = String::from_utf8_lossy(&r.out.stderr).into_owned();
+    assert_eq!(r.out.status.code(), Some(0), "{err}");
+    let o = &r.observations;
+    let scratch = o[0]["ok"].as_str().unwrap_or_else(|| panic!("{o:?}"));
+    assert!(scratch.contains("zu-scratch-"), "{scratch}");
+    assert!(!std::path::Path::new(scratch).exists(), "removed when zu is done");
+    assert!(denied(&o[1]), "not the working directory: {}", o[1]);
+    assert!(denied(&o[2]), "without fs:write, no scratch: {}", o[2]);
+}

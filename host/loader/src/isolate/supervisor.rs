@@ -39,6 +39,8 @@ pub struct Supervisor {
     policy: Option<Policy>,
     /// What the process's sandbox enforced, as it last said.
     applied: Mutex<Option<Applied>>,
+    /// Its scratch directory (`fs:write`), removed with the supervisor.
+    scratch: Option<PathBuf>,
     state: Mutex<State>,
 }
 
@@ -53,6 +55,14 @@ impl Supervisor {
     /// A supervisor for the library `file` (its private copy), named
     /// `display` in messages, started with `exe __serve`.
     pub fn new(exe: &Path, file: &Path, display: &Path, construct_timeout: Duration, policy: Option<Policy>) -> Self {
+        let mut policy = policy;
+        let scratch = policy.as_mut().filter(|p| p.scratch).and_then(|p| {
+            let dir = scratch_dir()
+                .map_err(|e| tracing::warn!(error = %e, "no scratch directory"))
+                .ok()?;
+            p.write.push(dir.clone());
+            Some(dir)
+        });
         Supervisor {
             exe: exe.to_owned(),
             file: file.to_owned(),
@@ -60,6 +70,7 @@ impl Supervisor {
             construct_timeout,
             policy,
             applied: Mutex::new(None),
+            scratch,
             state: Mutex::new(State {
                 child: None,
                 constructed: Vec::new(),
@@ -74,7 +85,15 @@ impl Supervisor {
         );
         let file = self.file.to_string_lossy();
         let display = self.display.to_string_lossy();
-        let env = self.policy.as_ref().map(sandbox::environment);
+        let env = self.policy.as_ref().map(|p| {
+            let mut env = sandbox::environment(p);
+            env.extend(
+                self.scratch
+                    .iter()
+                    .map(|d| ("TMPDIR".to_owned(), d.clone().into_os_string())),
+            );
+            env
+        });
         let gate = self.policy.as_ref().and_then(|p| p.gate(label));
         HelperChild::spawn(
             &self.exe,
@@ -295,9 +314,22 @@ impl Supervisor {
     }
 }
 
+/// A fresh directory only this user may enter, for one plugin process.
+fn scratch_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("zu-scratch-{}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shut_down();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Policy {
     pub env: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// `fs:write`: its process gets a scratch directory of its own to write
+    /// (`TMPDIR`), made when it starts and removed with it.
+    #[serde(default)]
+    pub scratch: bool,
     /// A private file its write rights reach: zu.toml in its log's directory.
     #[serde(default)]
     pub writes_private: Option<PathBuf>,
@@ -324,6 +328,7 @@ impl Policy {
                 .collect();
         }
         if has(CAP_FS_WRITE) {
+            p.scratch = true;
             // A file's directory: a database writes companions beside it (-wal, -shm).
             p.write.extend(named.into_iter().map(|n| {
                 if n.is_file() {
