@@ -543,6 +543,45 @@ fn a_stdio_server_gets_exactly_its_grants_hosts_programs_and_limits() {
 }
 
 #[test]
+fn an_npx_server_fetched_through_the_egress_gate_starts_with_the_grants_the_readme_shows() {
+    // As README.md's example: npx -y fetches the server from the npm registry
+    // (reached only through zu's gate), into its cache, and runs it from there.
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let s = setup(&format!(
+        "[mcp.servers.fs]\ncommand = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-filesystem@2026.8.31\", \"files\"]\n\
+         env_vars = [\"PATH\"]\nenv = {{ npm_config_cache = {c:?}, npm_config_update_notifier = \"false\" }}\n\
+         startup_timeout_s = 180\ncapabilities = [\"fs:read\", \"net\", \"fs:write\"]\negress = [\"registry.npmjs.org\"]\n\
+         write = [{c:?}]\nexec = [\"/bin/sh\", {c:?}]\n"
+    ));
+    let notes = s.dir.path().join("files/notes.txt");
+    let script = json!([call("fs__read_text_file", json!({"path": notes})), {"text": "{\"ok\": true}"}]);
+    let (result, events, out) = run_with(&s, script, &[], &[]);
+    assert_eq!(result["status"], "success", "{}", err(&out));
+    let said = fetched(&events);
+    assert!(
+        said[0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("launch: 2026-12-01"),
+        "{said:?} {}",
+        err(&out)
+    );
+    // The fetch went through the gate, and the run's log says so.
+    let reached: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "harness.egress.observed")
+        .map(|e| &e["payload"])
+        .collect();
+    assert!(
+        reached
+            .iter()
+            .any(|p| p["plugin"] == "mcp.fs" && p["host"] == "registry.npmjs.org" && p["port"] == 443),
+        "{reached:?}"
+    );
+}
+
+#[test]
 fn a_500_mb_json_answer_over_http_is_cut_while_it_is_read() {
     let mut server = Command::new("python3")
         .arg(zu_tests::workspace_root().join("tests/fixtures/mcp/flood_http.py"))
