@@ -274,8 +274,9 @@ impl Loaded {
 }
 
 /// How `zu` starts stdio MCP servers: inside the sandbox (`zu __jail`), with
-/// the policy their config makes.
-pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
+/// the policy their config makes, `private` files (zu.toml, the log) kept
+/// out of what they read.
+pub fn mcp_jailer(private: Vec<std::path::PathBuf>) -> Option<zu_mcp::Jailer> {
     let exe = std::env::current_exe().ok()?;
     Some(std::sync::Arc::new(
         move |name: &str, c: &zu_mcp::ServerConfig, command: &std::path::Path, cwd: &std::path::Path| {
@@ -292,6 +293,7 @@ pub fn mcp_jailer() -> Option<zu_mcp::Jailer> {
             )
             .map_err(|e| e.to_string())?;
             let mut policy = policy;
+            policy.keep_out_of_reads(&private);
             if let Some(limits) = &c.limits {
                 policy.limits = serde_json::from_value(limits.clone()).map_err(|e| format!("limits: {e}"))?;
             }

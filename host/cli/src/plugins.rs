@@ -100,12 +100,13 @@ pub(crate) fn load_listed(
     configs.extend(parse_config_args(flag_configs)?);
     let mut protection = isolation.protection(&load::FileContainment::take_from(&mut settings))?;
     protection.rescan = rescan;
+    let private = protection.private_files.iter().map(|(f, _)| f.clone()).collect();
     let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
     let mcp = zu_mcp::start(
         &settings.file.mcp,
         &settings.base,
         &mut loaded.registry,
-        load::mcp_jailer(),
+        load::mcp_jailer(private),
     );
     Ok((loaded, mcp))
 }

@@ -8,8 +8,8 @@ use std::sync::{Mutex, Weak};
 
 /// A live gate: it notes what it has already been asked before a take.
 pub trait Gate: Send + Sync {
-    /// Returns once every connection made to it so far is noted (bounded).
-    fn settle(&self);
+    /// Returns once every connection made to it so far is noted, or at `until`.
+    fn settle(&self, until: std::time::Instant);
 }
 
 static GATES: Mutex<Vec<Weak<dyn Gate>>> = Mutex::new(Vec::new());
@@ -34,17 +34,18 @@ pub struct Reach {
     pub allowed: bool,
 }
 
-/// Distinct reaches kept between two takes; past it, further new ones are
-/// counted under one entry (a plugin cannot grow zu's memory by asking for
-/// endless names).
-const MAX_DISTINCT: usize = 256;
+/// Distinct reaches kept per plugin between two takes; past it, its further
+/// new ones are counted under one entry (a plugin cannot grow zu's memory by
+/// asking for endless names, nor crowd out another plugin's reaches).
+const MAX_DISTINCT: usize = 64;
 
 static NOTES: Mutex<BTreeMap<Reach, u64>> = Mutex::new(BTreeMap::new());
 
 /// Notes one reach.
 pub fn note(reach: Reach) {
     let mut notes = NOTES.lock().unwrap_or_else(|p| p.into_inner());
-    let key = if notes.len() >= MAX_DISTINCT && !notes.contains_key(&reach) {
+    let full = || notes.keys().filter(|r| r.plugin == reach.plugin).count() >= MAX_DISTINCT;
+    let key = if !notes.contains_key(&reach) && full() {
         Reach {
             host: "(more hosts)".into(),
             port: None,
@@ -65,7 +66,9 @@ pub fn take() -> Vec<(Reach, u64)> {
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    live.iter().for_each(|g| g.settle());
+    // One second for all of them: a gate kept busy cannot hold a run longer.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    live.iter().for_each(|g| g.settle(until));
     let mut notes = NOTES.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::take(&mut *notes).into_iter().collect()
 }
@@ -89,9 +92,21 @@ mod tests {
         for i in 0..1000 {
             note(reach(format!("n{i}"), false));
         }
+        note(Reach {
+            plugin: "tools.other".into(),
+            ..reach("c".into(), false)
+        });
         let notes = take();
-        assert_eq!(notes.len(), MAX_DISTINCT + 1, "bounded, plus the overflow entry");
+        assert_eq!(
+            notes.len(),
+            MAX_DISTINCT + 2,
+            "bounded per plugin, plus the overflow entry"
+        );
         assert!(notes.contains(&(reach("a".into(), true), 2)));
+        assert!(
+            notes.iter().any(|(r, _)| r.plugin == "tools.other" && r.host == "c"),
+            "not crowded out"
+        );
         assert!(take().is_empty(), "taken once");
     }
 }

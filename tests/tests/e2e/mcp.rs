@@ -463,6 +463,8 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
         attempt(json!({"what": "kill_parent"})),
         // A program of the system paths its sandbox does not list.
         attempt(json!({"what": "exec", "program": "/usr/bin/id"})),
+        // zu.toml, in the working directory the server reads.
+        attempt(json!({"what": "read", "path": s.dir.path().join("zu.toml")})),
         {"text": "{\"ok\": true}"}
     ]);
     let (result, events, out) = run_with(&s, script, &[], &[("HOME", home.to_str().unwrap())]);
@@ -471,7 +473,7 @@ fn a_stdio_server_that_declares_nothing_runs_in_the_sandbox() {
         .iter()
         .map(|p| p["content"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(said.len(), 6, "{said:?}");
+    assert_eq!(said.len(), 7, "{said:?}");
     for (i, text) in said.iter().enumerate() {
         assert!(text.starts_with("denied:"), "attempt {i}: {text}");
     }

@@ -221,6 +221,7 @@ fn a_declared_capability_allows_that_and_no_more() {
         ),
         attempt("granted_net", json!({"try": "connect", "addr": addr})),
         attempt("granted_net", json!({"try": "connect", "addr": address})),
+        attempt("granted_exec", json!({"try": "clone_newuser"})),
         // In the working directory it reads, zu.toml and the run's log are not its.
         attempt(
             "granted_read",
@@ -247,7 +248,7 @@ fn a_declared_capability_allows_that_and_no_more() {
         String::from_utf8_lossy(&r.out.stderr)
     );
     let o = &r.observations;
-    assert_eq!(o.len(), 14, "{o:?}");
+    assert_eq!(o.len(), 15, "{o:?}");
     assert_eq!(
         o[0]["ok"], "in the working directory",
         "fs:read reads the working directory"
@@ -276,11 +277,12 @@ fn a_declared_capability_allows_that_and_no_more() {
     let mut got = String::new();
     by_address.accept().unwrap().0.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hello from a plugin");
+    assert_eq!(o[12]["errno"], libc::EPERM, "subprocess makes no namespaces: {}", o[12]);
     assert!(
-        denied(&o[12]) && denied(&o[13]),
+        denied(&o[13]) && denied(&o[14]),
         "zu.toml and the log: {} {}",
-        o[12],
-        o[13]
+        o[13],
+        o[14]
     );
     // The run's log says which sandbox each tool ran in.
     let applied: Value = r

@@ -256,7 +256,7 @@ impl Supervisor {
             }
             Ok(FromChild::Constructed { error: Some(e), .. }) => Err(e),
             Ok(other) => {
-                state.child = None;
+                state.child.take().map(|mut c| c.kill());
                 Err(self.load_error(kind, name, Failure::Protocol(format!("{other:?}"))))
             }
             Err(f) => {

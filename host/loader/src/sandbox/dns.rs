@@ -28,7 +28,15 @@ fn question(query: &[u8]) -> Option<(String, usize)> {
         if len > 63 || at + len > query.len() || labels.iter().map(|l| l.len() + 1).sum::<usize>() + len > 255 {
             return None;
         }
-        labels.push(String::from_utf8_lossy(&query[at..at + len]).to_ascii_lowercase());
+        let label = &query[at..at + len];
+        // Host names only: nothing a terminal or a log line could take for more.
+        if !label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return None;
+        }
+        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
         at += len;
     }
     be16(query, at + 2)?;
@@ -126,6 +134,10 @@ mod tests {
         let mut q = query("a.b", 1);
         q[12] = 200; // a label longer than the packet
         let (bad, refused) = answer(&q, granted).unwrap();
+        assert_eq!((be16(&bad, 2).unwrap() & 0x000F, refused), (FORMERR, None));
+        let mut escape = query("a.b", 1);
+        escape[13] = 0x1b; // ESC in a label
+        let (bad, refused) = answer(&escape, granted).unwrap();
         assert_eq!((be16(&bad, 2).unwrap() & 0x000F, refused), (FORMERR, None));
         for len in 0..40 {
             let _ = answer(&query("x.example.com", 1)[..len.min(31)], granted);

@@ -36,16 +36,29 @@ impl Policy {
                 }
                 None => "denied",
             },
+            // Where the host found namespaces, it expected scoping: without
+            // it, no network at all. Where it found none, `net` is open as
+            // the host reported (and `required` refused).
+            (true, _) if self.namespaces => {
+                eprintln!("zu sandbox: no network namespace could be made here; this process gets no network");
+                "denied"
+            }
             (true, _) => "unscoped",
         };
+        // Denied after all: no sockets, as for a plugin without `net`.
+        let closed = Policy {
+            net: false,
+            ..self.clone()
+        };
+        let effective = if self.net && net == "denied" { &closed } else { self };
         let namespace = entered.is_ok();
         if namespace {
             // Counted in its own user namespace: its own processes only.
             limits &= self.limits.apply_processes();
         }
         namespace::drop_capabilities();
-        let (files, landlock_abi) = files::restrict(self, own);
-        let syscalls = syscalls::install(self);
+        let (files, landlock_abi) = files::restrict(effective, own);
+        let syscalls = syscalls::install(effective);
         Applied {
             files,
             landlock_abi,

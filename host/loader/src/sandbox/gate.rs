@@ -26,6 +26,10 @@ const HANDOVER: Duration = Duration::from_secs(30);
 const MAX_OPEN: usize = 64;
 /// How long a connection to a granted host may take.
 const CONNECT: Duration = Duration::from_secs(10);
+/// Name questions answered per round of the serving loop.
+const MAX_QUESTIONS: usize = 64;
+/// How long a write to either end of a connection may block.
+const WRITE: Duration = Duration::from_secs(30);
 /// How often waiting threads look whether the gate was closed.
 const TICK: i32 = 250;
 
@@ -44,9 +48,12 @@ impl egress::Gate for Shared {
     /// Waits (up to a second) until no forwarder holds a connection not yet
     /// taken, nor the serving thread one not yet noted: a plugin's connect
     /// returns once the kernel queued it, before the gate took it.
-    fn settle(&self) {
-        let until = Instant::now() + Duration::from_secs(1);
+    fn settle(&self, until: Instant) {
+        // The forwarders only: a name is noted before it is answered.
         let mut polls = readers(&self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
+        if !polls.is_empty() {
+            polls.remove(0);
+        }
         while Instant::now() < until && !self.closed.load(Ordering::SeqCst) {
             // SAFETY: poll reads and writes the pollfds we own, without waiting.
             let pending = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) } > 0;
@@ -236,7 +243,12 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
         }
         shared.busy.store(true, Ordering::SeqCst);
         if polls[0].revents != 0 {
-            while let Ok((n, from)) = resolver.recv_from(&mut packet) {
+            // A bounded batch a round: a flood of questions cannot keep the
+            // gate from its forwarders (or a run from taking its notes).
+            for _ in 0..MAX_QUESTIONS {
+                let Ok((n, from)) = resolver.recv_from(&mut packet) else {
+                    break;
+                };
                 let Some((reply, refused)) = dns::answer(&packet[..n], |name| netns::address_of(forwards, name)) else {
                     continue;
                 };
@@ -280,21 +292,43 @@ fn serve(shared: &Arc<Shared>, sockets: Vec<OwnedFd>, forwards: &[Forward]) {
 /// are done (or the gate closes).
 fn relay(shared: &Shared, inside: TcpStream, f: &Forward) {
     let _ = inside.set_nonblocking(false);
+    // A granted name reaches what it names, not this machine or the cloud's
+    // metadata service because its DNS says so (an address literal, or
+    // `localhost`, is granted as what it is).
+    let literal = f.host == "localhost" || f.host.parse::<std::net::IpAddr>().is_ok();
     let outside = (f.host.as_str(), f.port).to_socket_addrs().ok().and_then(|addrs| {
         addrs
             .into_iter()
+            .filter(|a| literal || !local(a.ip()))
             .find_map(|a| TcpStream::connect_timeout(&a, CONNECT).ok())
     });
     let Some(outside) = outside else {
         tracing::info!(host = %f.host, port = f.port, "egress: the granted host did not answer");
         return;
     };
+    // A peer that stops reading ends the relay, not a thread of zu's forever.
+    for s in [&inside, &outside] {
+        let _ = s.set_write_timeout(Some(WRITE));
+    }
     let pairs = [(&inside, &outside), (&outside, &inside)];
     std::thread::scope(|scope| {
         for (from, to) in pairs {
             scope.spawn(move || copy(shared, from, to));
         }
     });
+}
+
+/// Loopback, link-local (the metadata service) or unspecified.
+fn local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| local(v4.into()))
+        }
+    }
 }
 
 fn copy(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream) {
@@ -312,5 +346,6 @@ fn copy(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
     if shared.closed.load(Ordering::SeqCst) {
         let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
     }
 }

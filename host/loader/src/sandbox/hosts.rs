@@ -17,11 +17,19 @@ struct Entry {
 }
 
 fn valid_host(h: &str) -> bool {
+    if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+        return !ip.is_unspecified();
+    }
+    // A name whose last label is a number (`127.1`, `2130706433`) or that
+    // spells one in hex (`0x7f000001`) is an address to the C library:
+    // not a name, so not a way to hide one.
+    let last = h.rsplit('.').next().unwrap_or_default();
     !h.is_empty()
         && h.len() <= 253
-        && (h.parse::<std::net::IpAddr>().is_ok()
-            || h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_'))
+        && !last.bytes().all(|b| b.is_ascii_digit())
+        && !h.split('.').any(|l| l.starts_with("0x"))
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a URL's authority.
@@ -80,11 +88,32 @@ fn expand(e: &Entry) -> Vec<String> {
     }
 }
 
-/// The URLs' hosts among a config's string values.
+/// The hosts of the URLs a config gives under a URL's key (`url`,
+/// `base_url`, `*_url`, `*_urls`), at any depth: not any string that looks
+/// like one (an example in a prompt, a deny list).
 fn config_hosts(config: &Value, out: &mut Vec<Entry>) {
+    let is_url_key = |k: &str| k == "url" || k.ends_with("_url") || k.ends_with("_urls");
+    let urls = |v: &Value, out: &mut Vec<Entry>| match v {
+        Value::String(s) if s.len() < 4096 => out.extend(parse(s).filter(|_| s.contains("://"))),
+        Value::Array(items) => out.extend(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|s| s.contains("://") && s.len() < 4096)
+                .filter_map(parse),
+        ),
+        _ => {}
+    };
     match config {
-        Value::String(s) if s.contains("://") && s.len() < 4096 => out.extend(parse(s)),
-        Value::Object(map) => map.values().for_each(|v| config_hosts(v, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if is_url_key(k) {
+                    urls(v, out);
+                } else {
+                    config_hosts(v, out);
+                }
+            }
+        }
         Value::Array(items) => items.iter().for_each(|v| config_hosts(v, out)),
         _ => {}
     }
@@ -130,6 +159,15 @@ pub fn reached(declared: &[String], granted: Option<&[String]>, config: &Value) 
     }
     let mut named = Vec::new();
     config_hosts(config, &mut named);
+    // Under a grant, only what it allows: a grant narrows, never widens.
+    if let Some(granted) = granted {
+        let allowed: Vec<Entry> = granted.iter().filter_map(|g| parse(g)).collect();
+        named.retain(|n| {
+            allowed
+                .iter()
+                .any(|a| a.host == n.host && (a.port.is_none() || a.port == n.port))
+        });
+    }
     out.extend(named.iter().flat_map(expand));
     out.sort();
     out.dedup();
@@ -165,6 +203,15 @@ mod tests {
         );
         let narrowed = reached(&s(&["api.openai.com"]), Some(&s(&["api.openai.com:443"])), &Value::Null).unwrap();
         assert_eq!(narrowed, s(&["api.openai.com:443"]));
+        let config = json!({"base_url": "http://127.0.0.1:8080/v1", "prompt": "see https://evil.example.org"});
+        let narrowed = reached(&s(&["api.openai.com"]), Some(&s(&["api.openai.com:443"])), &config).unwrap();
+        assert_eq!(
+            narrowed,
+            s(&["api.openai.com:443"]),
+            "a grant keeps the config's hosts out too"
+        );
+        let open = reached(&s(&["*"]), None, &config).unwrap();
+        assert_eq!(open, s(&["127.0.0.1:8080"]), "only a URL's key names a host");
         assert_eq!(reached(&s(&["*"]), Some(&s(&["*"])), &Value::Null).unwrap(), s(&["*"]));
         assert_eq!(
             reached(&s(&["*"]), Some(&s(&["[::1]:99", "x.org:1"])), &Value::Null).unwrap(),
@@ -180,7 +227,19 @@ mod tests {
             &Value::Null,
         );
         assert!(port.is_err(), "another port is wider");
-        for bad in ["a b", "host:99999", "host:0", "", "[::1", "x/y"] {
+        for bad in [
+            "a b",
+            "host:99999",
+            "host:0",
+            "",
+            "[::1",
+            "x/y",
+            "127.1:80",
+            "2130706433",
+            "0x7f000001",
+            "0.0.0.0:80",
+            "[::]:80",
+        ] {
             assert!(reached(&s(&["*"]), Some(&s(&[bad])), &Value::Null).is_err(), "{bad:?}");
         }
     }

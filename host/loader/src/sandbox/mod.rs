@@ -180,7 +180,7 @@ fn config_paths(config: &Value, cwd: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     match config {
         Value::String(s) if looks_like_path(s) => {
-            let p = cwd.join(s);
+            let p = real(&cwd.join(s));
             if p.exists() {
                 out.push(p);
             } else if let Some(dir) = p.ancestors().skip(1).find(|d| d.is_dir()) {
@@ -194,6 +194,29 @@ fn config_paths(config: &Value, cwd: &Path) -> Vec<PathBuf> {
         _ => {}
     }
     out
+}
+
+/// `path` with `..` and symbolic links resolved — as far as it exists, the
+/// rest appended — so that what it is compared with (the protected and
+/// private paths, canonical) is what Landlock will be given.
+pub(crate) fn real(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let mut rest = Vec::new();
+    let mut base = path;
+    while let Some(parent) = base.parent() {
+        rest.push(base.file_name().map(|n| n.to_owned()));
+        if let Ok(p) = parent.canonicalize() {
+            // What does not exist yet may not climb out either.
+            if rest.iter().all(|r| r.is_some()) {
+                return rest.into_iter().rev().flatten().fold(p, |acc, n| acc.join(n));
+            }
+            return p;
+        }
+        base = parent;
+    }
+    path.to_owned()
 }
 
 /// Whether `dir` is, or holds, one of `protected`.
@@ -320,12 +343,7 @@ impl Policy {
                 p.read.push(cwd.to_owned());
             }
             p.read.extend(named.iter().cloned());
-            // zu.toml and others' logs stay out, wherever they sit.
-            p.read = p
-                .read
-                .iter()
-                .flat_map(|r| readable_except(r, fence.private, 4))
-                .collect();
+            p.keep_out_of_reads(fence.private);
         }
         if has(CAP_FS_WRITE) {
             p.scratch = true;
@@ -347,8 +365,8 @@ impl Policy {
             }
         }
         if let Some(g) = grant {
-            p.read.extend(g.read.iter().map(|r| cwd.join(r)));
-            p.write.extend(g.write.iter().map(|w| cwd.join(w)));
+            p.read.extend(g.read.iter().map(|r| real(&cwd.join(r))));
+            p.write.extend(g.write.iter().map(|w| real(&cwd.join(w))));
             p.env.extend(g.env.iter().cloned());
             if let Some(l) = &g.limits {
                 p.limits = l.clone();
@@ -384,6 +402,12 @@ impl Policy {
         p.env.sort();
         p.env.dedup();
         Ok(p)
+    }
+
+    /// Takes `private` files (zu.toml, others' logs) out of what it reads,
+    /// wherever they sit in it.
+    pub fn keep_out_of_reads(&mut self, private: &[PathBuf]) {
+        self.read = self.read.iter().flat_map(|r| readable_except(r, private, 4)).collect();
     }
 
     /// With `net`, whether it reaches the open network (granted `*`).
@@ -581,5 +605,29 @@ mod tests {
             sink.missing_here().iter().any(|m| m.contains("zu.toml")),
             "required refuses it"
         );
+    }
+
+    #[test]
+    fn a_config_path_that_climbs_out_is_judged_where_it_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let proj = home.join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        let protected = [home.canonicalize().unwrap()];
+        // `../runs.db` from the project is a log in the home directory: its
+        // directory is the home directory, which no sandbox may write.
+        let e = Policy::for_plugin(
+            &info(Kind::Sinks, "s", SINK),
+            &json!({"path": "../runs.db"}),
+            &proj,
+            None,
+            &fence(&protected),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("directory of its own"), "{e}");
+        let home = home.canonicalize().unwrap();
+        assert_eq!(real(&proj.join("../new.db")), home.join("new.db"));
+        // A `..` past what is missing: the part that exists, never above it.
+        assert_eq!(real(&proj.join("missing/../../new.db")), proj.canonicalize().unwrap());
     }
 }

@@ -127,11 +127,11 @@ impl Policy {
         p.exec.extend([package(command), package(&real)].into_iter().flatten());
         p.exec.extend(interpreters(command));
         p.exec.extend(LOADERS.iter().map(PathBuf::from).filter(|l| l.exists()));
-        p.exec.extend(exec.iter().map(|e| cwd.join(e)));
+        p.exec.extend(exec.iter().map(|e| super::real(&cwd.join(e))));
         p.read.push(cwd.to_owned());
         p.read.extend(args.iter().map(|a| cwd.join(a)).filter(|a| a.exists()));
-        p.read.extend(read.iter().map(|r| cwd.join(r)));
-        p.write.extend(write.iter().map(|w| cwd.join(w)));
+        p.read.extend(read.iter().map(|r| super::real(&cwd.join(r))));
+        p.write.extend(write.iter().map(|w| super::real(&cwd.join(w))));
         Ok(p)
     }
 }

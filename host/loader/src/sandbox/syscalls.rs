@@ -4,7 +4,8 @@
 //! of a new process. Without `net`: no socket; with it, only internet and
 //! netlink ones. Always: no `ptrace`, `process_vm_*`, io_uring, BPF,
 //! keyrings, mounts, namespaces, leaving the process group (`setsid`,
-//! `setpgid`), or changing another process's limits or scheduling.
+//! `setpgid`), a `clone` that makes a namespace, or changing another
+//! process's limits or scheduling; on x86_64, no x32-ABI call.
 
 use std::collections::BTreeMap;
 
@@ -70,17 +71,31 @@ fn programs(policy: &Policy, arch: TargetArch) -> Result<[BpfProgram; 2], seccom
     for call in ALWAYS_DENIED {
         rules.insert(*call, vec![]);
     }
+    // A clone that makes a namespace (as unshare would): never.
+    let mut clone_rules: Vec<SeccompRule> = [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWCGROUP,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+    ]
+    .iter()
+    .map(|flag| {
+        let flag = *flag as u32 as u64;
+        rule(vec![arg(0, SeccompCmpOp::MaskedEq(flag), flag)])
+    })
+    .collect();
     if !policy.subprocess {
         for call in [libc::SYS_execve, libc::SYS_execveat, libc::SYS_fork, libc::SYS_vfork] {
             rules.insert(call, vec![]);
         }
         // A clone without CLONE_THREAD is a new process; threads stay allowed.
         let thread = libc::CLONE_THREAD as u64;
-        rules.insert(
-            libc::SYS_clone,
-            vec![rule(vec![arg(0, SeccompCmpOp::MaskedEq(thread), 0)])],
-        );
+        clone_rules.push(rule(vec![arg(0, SeccompCmpOp::MaskedEq(thread), 0)]));
     }
+    rules.insert(libc::SYS_clone, clone_rules);
     // Sockets: without `net`, none at all (a socket file is a way out that
     // Landlock before ABI 9 cannot close: docker.sock, a session bus); with
     // it, the internet families and netlink (name lookups), never AF_UNIX.
