@@ -35,32 +35,43 @@ pub fn split(entry: &str) -> Option<(String, u16)> {
 /// its address, and each name (`localhost` too: zu's own) gets an address of
 /// its own in 127.77.0.0/16, the same for all its ports.
 pub fn plan(hosts: &[String]) -> Vec<Forward> {
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<(String, IpAddr)> = Vec::new();
     let mut out: Vec<Forward> = Vec::new();
-    let entries = hosts
+    let entries: Vec<(String, u16)> = hosts
         .iter()
         .filter_map(|h| split(h))
         // An IPv6 address other than ::1 cannot be given to the namespace's
         // loopback device here: not forwarded (the docs say so).
         .filter(|(host, _)| !host.parse::<std::net::Ipv6Addr>().is_ok_and(|v6| !v6.is_loopback()))
         .take(MAX_FORWARDS)
-        .map(|(host, port)| {
-            let ip = match host.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) => {
-                    let i = names.iter().position(|n| *n == host).unwrap_or_else(|| {
-                        names.push(host.clone());
-                        names.len() - 1
-                    }) + 1;
-                    IpAddr::V4(Ipv4Addr::new(127, 77, (i >> 8) as u8, i as u8))
+        .collect();
+    // A name's address is one no granted literal holds.
+    let literals: Vec<IpAddr> = entries.iter().filter_map(|(h, _)| h.parse().ok()).collect();
+    let mut next = 0u16;
+    let entries = entries.into_iter().map(|(host, port)| {
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => match names.iter().find(|(n, _)| *n == host) {
+                Some((_, ip)) => *ip,
+                None => {
+                    let ip = loop {
+                        next += 1;
+                        let ip = IpAddr::V4(Ipv4Addr::new(127, 77, (next >> 8) as u8, next as u8));
+                        if !literals.contains(&ip) {
+                            break ip;
+                        }
+                    };
+                    names.push((host.clone(), ip));
+                    ip
                 }
-            };
-            Forward {
-                listen: SocketAddr::new(ip, port),
-                host,
-                port,
-            }
-        });
+            },
+        };
+        Forward {
+            listen: SocketAddr::new(ip, port),
+            host,
+            port,
+        }
+    });
     for f in entries {
         if !out.iter().any(|o| o.listen == f.listen) {
             out.push(f);
@@ -300,6 +311,12 @@ mod tests {
         let file = hosts_file(&p);
         assert_eq!(file.matches("api.example.com").count(), 1, "{file}");
         assert!(file.contains("127.0.0.1 localhost"), "{file}");
+        let shadow = plan(&["127.77.0.1:443".to_owned(), "api.example.com:443".to_owned()]);
+        assert_eq!(
+            shadow[1].listen,
+            "127.77.0.2:443".parse().unwrap(),
+            "a literal's address is not a name's"
+        );
         let local = plan(&["localhost:5432".to_owned()]);
         assert_eq!(
             local[0].listen,
