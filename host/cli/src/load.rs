@@ -54,7 +54,7 @@ pub struct FileContainment {
     /// `[grants.KIND.NAME]`, its paths already relative to the file's directory.
     pub grants: BTreeMap<String, BTreeMap<String, zu_loader::sandbox::Grant>>,
     pub origin: String,
-    /// zu.toml itself: no plugin reads it.
+    /// zu.toml itself (canonical, when it exists): no plugin reads it.
     pub settings_file: Option<std::path::PathBuf>,
 }
 
@@ -72,7 +72,7 @@ impl FileContainment {
             isolation: std::mem::take(&mut settings.file.isolation),
             grants,
             origin: settings.path.display().to_string(),
-            settings_file: std::path::absolute(&settings.path).ok().filter(|p| p.exists()),
+            settings_file: settings.path.canonicalize().ok(),
         }
     }
 }
@@ -129,11 +129,8 @@ impl IsolationFlags {
             p.isolate
                 .insert(plugin_key(key, "--isolate")?, mode(value, "--isolate")?);
         }
-        p.private_files.extend(
-            file.settings_file
-                .iter()
-                .map(|f| (f.canonicalize().unwrap_or_else(|_| f.clone()), None)),
-        );
+        p.private_files
+            .extend(file.settings_file.iter().map(|f| (f.clone(), None)));
         Ok(p)
     }
 }
@@ -280,7 +277,7 @@ pub fn mcp_jailer(private: Vec<std::path::PathBuf>) -> Option<zu_mcp::Jailer> {
     let exe = std::env::current_exe().ok()?;
     Some(std::sync::Arc::new(
         move |name: &str, c: &zu_mcp::ServerConfig, command: &std::path::Path, cwd: &std::path::Path| {
-            let policy = zu_loader::sandbox::Policy::for_server(
+            let mut policy = zu_loader::sandbox::Policy::for_server(
                 command,
                 &c.args,
                 cwd,
@@ -292,7 +289,6 @@ pub fn mcp_jailer(private: Vec<std::path::PathBuf>) -> Option<zu_mcp::Jailer> {
                 &c.exec,
             )
             .map_err(|e| e.to_string())?;
-            let mut policy = policy;
             policy.keep_out_of_reads(&private);
             if let Some(limits) = &c.limits {
                 policy.limits = serde_json::from_value(limits.clone()).map_err(|e| format!("limits: {e}"))?;

@@ -100,7 +100,7 @@ pub(crate) fn load_listed(
     configs.extend(parse_config_args(flag_configs)?);
     let mut protection = isolation.protection(&load::FileContainment::take_from(&mut settings))?;
     protection.rescan = rescan;
-    let private = protection.private_files.iter().map(|(f, _)| f.clone()).collect();
+    let private = protection.private_paths();
     let mut loaded = load::load(load::Source::Dirs(dirs), configs, config_flag, protection)?;
     let mcp = zu_mcp::start(
         &settings.file.mcp,

@@ -67,8 +67,8 @@ pub struct Protection {
     pub rescan: bool,
     /// What particular plugins are granted beyond their default sandbox.
     pub grants: HashMap<(Kind, String), crate::sandbox::Grant>,
-    /// Files no plugin reads (nor writes a directory holding them) unless it
-    /// is the one named with the file: zu.toml, the run's log (its sink's).
+    /// Files no plugin reads: the settings file (no owner: zu.toml) and the
+    /// run's log, which only the sink named with it reads and writes beside.
     pub private_files: Vec<(PathBuf, Option<(Kind, String)>)>,
     /// Plugin processes run in their sandbox (default). `false` only for
     /// measuring what the sandbox costs (`zu-bench`); `zu` never sets it.
@@ -89,6 +89,12 @@ impl Protection {
             private_files: Vec::new(),
             sandbox: true,
         }
+    }
+
+    /// The private files, whoever they belong to (what an MCP server, which
+    /// owns none, may not read).
+    pub fn private_paths(&self) -> Vec<PathBuf> {
+        self.private_files.iter().map(|(f, _)| f.clone()).collect()
     }
 }
 
@@ -158,21 +164,20 @@ impl Protected {
         protected: &[PathBuf],
     ) -> Result<Policy, crate::sandbox::GrantTooWide> {
         let key = (info.kind, info.name.clone());
-        let private: Vec<PathBuf> = self
-            .settings
-            .private_files
-            .iter()
-            .filter(|(_, owner)| owner.as_ref() != Some(&key))
-            .map(|(f, _)| f.clone())
-            .collect();
-        let grant = self.settings.grants.get(&key);
-        Policy::for_plugin(
-            info,
-            config,
-            cwd,
-            grant,
-            &crate::sandbox::Fence::new(protected, &private),
-        )
+        let (mut settings, mut logs) = (Vec::new(), Vec::new());
+        for (file, owner) in &self.settings.private_files {
+            match owner {
+                None => settings.push(file.clone()),
+                Some(o) if *o != key => logs.push(file.clone()),
+                Some(_) => {}
+            }
+        }
+        let fence = crate::sandbox::Fence {
+            protected,
+            settings: &settings,
+            logs: &logs,
+        };
+        Policy::for_plugin(info, config, cwd, self.settings.grants.get(&key), &fence)
     }
 
     pub(crate) fn supervisor(&self, file: &Path, display: &Path, policy: Policy) -> Arc<Supervisor> {

@@ -125,7 +125,7 @@ impl Server {
     async fn connect(&self) -> Result<(Live, Vec<Tool>), String> {
         let c = &self.config;
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut lost, mut process, mut gate) = (None, None, None);
+        let (mut lost, mut process, mut gate, mut gate_end) = (None, None, None, None);
         let (client, group) = match (&c.command, &c.url) {
             (Some(command), _) => {
                 let program = find(command)?;
@@ -143,7 +143,7 @@ impl Server {
                         jail_env = jail.env;
                         if let Some((keep, end)) = jail.gate {
                             (jail.pass)(cmd.as_std_mut(), &end);
-                            gate = Some((keep, Some(end)));
+                            (gate, gate_end) = (Some(keep), Some(end));
                         }
                         cmd
                     }
@@ -170,10 +170,7 @@ impl Server {
                 wrap.wrap(process_wrap::tokio::KillOnDrop);
                 let mut child = wrap.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
                 // The child has its own end of the gate now: ours closes.
-                if let Some((keep, end)) = gate.take() {
-                    drop(end);
-                    gate = Some((keep, None));
-                }
+                drop(gate_end.take());
                 let (Some(input), Some(output), err) = (
                     child.inner_mut().stdin().take(),
                     child.inner_mut().stdout().take(),
@@ -243,7 +240,7 @@ impl Server {
                 stderr,
                 lost,
                 process,
-                _gate: gate.map(|(keep, _)| keep),
+                _gate: gate,
             },
             tools,
         ))

@@ -71,8 +71,8 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
         run_config_hint,
         plan.protection.clone(),
     )?;
-    let private = plan.protection.private_files.iter().map(|(f, _)| f.clone()).collect();
-    let mcp = zu_mcp::start(&plan.mcp, &plan.base, &mut loaded.registry, load::mcp_jailer(private));
+    let jailer = load::mcp_jailer(plan.protection.private_paths());
+    let mcp = zu_mcp::start(&plan.mcp, &plan.base, &mut loaded.registry, jailer);
     let mut named = vec![(Kind::Providers, plan.provider.as_str())];
     named.extend(plan.sink.as_deref().map(|s| (Kind::Sinks, s)));
     named.extend(plan.tier_providers.values().map(|n| (Kind::Providers, n.as_str())));

@@ -401,8 +401,8 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     // The run's log is its sink's alone.
     let log = sink.as_ref().and_then(|name| {
         let c = configs.iter().find(|c| c.kind == Kind::Sinks && c.name == *name)?;
-        let path = std::path::absolute(c.value.get("path")?.as_str()?).ok()?;
-        Some((path.canonicalize().unwrap_or(path), Some((Kind::Sinks, name.clone()))))
+        let path = zu_loader::sandbox::real(&std::path::absolute(c.value.get("path")?.as_str()?).ok()?);
+        Some((path, Some((Kind::Sinks, name.clone()))))
     });
     protection.private_files.extend(log);
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();

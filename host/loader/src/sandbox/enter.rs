@@ -46,11 +46,16 @@ impl Policy {
             (true, _) => "unscoped",
         };
         // Denied after all: no sockets, as for a plugin without `net`.
-        let closed = Policy {
-            net: false,
-            ..self.clone()
+        let closed;
+        let effective = if self.net && net == "denied" {
+            closed = Policy {
+                net: false,
+                ..self.clone()
+            };
+            &closed
+        } else {
+            self
         };
-        let effective = if self.net && net == "denied" { &closed } else { self };
         let namespace = entered.is_ok();
         if namespace {
             // Counted in its own user namespace: its own processes only.

@@ -32,7 +32,7 @@ pub(super) fn config_paths(config: &Value, cwd: &Path) -> Vec<PathBuf> {
 /// `path` with `..` and symbolic links resolved — as far as it exists, the
 /// rest appended — so that what it is compared with (the protected and
 /// private paths, canonical) is what Landlock will be given.
-pub(crate) fn real(path: &Path) -> PathBuf {
+pub fn real(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {
         return p;
     }
@@ -58,18 +58,14 @@ pub(super) fn holds_any(dir: &Path, protected: &[PathBuf]) -> bool {
 }
 
 /// What a plugin's sandbox keeps out: `protected` (no plugin writes it, and
-/// a working directory holding it is not read by default) and `private`
-/// files (zu.toml, another plugin's log: neither read nor written, however
-/// they are reached).
+/// a working directory holding it is not read by default), the `settings`
+/// file (zu.toml: never read; a sink whose log sits beside it writes its
+/// directory, which `required` refuses) and other plugins' `logs` (never
+/// read, and no directory holding one is written).
 pub struct Fence<'a> {
     pub protected: &'a [PathBuf],
-    pub private: &'a [PathBuf],
-}
-
-impl<'a> Fence<'a> {
-    pub fn new(protected: &'a [PathBuf], private: &'a [PathBuf]) -> Self {
-        Fence { protected, private }
-    }
+    pub settings: &'a [PathBuf],
+    pub logs: &'a [PathBuf],
 }
 
 /// Whether `path` is one of `private` or a companion beside one (`-wal`,
@@ -95,12 +91,12 @@ pub(super) fn readable_except(path: &Path, private: &[PathBuf], depth: usize) ->
     if !private.iter().any(|f| f.starts_with(path)) {
         return vec![path.to_owned()];
     }
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return Vec::new();
-    };
     if depth == 0 {
         return Vec::new();
     }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .flat_map(|e| readable_except(&e.path(), private, depth - 1))

@@ -310,11 +310,10 @@ fn relay(shared: &Shared, inside: TcpStream, f: &Forward) {
     for s in [&inside, &outside] {
         let _ = s.set_write_timeout(Some(WRITE));
     }
-    let pairs = [(&inside, &outside), (&outside, &inside)];
+    // One direction on this thread, the other beside it.
     std::thread::scope(|scope| {
-        for (from, to) in pairs {
-            scope.spawn(move || copy(shared, from, to));
-        }
+        scope.spawn(|| copy(shared, &outside, &inside));
+        copy(shared, &inside, &outside);
     });
 }
 

@@ -26,9 +26,8 @@ use zu_plugin_api::ports::{CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SUBPROCESS};
 use zu_plugin_api::version::Kind;
 
 pub use enter::{enter, environment, jail, pass_gate, JAIL_COMMAND, POLICY_ENV};
-pub(crate) use fence::real;
 use fence::{config_paths, holds_any, readable_except};
-pub use fence::{protected_paths, Fence};
+pub use fence::{protected_paths, real, Fence};
 pub use gate::{Gate, GATE_ENV};
 pub use hosts::EGRESS_OPEN;
 pub use limits::Limits;
@@ -234,7 +233,7 @@ impl Policy {
                 p.read.push(cwd.to_owned());
             }
             p.read.extend(named.iter().cloned());
-            p.keep_out_of_reads(fence.private);
+            p.keep_out_of_reads(&[fence.settings, fence.logs].concat());
         }
         if has(CAP_FS_WRITE) {
             p.scratch = true;
@@ -266,18 +265,19 @@ impl Policy {
         // Another plugin's log is never reachable; zu.toml beside a log is
         // (Landlock grants a directory whole, and the log's companions are
         // made there), which `required` refuses (`missing_here`).
-        for w in &p.write {
-            for held in fence.private.iter().filter(|h| h.starts_with(w)) {
-                if held.file_name().is_none_or(|n| n != "zu.toml") {
-                    return Err(GrantTooWide(format!(
-                        "its sandbox would write {}, which holds {} (another plugin's log); give it a directory of its own",
-                        w.display(),
-                        held.display()
-                    )));
-                }
-                p.writes_private = Some(held.clone());
-            }
+        if let Some(w) = p.write.iter().find(|w| holds_any(w, fence.logs)) {
+            let held = fence.logs.iter().find(|h| h.starts_with(w)).expect("held");
+            return Err(GrantTooWide(format!(
+                "its sandbox would write {}, which holds {} (another plugin's log); give it a directory of its own",
+                w.display(),
+                held.display()
+            )));
         }
+        p.writes_private = fence
+            .settings
+            .iter()
+            .find(|f| p.write.iter().any(|w| f.starts_with(w)))
+            .cloned();
         if let Some(w) = p.write.iter().find(|w| holds_any(w, protected)) {
             let held = protected.iter().find(|h| h.starts_with(w)).expect("held");
             return Err(GrantTooWide(format!(
@@ -367,7 +367,8 @@ mod tests {
     fn fence(protected: &[PathBuf]) -> Fence<'_> {
         Fence {
             protected,
-            private: &[],
+            settings: &[],
+            logs: &[],
         }
     }
 
@@ -469,10 +470,11 @@ mod tests {
             std::fs::create_dir_all(cwd.join(f).parent().unwrap()).unwrap();
             std::fs::write(cwd.join(f), "x").unwrap();
         }
-        let private = [cwd.join("zu.toml"), cwd.join("run.db")];
+        let (settings, log) = ([cwd.join("zu.toml")], [cwd.join("run.db")]);
         let fence = Fence {
             protected: &[],
-            private: &private,
+            settings: &settings,
+            logs: &log,
         };
         let reader = info(Kind::Tools, "r", &[CAP_FS_READ]);
         let p = Policy::for_plugin(&reader, &json!({"root": "."}), cwd, None, &fence).unwrap();
@@ -488,14 +490,24 @@ mod tests {
         assert!(e.to_string().contains("another plugin's log"), "{e}");
         let own = Fence {
             protected: &[],
-            private: &private[..1],
+            settings: &settings,
+            logs: &[],
         };
         let sink = Policy::for_plugin(&writer, &json!({"path": cwd.join("run.db")}), cwd, None, &own).unwrap();
-        assert_eq!(sink.writes_private.as_deref(), Some(private[0].as_path()));
+        assert_eq!(sink.writes_private.as_deref(), Some(settings[0].as_path()));
         assert!(
             sink.missing_here().iter().any(|m| m.contains("zu.toml")),
             "required refuses it"
         );
+        // A settings file by any name (--config-file prod.toml) is one.
+        let prod = [cwd.join("prod.toml")];
+        let other = Fence {
+            protected: &[],
+            settings: &prod,
+            logs: &[],
+        };
+        let sink = Policy::for_plugin(&writer, &json!({"path": cwd.join("run.db")}), cwd, None, &other).unwrap();
+        assert_eq!(sink.writes_private.as_deref(), Some(prod[0].as_path()));
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn plan(hosts: &[String]) -> Vec<Forward> {
     // A name's address is one no granted literal holds.
     let literals: Vec<IpAddr> = entries.iter().filter_map(|(h, _)| h.parse().ok()).collect();
     let mut next = 0u16;
-    let entries = entries.into_iter().map(|(host, port)| {
+    for (host, port) in entries {
         let ip = match host.parse::<IpAddr>() {
             Ok(ip) => ip,
             Err(_) => match names.iter().find(|(n, _)| *n == host) {
@@ -66,15 +66,9 @@ pub fn plan(hosts: &[String]) -> Vec<Forward> {
                 }
             },
         };
-        Forward {
-            listen: SocketAddr::new(ip, port),
-            host,
-            port,
-        }
-    });
-    for f in entries {
-        if !out.iter().any(|o| o.listen == f.listen) {
-            out.push(f);
+        let listen = SocketAddr::new(ip, port);
+        if !out.iter().any(|o| o.listen == listen) {
+            out.push(Forward { listen, host, port });
         }
     }
     out
