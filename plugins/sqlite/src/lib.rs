@@ -239,6 +239,9 @@ impl EventSink for SqliteSink {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(open) = std::mem::replace(&mut *guard, Err("the sqlite sink is closed".into())) {
             let path = open.path.clone();
+            if !open.read_only {
+                schema::checkpoint_and_empty(&open.conn);
+            }
             open.conn.close().map_err(|(_, e)| fail(&path, "cannot close", e))?;
         }
         Ok(())

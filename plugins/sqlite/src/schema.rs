@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use zu_plugin_api::PluginError;
 
@@ -130,11 +131,21 @@ pub fn open_for_writing(
     let mode: String =
         retrying(busy_timeout, || conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))).map_err(unusable)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        retrying(busy_timeout, || {
-            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-        })
-        .map_err(unusable)?;
+        // By way of a journal in memory: the switch then makes no
+        // `-journal` file (a sandboxed sink writes its log's files only).
+        for mode in ["MEMORY", "WAL"] {
+            retrying(busy_timeout, || {
+                conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get::<_, String>(0))
+            })
+            .map_err(unusable)?;
+        }
     }
+    // The `-wal` and `-shm` files stay when the last connection closes: a
+    // sandboxed sink may write them but not make them again, so another
+    // writer's close must not take them away. The sink empties the WAL when
+    // it closes instead (`checkpoint_and_empty`).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(unusable)?;
     let sync = if sync_each_commit { "FULL" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", sync).map_err(unusable)?;
     // Make it a log under the write lock, looking again: another process may
@@ -164,6 +175,13 @@ pub fn open_for_writing(
     .map_err(unusable)?
     .map_err(|tables| refuse(path, &tables))?;
     Ok(conn)
+}
+
+/// Before a writer closes: moves the WAL's pages into the log and empties
+/// the WAL (when no reader holds it), so no frames outlive the writers — a
+/// WAL with frames would be read into a database later moved over the path.
+pub fn checkpoint_and_empty(conn: &Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 /// A path as the path part of an SQLite `file:` URI (`?`, `#` and `%`

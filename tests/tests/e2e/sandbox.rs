@@ -222,6 +222,8 @@ fn a_declared_capability_allows_that_and_no_more() {
         attempt("granted_net", json!({"try": "connect", "addr": addr})),
         attempt("granted_net", json!({"try": "connect", "addr": address})),
         attempt("granted_exec", json!({"try": "clone_newuser"})),
+        // An IPv6 literal granted: its forwarder holds that address.
+        attempt("granted_net", json!({"try": "connect_only", "addr": "[fd00::7a75]:9"})),
         // In the working directory it reads, zu.toml and the run's log are not its.
         attempt(
             "granted_read",
@@ -238,7 +240,14 @@ fn a_declared_capability_allows_that_and_no_more() {
     let r = run(
         dir.path(),
         calls,
-        &["--allow-net", &by_name, "--allow-net", &by_addr],
+        &[
+            "--allow-net",
+            &by_name,
+            "--allow-net",
+            &by_addr,
+            "--allow-net",
+            "tools.granted_net=[fd00::7a75]:9",
+        ],
         &[],
     );
     assert_eq!(
@@ -248,13 +257,18 @@ fn a_declared_capability_allows_that_and_no_more() {
         String::from_utf8_lossy(&r.out.stderr)
     );
     let o = &r.observations;
-    assert_eq!(o.len(), 15, "{o:?}");
+    assert_eq!(o.len(), 16, "{o:?}");
     assert_eq!(
         o[0]["ok"], "in the working directory",
         "fs:read reads the working directory"
     );
     assert!(denied(&o[1]) && denied(&o[2]) && denied(&o[3]), "{o:?}");
-    assert_eq!(o[4]["ok"], "sent", "net connects to the granted host and port");
+    let err = String::from_utf8_lossy(&r.out.stderr);
+    assert_eq!(
+        o[4]["ok"], "sent",
+        "net connects to the granted host and port: {} {err}",
+        o[4]
+    );
     let mut got = String::new();
     listener.accept().unwrap().0.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hello from a plugin");
@@ -278,11 +292,12 @@ fn a_declared_capability_allows_that_and_no_more() {
     by_address.accept().unwrap().0.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hello from a plugin");
     assert_eq!(o[12]["errno"], libc::EPERM, "subprocess makes no namespaces: {}", o[12]);
+    assert_eq!(o[13]["ok"], "connected", "an IPv6 literal's forwarder: {}", o[13]);
     assert!(
-        denied(&o[13]) && denied(&o[14]),
+        denied(&o[14]) && denied(&o[15]),
         "zu.toml and the log: {} {}",
-        o[13],
-        o[14]
+        o[14],
+        o[15]
     );
     // The run's log says which sandbox each tool ran in.
     let applied: Value = r
@@ -322,6 +337,7 @@ fn a_declared_capability_allows_that_and_no_more() {
         observed,
         vec![
             json!({"plugin": "tools.granted_net", "host": "127.0.0.1", "port": by_address_port, "connections": 1}),
+            json!({"plugin": "tools.granted_net", "host": "fd00::7a75", "port": 9, "connections": 1}),
             json!({"plugin": "tools.granted_net", "host": "localhost", "port": port, "connections": 1}),
         ]
     );

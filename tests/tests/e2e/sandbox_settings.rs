@@ -280,3 +280,66 @@ fn fs_write_without_a_grant_writes_a_scratch_directory_of_its_own_and_nothing_el
     assert!(denied(&o[1]), "not the working directory: {}", o[1]);
     assert!(denied(&o[2]), "without fs:write, no scratch: {}", o[2]);
 }
+
+#[test]
+fn a_sinks_process_writes_its_own_logs_files_and_nothing_beside_them() {
+    let a = artifacts();
+    let plugins = plugin_dir(&[
+        a.fixture("hostile"),
+        a.lib("zu_plugin_scripted"),
+        a.lib("zu_plugin_sqlite"),
+    ]);
+    // zu runs elsewhere (`fs:read` reads the working directory by default).
+    let (dir, cwd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (secret, log) = (dir.path().join("secret.txt"), dir.path().join("run.log"));
+    std::fs::write(&secret, "kept").unwrap();
+    // zu.toml beside the log, as users keep it: no longer a reason to refuse.
+    std::fs::write(dir.path().join("zu.toml"), "").unwrap();
+    let script = json!({"responses": [{"text": "{\"done\": true}"}]}).to_string();
+    let zu = |sink: &str, config: Value| {
+        std::process::Command::new(&a.zu)
+            .args(["run", "--plugins", plugins.path().to_str().unwrap(), "--query", "q"])
+            .args(["--provider", "scripted", "--provider-config", &script])
+            .args(["--sink", sink, "--sink-config", &config.to_string()])
+            .args(["--tools", "", "--detectors", "", "--validators", ""])
+            .args(["--containment", "required"])
+            .current_dir(cwd.path())
+            .env_remove("ZU_PLUGIN_PATH")
+            .env("ZU_CACHE_DIR", crate::sandbox::cache_dir())
+            .output()
+            .unwrap()
+    };
+    let out = zu("hostile_log", json!({ "path": log }));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["type"], "hostile.tried", "{text}");
+    for (what, o) in lines[0]["tries"].as_object().unwrap() {
+        assert!(denied(o), "{what} beside its log: {o}");
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "kept");
+    assert!(!dir.path().join("secret.txt.planted").exists());
+    assert!(lines.len() > 3, "its own log holds the run: {text}");
+    // The SQLite sink makes a new log (and its directory) in its sandbox, and
+    // the log reads back.
+    let db = dir.path().join("new/run.db");
+    let out = zu("sqlite", json!({ "path": db }));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = std::process::Command::new(&a.zu)
+        .args([
+            "events",
+            "--plugins",
+            plugins.path().to_str().unwrap(),
+            "--sink",
+            "sqlite",
+        ])
+        .args(["--sink-config", &json!({ "path": db }).to_string(), "--json"])
+        .current_dir(dir.path())
+        .env("ZU_CACHE_DIR", crate::sandbox::cache_dir())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&events.stdout);
+    assert!(events.status.success(), "{}", String::from_utf8_lossy(&events.stderr));
+    assert!(listed.contains("harness.task.started"), "{listed}");
+}

@@ -12,6 +12,8 @@ impl Policy {
     /// the library copy); `gate` is the egress gate's descriptor. The
     /// process must still have one thread. Never undone.
     pub fn apply(&self, own: &[PathBuf], gate: Option<std::os::fd::RawFd>) -> Applied {
+        // Made while nothing is denied yet: Landlock names only what exists.
+        let logs = super::log_files::prepare(&self.write_files, self.make_files);
         let mut limits = self.limits.apply();
         let scoped = self.net && !self.open_network();
         // A network namespace too when `net` is scoped; failing that (some
@@ -62,7 +64,7 @@ impl Policy {
             limits &= self.limits.apply_processes();
         }
         namespace::drop_capabilities();
-        let (files, landlock_abi) = files::restrict(effective, own);
+        let (files, landlock_abi) = files::restrict(effective, own, &logs);
         let syscalls = syscalls::install(effective);
         Applied {
             files,

@@ -70,7 +70,7 @@ pub struct Fence<'a> {
 
 /// Whether `path` is one of `private` or a companion beside one (`-wal`,
 /// `-shm`, `-journal`: any name that begins with the file's).
-fn is_private(path: &Path, private: &[PathBuf]) -> bool {
+pub(super) fn is_private(path: &Path, private: &[PathBuf]) -> bool {
     private.iter().any(|f| {
         path == f
             || (path.parent() == f.parent()
@@ -103,6 +103,16 @@ pub(super) fn readable_except(path: &Path, private: &[PathBuf], depth: usize) ->
         .collect()
 }
 
+/// Whether `path` lies inside one of `protected` other than the home
+/// directory (the verdict cache, a plugin directory), where nothing is
+/// written even by name.
+pub(super) fn within_zu(path: &Path, protected: &[PathBuf]) -> bool {
+    let home = std::env::var_os("HOME").map(|h| real(Path::new(&h)));
+    protected
+        .iter()
+        .any(|p| Some(p) != home.as_ref() && path.starts_with(p))
+}
+
 /// What no plugin may write, and no plugin reads by default: the verdict
 /// cache, the plugin directories and the home directory (`zu`'s own files).
 pub fn protected_paths(cache: Option<&Path>, plugin_dirs: &[PathBuf]) -> Vec<PathBuf> {
@@ -112,6 +122,6 @@ pub fn protected_paths(cache: Option<&Path>, plugin_dirs: &[PathBuf]) -> Vec<Pat
     out.into_iter().map(|p| p.canonicalize().unwrap_or(p)).collect()
 }
 
-fn looks_like_path(s: &str) -> bool {
+pub(super) fn looks_like_path(s: &str) -> bool {
     !s.is_empty() && s.len() < 4096 && !s.contains("://") && !s.contains('\n') && (s.contains('/') || s.contains('.'))
 }

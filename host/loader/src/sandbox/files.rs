@@ -69,11 +69,12 @@ pub fn abi() -> i32 {
     i32::try_from(v).unwrap_or(0).max(0)
 }
 
-/// Restricts this process to `policy` (plus `own`, read-only): how much was
-/// enforced (`fully`, `partly`, `not`) and the ABI.
-pub fn restrict(policy: &Policy, own: &[PathBuf]) -> (String, i32) {
+/// Restricts this process to `policy` (plus `own`, read-only, and `logs`,
+/// files it reads and writes): how much was enforced (`fully`, `partly`,
+/// `not`) and the ABI.
+pub fn restrict(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> (String, i32) {
     let abi = abi();
-    let status = build(policy, own).and_then(|r| r.restrict_self().map_err(|e| e.to_string()));
+    let status = build(policy, own, logs).and_then(|r| r.restrict_self().map_err(|e| e.to_string()));
     let enforced = match status {
         Ok(s) => match s.ruleset {
             RulesetStatus::FullyEnforced => "fully",
@@ -88,7 +89,7 @@ pub fn restrict(policy: &Policy, own: &[PathBuf]) -> (String, i32) {
     (enforced.to_owned(), abi)
 }
 
-fn build(policy: &Policy, own: &[PathBuf]) -> Result<landlock::RulesetCreated, String> {
+fn build(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> Result<landlock::RulesetCreated, String> {
     let all = AccessFs::from_all(ABI_WANTED);
     let read = AccessFs::from_read(ABI_WANTED) & !BitFlags::from(AccessFs::Execute);
     let read_exec = AccessFs::from_read(ABI_WANTED);
@@ -125,6 +126,11 @@ fn build(policy: &Policy, own: &[PathBuf]) -> Result<landlock::RulesetCreated, S
         .add_rules(path_beneath_rules(
             &policy.write,
             all & !BitFlags::from(AccessFs::Execute),
+        ))
+        .map_err(e)?
+        .add_rules(path_beneath_rules(
+            logs,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
         ))
         .map_err(e)?;
     Ok(created)

@@ -13,7 +13,9 @@ mod files;
 mod gate;
 mod hosts;
 mod limits;
+mod log_files;
 mod namespace;
+mod netlink;
 mod netns;
 mod server;
 mod syscalls;
@@ -26,7 +28,7 @@ use zu_plugin_api::ports::{CAP_FS_READ, CAP_FS_WRITE, CAP_NET, CAP_SUBPROCESS};
 use zu_plugin_api::version::Kind;
 
 pub use enter::{enter, environment, jail, pass_gate, JAIL_COMMAND, POLICY_ENV};
-use fence::{config_paths, holds_any, readable_except};
+use fence::{config_paths, holds_any, is_private, readable_except, within_zu};
 pub use fence::{protected_paths, real, Fence};
 pub use gate::{Gate, GATE_ENV};
 pub use hosts::EGRESS_OPEN;
@@ -65,7 +67,15 @@ pub struct Policy {
     /// (`TMPDIR`), made when it starts and removed with it.
     #[serde(default)]
     pub scratch: bool,
-    /// A private file its write rights reach: zu.toml in its log's directory.
+    /// Files it reads and writes, with no right beside them: a sink's log
+    /// and an SQLite log's companions (those there when its process starts).
+    #[serde(default)]
+    pub write_files: Vec<PathBuf>,
+    /// Makes `write_files` (a writer's log) when its process starts.
+    #[serde(default)]
+    pub make_files: bool,
+    /// A private file its write rights reach: zu.toml in a directory it
+    /// writes (a grant, or the directory of a file a tool's config names).
     #[serde(default)]
     pub writes_private: Option<PathBuf>,
     /// The host found that processes may make namespaces here (so the
@@ -212,7 +222,20 @@ impl Policy {
                 }
             }
         }
-        let named = config_paths(config, cwd);
+        let mut named = config_paths(config, cwd);
+        // A sink writes its log's files alone, and reads no more of their
+        // directory; one that reads a log (zu events, zu serve: `read_only`)
+        // reads the directory, to follow a log replaced there, and writes nothing.
+        let (logs, log_dirs) = match kind == Kind::Sinks && has(CAP_FS_WRITE) {
+            true => log_files::named(config, cwd),
+            false => Default::default(),
+        };
+        named.retain(|n| !logs.iter().any(|f| f.starts_with(n)));
+        let reader = config.get("read_only") == Some(&Value::Bool(true));
+        if reader {
+            let dirs = logs.iter().filter_map(|f| f.parent().map(Path::to_path_buf));
+            named.extend(dirs.filter(|d| d.is_dir()));
+        }
         let mut p = Policy {
             subprocess: has(CAP_SUBPROCESS),
             net: has(CAP_NET),
@@ -237,14 +260,24 @@ impl Policy {
         }
         if has(CAP_FS_WRITE) {
             p.scratch = true;
-            // A file's directory: a database writes companions beside it (-wal, -shm).
-            p.write.extend(named.into_iter().map(|n| {
-                if n.is_file() {
-                    n.parent().map_or(n.clone(), Path::to_path_buf)
-                } else {
-                    n
+            if kind == Kind::Sinks {
+                // A reader writes an SQLite log's shared index (`-shm`) when
+                // it is there; it makes nothing.
+                p.write_files = logs;
+                if !reader {
+                    p.make_files = true;
+                    p.write.extend(log_dirs);
                 }
-            }));
+            } else {
+                // A file's directory: a database writes companions beside it (-wal, -shm).
+                p.write.extend(named.into_iter().map(|n| {
+                    if n.is_file() {
+                        n.parent().map_or(n.clone(), Path::to_path_buf)
+                    } else {
+                        n
+                    }
+                }));
+            }
         }
         if kind == Kind::Providers {
             // Only when zu has it: a policy that names nothing more is shared
@@ -262,9 +295,9 @@ impl Policy {
                 p.limits = l.clone();
             }
         }
-        // Another plugin's log is never reachable; zu.toml beside a log is
-        // (Landlock grants a directory whole, and the log's companions are
-        // made there), which `required` refuses (`missing_here`).
+        // Another plugin's log is never reachable; zu.toml in a directory it
+        // writes is (Landlock grants a directory whole), which `required`
+        // refuses (`missing_here`).
         if let Some(w) = p.write.iter().find(|w| holds_any(w, fence.logs)) {
             let held = fence.logs.iter().find(|h| h.starts_with(w)).expect("held");
             return Err(GrantTooWide(format!(
@@ -284,6 +317,20 @@ impl Policy {
                 "its sandbox would write {}, which holds {} (the verdict cache, a plugin directory or the home directory); put its log (or what it writes) in a directory of its own",
                 w.display(),
                 held.display()
+            )));
+        }
+        let zu_own = |w: &PathBuf| within_zu(w, protected);
+        if let Some(w) = p.write.iter().chain(&p.write_files).find(|w| zu_own(w)) {
+            return Err(GrantTooWide(format!(
+                "its sandbox would write {}, inside the verdict cache or a plugin directory; put its log (or what it writes) in a directory of its own",
+                w.display()
+            )));
+        }
+        let private = [fence.settings, fence.logs].concat();
+        if let Some(f) = p.write_files.iter().find(|f| is_private(f, &private)) {
+            return Err(GrantTooWide(format!(
+                "its log would be {}, which is zu's settings file or another plugin's log; give it a file of its own",
+                f.display()
             )));
         }
         p.read.sort();
@@ -334,7 +381,7 @@ impl Policy {
         }
         if let Some(f) = &self.writes_private {
             out.push(format!(
-                "files kept from {} (it writes the directory holding it: give its log a directory of its own)",
+                "files kept from {} (it writes the directory holding it: grant it a directory of its own)",
                 f.display()
             ));
         }
@@ -397,11 +444,8 @@ mod tests {
             &fence(&[]),
         )
         .unwrap();
-        assert_eq!(
-            p.write,
-            vec![dir.path().to_owned()],
-            "the directory of a log to be made"
-        );
+        assert_eq!(p.write_files, vec![log.clone()], "its log's file, not its directory");
+        assert!(p.write.is_empty());
         assert!(!p.net && !p.subprocess);
         let none = Policy::for_plugin(
             &info(Kind::Tools, "t", &[]),
@@ -438,17 +482,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("does not declare fs:write"), "{e}");
-        // A log beside the verdict cache: writing its directory would reach the cache.
+        // A log beside the verdict cache: its file is written, not the directory.
         let cache = dir.path().join("cache");
-        let e = Policy::for_plugin(
+        let beside = Policy::for_plugin(
             &info(Kind::Sinks, "s", SINK),
             &json!({"path": log}),
             cwd,
             None,
             &fence(&[cache]),
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("directory of its own"), "{e}");
+        .unwrap();
+        assert_eq!((beside.write, beside.write_files), (vec![], vec![log]));
         // A working directory that holds the home directory is not read by default.
         let home = [dir.path().join("home")];
         let reader = Policy::for_plugin(
@@ -511,24 +555,80 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_writes_its_own_logs_files_never_zu_toml_anothers_log_or_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().canonicalize().unwrap();
+        let cache = cwd.join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let (settings, logs) = ([cwd.join("zu.toml")], [cwd.join("theirs.db")]);
+        let protected = [cache.clone()];
+        let fence = Fence {
+            protected: &protected,
+            settings: &settings,
+            logs: &logs,
+        };
+        let sink = info(Kind::Sinks, "s", SINK);
+        let p = Policy::for_plugin(&sink, &json!({"path": "run.db"}), &cwd, None, &fence).unwrap();
+        assert_eq!(p.write_files, vec![cwd.join("run.db")]);
+        assert!(p.writes_private.is_none(), "beside zu.toml, it writes its file only");
+        assert!(p.missing_here().iter().all(|m| !m.contains("zu.toml")));
+        for (path, says) in [
+            ("zu.toml", "a file of its own"),
+            ("theirs.db", "a file of its own"),
+            ("theirs.db-wal", "a file of its own"),
+            ("cache/libs/x.so", "inside the verdict cache"),
+        ] {
+            let e = Policy::for_plugin(&sink, &json!({"path": path}), &cwd, None, &fence).unwrap_err();
+            assert!(e.to_string().contains(says), "{path}: {e}");
+        }
+        // A reader (zu events) writes nothing and reads the log's directory
+        // (to follow a log replaced there), zu.toml and others' logs kept out.
+        std::fs::write(cwd.join("run.db"), "").unwrap();
+        let reader =
+            Policy::for_plugin(&sink, &json!({"path": "run.db", "read_only": true}), &cwd, None, &fence).unwrap();
+        assert!(!reader.make_files && reader.write.is_empty());
+        assert!(reader.read.contains(&cwd.join("run.db")), "{:?}", reader.read);
+        assert!(!reader.read.iter().any(|r| r.ends_with("zu.toml") || r == &cwd));
+        // A grant inside the cache is refused too, not only one holding it.
+        let grant = Grant {
+            write: vec![cache.join("libs")],
+            ..Grant::default()
+        };
+        let e = Policy::for_plugin(&sink, &json!({}), &cwd, Some(&grant), &fence).unwrap_err();
+        assert!(e.to_string().contains("inside the verdict cache"), "{e}");
+    }
+
+    #[test]
     fn a_config_path_that_climbs_out_is_judged_where_it_leads() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let proj = home.join("proj");
         std::fs::create_dir_all(&proj).unwrap();
         let protected = [home.canonicalize().unwrap()];
-        // `../runs.db` from the project is a log in the home directory: its
-        // directory is the home directory, which no sandbox may write.
-        let e = Policy::for_plugin(
+        // A log in the (real) home directory: that file is written, never
+        // the home directory.
+        let real_home = real(Path::new(&std::env::var_os("HOME").unwrap()));
+        let log = real_home.join(format!("zu-test-{}.db", std::process::id()));
+        let p = Policy::for_plugin(
             &info(Kind::Sinks, "s", SINK),
-            &json!({"path": "../runs.db"}),
+            &json!({ "path": log }),
+            &proj,
+            None,
+            &fence(std::slice::from_ref(&real_home)),
+        )
+        .unwrap();
+        assert_eq!((p.write, p.write_files), (vec![], vec![log]));
+        let home = home.canonicalize().unwrap();
+        // A tool writing beside a file it names writes that directory: not the home.
+        let e = Policy::for_plugin(
+            &info(Kind::Tools, "t", SINK),
+            &json!({"out": "../notes.txt"}),
             &proj,
             None,
             &fence(&protected),
         )
         .unwrap_err();
         assert!(e.to_string().contains("directory of its own"), "{e}");
-        let home = home.canonicalize().unwrap();
         assert_eq!(real(&proj.join("../new.db")), home.join("new.db"));
         // A `..` past what is missing: the part that exists, never above it.
         assert_eq!(real(&proj.join("missing/../../new.db")), proj.canonicalize().unwrap());

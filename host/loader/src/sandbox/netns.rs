@@ -6,7 +6,7 @@
 //! (`gate.rs`), which accepts on them and connects out from its own network.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// One way out: where the forwarder listens inside the namespace, and the
@@ -37,14 +37,7 @@ pub fn split(entry: &str) -> Option<(String, u16)> {
 pub fn plan(hosts: &[String]) -> Vec<Forward> {
     let mut names: Vec<(String, IpAddr)> = Vec::new();
     let mut out: Vec<Forward> = Vec::new();
-    let entries: Vec<(String, u16)> = hosts
-        .iter()
-        .filter_map(|h| split(h))
-        // An IPv6 address other than ::1 cannot be given to the namespace's
-        // loopback device here: not forwarded (the docs say so).
-        .filter(|(host, _)| !host.parse::<std::net::Ipv6Addr>().is_ok_and(|v6| !v6.is_loopback()))
-        .take(MAX_FORWARDS)
-        .collect();
+    let entries: Vec<(String, u16)> = hosts.iter().filter_map(|h| split(h)).take(MAX_FORWARDS).collect();
     // A name's address is one no granted literal holds.
     let literals: Vec<IpAddr> = entries.iter().filter_map(|(h, _)| h.parse().ok()).collect();
     let mut next = 0u16;
@@ -119,7 +112,7 @@ fn ifreq(name: &str) -> libc::ifreq {
 
 /// Brings the loopback device up, and gives it `extra` addresses (granted
 /// address literals that are not loopback ones).
-fn loopback_up(extra: &[Ipv4Addr]) -> Result<(), String> {
+fn loopback_up(extra: &[IpAddr]) -> Result<(), String> {
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(io("a socket to configure the loopback device"))?;
     let fd = sock.as_raw_fd();
     let mut req = ifreq("lo");
@@ -133,13 +126,27 @@ fn loopback_up(extra: &[Ipv4Addr]) -> Result<(), String> {
             return Err(io("bringing lo up")(std::io::Error::last_os_error()));
         }
     }
-    for (i, ip) in extra.iter().enumerate() {
+    let v6: Vec<Ipv6Addr> = extra
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    if !v6.is_empty() {
+        add_v6(&v6)?;
+    }
+    let v4 = extra.iter().filter_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    for (i, ip) in v4.enumerate() {
         let mut req = ifreq(&format!("lo:{}", i + 1));
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
             sin_addr: libc::in_addr {
-                s_addr: u32::from(*ip).to_be(),
+                s_addr: u32::from(ip).to_be(),
             },
             sin_zero: [0; 8],
         };
@@ -154,6 +161,16 @@ fn loopback_up(extra: &[Ipv4Addr]) -> Result<(), String> {
                 return Err(io("adding a granted address to lo")(std::io::Error::last_os_error()));
             }
         }
+    }
+    Ok(())
+}
+
+/// Gives the loopback device the IPv6 addresses `ips` (each a /128).
+fn add_v6(ips: &[Ipv6Addr]) -> Result<(), String> {
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    for ip in ips {
+        super::netlink::add_address(index, *ip).map_err(io("adding a granted IPv6 address to lo"))?;
     }
     Ok(())
 }
@@ -251,12 +268,10 @@ fn hand_over(gate: RawFd, fds: &[RawFd]) -> Result<(), String> {
 /// `gate` (the name server's first, then the forwarders' in order) and are
 /// closed here.
 pub fn set_up(forwards: &[Forward], gate: RawFd) -> Result<(), String> {
-    let extra: Vec<Ipv4Addr> = forwards
+    let extra: Vec<IpAddr> = forwards
         .iter()
-        .filter_map(|f| match f.listen.ip() {
-            IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
-            _ => None,
-        })
+        .map(|f| f.listen.ip())
+        .filter(|ip| !ip.is_loopback())
         .fold(Vec::new(), |mut v, ip| {
             if !v.contains(&ip) {
                 v.push(ip);
@@ -298,7 +313,11 @@ mod tests {
         assert_eq!(p[3].listen, "127.77.0.2:443".parse().unwrap());
         assert_eq!(p[3].host, "other.org");
         assert_eq!(p[4].listen, "[::1]:8080".parse().unwrap());
-        assert_eq!(p.len(), 5, "no other IPv6 address");
+        assert_eq!(
+            p[5].listen,
+            "[2001:db8::1]:443".parse().unwrap(),
+            "an IPv6 literal keeps it too"
+        );
         assert_eq!(address_of(&p, "API.example.com."), Some(Ipv4Addr::new(127, 77, 0, 1)));
         assert_eq!(address_of(&p, "127.0.0.1"), None, "literals need no name");
         assert_eq!(address_of(&p, "evil.com"), None);
