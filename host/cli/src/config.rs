@@ -26,8 +26,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A config for a plugin that is neither loaded nor refused: a typo.
-    #[error("{origin} configures {kind} plugin {name:?}, but no {kind} plugin has that name; loaded {kind}: {}", if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") })]
+    /// A config for a plugin that is neither loaded nor refused: no plugin
+    /// directory, libraries refused whole, or a typo — `why` says which.
+    #[error("{origin} configures {kind} plugin {name:?}, but {why}")]
     NoSuchPlugin {
         /// The flag or file it came from.
         origin: String,
@@ -35,8 +36,8 @@ pub enum ConfigError {
         kind: Kind,
         /// The name given.
         name: String,
-        /// The loaded plugins of that kind.
-        loaded: Vec<String>,
+        /// The real cause, first.
+        why: String,
     },
 }
 

@@ -36,7 +36,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
         Some(p) => Prices::with_file(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => Prices::default(),
     };
-    let bus = args.log.open(None)?;
+    let crate::log::Log { bus, sink } = args.log.open(None)?;
     let mut filter = EventFilter::all();
     for (field, value) in [(FilterField::TraceId, args.trace), (FilterField::TaskId, args.task)] {
         if let Some(v) = value {
@@ -57,7 +57,7 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     }
     bus.close();
     if let Some(e) = failed {
-        return Err(Failure::failed(format!("cannot read the {} log: {e}", args.log.sink)));
+        return Err(Failure::failed(format!("cannot read the {sink} log: {e}")));
     }
     if args.json {
         let mut out = serde_json::to_value(&summary).expect("plain data");

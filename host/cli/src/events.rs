@@ -56,10 +56,10 @@ pub fn run(args: EventsArgs) -> Result<u8, Failure> {
     // A sink that can wait for news (postgres: LISTEN) waits this long
     // instead of the reader sleeping.
     let wait_ms = args.follow.then_some(args.poll_ms.max(10));
-    let bus = args.log.open(wait_ms)?;
+    let log = args.log.open(wait_ms)?;
     let filter = args.filter();
-    let code = print_events(&bus, &filter, &args);
-    bus.close();
+    let code = print_events(&log.bus, &filter, &args);
+    log.bus.close();
     code
 }
 

@@ -195,12 +195,16 @@ impl Loaded {
     fn check_configs(&self) -> Result<(), Failure> {
         for c in &self.configs {
             if self.registry.get(c.kind, &c.name).is_none() && self.refusal(c.kind, &c.name).is_none() {
+                let why = match self.why_none_loaded() {
+                    Some(cause) => format!("no plugin could load: {cause}"),
+                    None => format!("no {} plugin has that name; {}", c.kind, self.loaded_list(c.kind)),
+                };
                 return Err(Failure::usage(
                     ConfigError::NoSuchPlugin {
                         origin: c.origin.clone(),
                         kind: c.kind,
                         name: c.name.clone(),
-                        loaded: self.escaped_names(c.kind),
+                        why,
                     }
                     .to_string(),
                 ));
@@ -225,35 +229,68 @@ impl Loaded {
         }
     }
 
-    /// The loaded plugins of `kind`, each name escaped (plugins and MCP
+    /// `loaded KIND: a, b` (or `none`), each name escaped (plugins and MCP
     /// servers choose them; a message must not break on one).
-    fn escaped_names(&self, kind: Kind) -> Vec<String> {
-        self.registry
+    fn loaded_list(&self, kind: Kind) -> String {
+        let names: Vec<String> = self
+            .registry
             .names(kind)
             .iter()
             .map(|n| escape(n).into_owned())
-            .collect()
+            .collect();
+        let names = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        };
+        format!("loaded {kind}: {names}")
     }
 
-    /// Why the `kind` plugin `name` is not in the registry: its refusal if it
-    /// was refused, else what did load (and where zu looked, if nowhere).
-    /// Text from plugins in it is escaped, each part on one line.
+    /// Why a wanted plugin may be missing other than a typo, the real cause
+    /// first: no plugin directory was found, or libraries were refused whole
+    /// (before any plugin in them was named).
+    fn why_none_loaded(&self) -> Option<String> {
+        if let Some(hint) = self.dirs.nowhere_hint() {
+            return Some(hint);
+        }
+        let whole: Vec<String> = self
+            .registry
+            .failures()
+            .iter()
+            .filter(|f| f.name.is_none())
+            .map(|f| escape(&format!("[{}] {}", f.error.code(), f.error)).into_owned())
+            .collect();
+        if whole.is_empty() {
+            return None;
+        }
+        let shown = whole.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+        let more = whole.len().saturating_sub(3);
+        let more = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} librar{} refused: {shown}{more}",
+            whole.len(),
+            if whole.len() == 1 { "y was" } else { "ies were" }
+        ))
+    }
+
+    /// Why the `kind` plugin `name` is not in the registry, the real cause
+    /// first: its refusal if it was refused; no plugin directory, or
+    /// libraries refused whole; else what did load. Text from plugins in it
+    /// is escaped, each part on one line.
     pub fn missing(&self, kind: Kind, name: &str, context: &str) -> String {
         if let Some(f) = self.refusal(kind, name) {
             return escape(&self.describe(f)).into_owned();
         }
-        let loaded = self.escaped_names(kind);
-        let loaded = if loaded.is_empty() {
-            "none".to_owned()
-        } else {
-            loaded.join(", ")
-        };
         let noun = kind.noun();
-        let mut message = format!("no {noun} plugin named {name:?}{context}; loaded {kind}: {loaded}");
-        if let Some(hint) = self.dirs.nowhere_hint() {
-            message.push_str(&format!(" ({hint})"));
+        let missing = format!("no {noun} plugin named {name:?}{context}");
+        match self.why_none_loaded() {
+            Some(cause) => format!("{cause}; so {missing}; {}", self.loaded_list(kind)),
+            None => format!("{missing}; {}", self.loaded_list(kind)),
         }
-        message
     }
 
     /// Prints every refusal once, on stderr, except those of `skip` (which

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use zu_loader::discovery;
 
 use crate::config::parse_config_args;
 use crate::load::{self, config_flag, Loaded};
@@ -87,12 +86,7 @@ pub(crate) fn load_listed(
 ) -> Result<(Loaded, zu_mcp::McpHost), Failure> {
     let mut settings = settings(config_file)?;
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-    let dirs = if flag_dirs.is_empty() && !table.dirs.is_empty() {
-        let dirs: Vec<PathBuf> = table.dirs.iter().map(|p| settings.base.join(p)).collect();
-        discovery::plugin_dirs(&dirs)
-    } else {
-        discovery::plugin_dirs(flag_dirs)
-    };
+    let dirs = settings.plugin_dirs(flag_dirs, &table.dirs)?;
     if let Some(hint) = dirs.nowhere_hint() {
         eprintln!("zu: {}", escape(&hint));
     }

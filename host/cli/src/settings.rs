@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use zu_plugin_api::version::Kind;
 
+use zu_loader::discovery::PluginDirs;
+
 use crate::config::{json_file, PluginConfig};
 use crate::Failure;
 
@@ -170,6 +172,39 @@ impl Settings {
             path: path.to_owned(),
             base,
         })
+    }
+
+    /// A path the file gives under `key`, from the file's directory; one
+    /// that does not exist is an error naming the file and the key.
+    pub fn existing(&self, given: &Path, key: &str) -> Result<PathBuf, Failure> {
+        let path = self.base.join(given);
+        if path.exists() {
+            return Ok(path);
+        }
+        Err(Failure::usage(format!(
+            "{}: {key}: {} does not exist (paths in {} are relative to its directory{})",
+            self.path.display(),
+            given.display(),
+            self.path.display(),
+            match self.base.as_os_str().is_empty() {
+                true => String::new(),
+                false => format!(", {}", self.base.display()),
+            }
+        )))
+    }
+
+    /// Where plugins are: the `--plugins` flags (`given`), else the file's
+    /// `[plugins]` directories (`listed`: each must exist, from the file's
+    /// directory), else `$ZU_PLUGIN_PATH` or the default directory.
+    pub fn plugin_dirs(&self, given: &[PathBuf], listed: &[PathBuf]) -> Result<PluginDirs, Failure> {
+        if !given.is_empty() || listed.is_empty() {
+            return Ok(zu_loader::discovery::plugin_dirs(given));
+        }
+        let dirs = listed
+            .iter()
+            .map(|d| self.existing(d, "plugins"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(zu_loader::discovery::plugin_dirs(&dirs))
     }
 
     /// The config of `[provider]`/`[sink]` (`key`), inline or from its file.

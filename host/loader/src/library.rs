@@ -19,7 +19,13 @@ pub(crate) fn declarations(path: &Path, file: &Path) -> Result<Vec<Declaration>,
     let header = lib_header_from_path(file).map_err(|e| match e {
         LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
             library: library.clone(),
-            reason: err.to_string(),
+            // The loader's message names the file it opened (a private
+            // copy in the cache): the user knows it by `path`.
+            reason: {
+                let copy = file.display().to_string();
+                let reason = err.to_string().replace(&format!("{copy}: "), "");
+                reason.replace(&copy, &path.display().to_string())
+            },
         },
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
             library: library.clone(),

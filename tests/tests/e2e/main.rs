@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod containment;
 mod embed;
+mod front_door;
 mod hostile_text;
 mod loading;
 mod logs;

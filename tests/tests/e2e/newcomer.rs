@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use zu_tests::{artifacts, lib_file, plugin_dir};
 
 /// `zu` with a clean environment: no plugin path, a HOME with nothing in it.
-fn zu(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn zu(dir: &Path, args: &[&str]) -> Output {
     zu_env(dir, args, &[])
 }
 
@@ -24,7 +24,7 @@ fn home() -> &'static Path {
 }
 
 /// `zu` in `dir` with [`home`] as its home.
-fn zu_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn zu_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let home = home();
     let mut cmd = Command::new(&artifacts().zu);
     cmd.args(args)
@@ -39,16 +39,16 @@ fn zu_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn result_of(out: &Output) -> Value {
+pub(crate) fn result_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is a Result ({e}); stderr: {}", stderr(out)))
 }
 
 /// The real plugins plus the failing-checks fixture, in one directory.
-fn plugins_with(extra: &[PathBuf]) -> tempfile::TempDir {
+pub(crate) fn plugins_with(extra: &[PathBuf]) -> tempfile::TempDir {
     let a = artifacts();
     let mut libs: Vec<PathBuf> = ["scripted", "checks", "files", "validators", "jsonl", "sqlite"]
         .iter()
@@ -60,7 +60,7 @@ fn plugins_with(extra: &[PathBuf]) -> tempfile::TempDir {
 
 /// A work directory: docs/notes.md, the script, and a zu.toml whose extra
 /// lines are `toml`. The log goes to `log.jsonl`.
-fn workdir(plugins: &Path, script: Value, toml: &str) -> tempfile::TempDir {
+pub(crate) fn workdir(plugins: &Path, script: Value, toml: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("docs")).unwrap();
     std::fs::write(dir.path().join("docs/notes.md"), "The launch is on 2026-12-01 at noon.").unwrap();
@@ -74,7 +74,7 @@ fn workdir(plugins: &Path, script: Value, toml: &str) -> tempfile::TempDir {
     dir
 }
 
-fn log_of(dir: &Path) -> Vec<Value> {
+pub(crate) fn log_of(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("log.jsonl"))
         .unwrap()
         .lines()
@@ -82,7 +82,7 @@ fn log_of(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn read_then_answer(answer: Value) -> Value {
+pub(crate) fn read_then_answer(answer: Value) -> Value {
     json!({"responses": [
         {"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}]},
         {"text": answer.to_string()}

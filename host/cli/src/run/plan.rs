@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use uuid::Uuid;
-use zu_loader::discovery::{self, PluginDirs};
+use zu_loader::discovery::PluginDirs;
 use zu_plugin_api::contracts::{Budget, TaskSpec};
 use zu_plugin_api::version::Kind;
 use zu_runtime::{Checks, Containment, Prices, Shaping, Strategy};
@@ -265,7 +265,8 @@ fn run_settings(args: &RunArgs, file: FileRun, settings: &Settings, spec: &TaskS
             "--max-usd {x}: expected a non-negative number of dollars"
         )));
     }
-    let prices = match args.prices.clone().or(file.prices.map(|p| settings.base.join(p))) {
+    let file_prices = file.prices.map(|p| settings.existing(&p, "[run] prices")).transpose()?;
+    let prices = match args.prices.clone().or(file_prices) {
         Some(p) => Prices::with_file(&p).map_err(|e| Failure::usage(e.to_string()))?,
         None => Prices::default(),
     };
@@ -406,14 +407,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     });
     protection.private_files.extend(log);
     let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-    let dirs = if !args.dirs.is_empty() {
-        discovery::plugin_dirs(&args.dirs)
-    } else if !table.dirs.is_empty() {
-        let dirs: Vec<PathBuf> = table.dirs.iter().map(|p| settings.base.join(p)).collect();
-        discovery::plugin_dirs(&dirs)
-    } else {
-        discovery::plugin_dirs(&[])
-    };
+    let dirs = settings.plugin_dirs(&args.dirs, &table.dirs)?;
     Ok(Plan {
         spec,
         dirs,

@@ -17,20 +17,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::{exit, load, Failure};
+use crate::{exit, Failure};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The sink plugin holding the log (e.g. sqlite, jsonl, postgres). Default: zu.toml's [sink].
-    #[arg(long, value_name = "NAME")]
-    sink: Option<String>,
-    /// The sink's config, as JSON or @FILE (e.g. '{"path": "zu.db"}').
-    #[arg(long, value_name = "JSON")]
-    sink_config: Option<String>,
-    /// A plugin directory to scan (repeatable). Default: zu.toml's, $ZU_PLUGIN_PATH, else
-    /// $HOME/.local/share/zu/plugins.
-    #[arg(long = "plugins", value_name = "DIR")]
-    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    log: crate::log::LogArgs,
     /// Where to listen.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7788")]
     addr: SocketAddr,
@@ -58,11 +50,6 @@ pub struct ServeArgs {
     /// A TOML price file for the dollars column (see `zu cost`).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
-    /// Read settings from this file instead of ./zu.toml.
-    #[arg(long, value_name = "FILE")]
-    config_file: Option<PathBuf>,
-    #[command(flatten)]
-    isolation_flags: load::IsolationFlags,
 }
 
 /// What every request handler shares.
@@ -79,8 +66,7 @@ type AppState = axum::extract::State<Arc<App>>;
 const MIN_TOKEN_LEN: usize = 16;
 
 pub fn run(args: ServeArgs) -> Result<u8, Failure> {
-    let file = args.config_file.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
-    let mut settings = crate::settings::Settings::read(&file, args.config_file.is_some())?;
+    let mut settings = args.log.settings()?;
     let table = settings.file.serve.take().unwrap_or_default();
     let token_env = args.token_env.clone().or(table.token_env);
     let token = match &token_env {
@@ -102,39 +88,12 @@ pub fn run(args: ServeArgs) -> Result<u8, Failure> {
     };
     let mut names = args.allow_hosts.clone();
     names.extend(table.allow_hosts);
-    let file_sink = settings.file.sink.take();
-    let (sink, sink_config) = settings
-        .choose(
-            &args.sink,
-            &args.sink_config,
-            "--sink-config",
-            file_sink.as_ref(),
-            "sink",
-        )?
-        .ok_or_else(|| Failure::usage("no log to serve: give --sink NAME --sink-config JSON (or [sink] in zu.toml)"))?;
-    let sink_config = sink_config.map(|(value, _)| value.to_string());
-    if sink == "memory" {
-        return Err(Failure::usage(
-            "a memory log lives only inside the process that writes it; serve a durable sink (sqlite, jsonl, postgres)",
-        ));
-    }
-    let dirs = if args.dirs.is_empty() {
-        let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-        table.dirs.iter().map(|p| settings.base.join(p)).collect()
-    } else {
-        args.dirs.clone()
-    };
     let prices = match &args.prices {
         Some(p) => zu_runtime::Prices::with_file(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => zu_runtime::Prices::default(),
     };
-    let bus = Arc::new(crate::log::open(
-        &sink,
-        sink_config.as_deref(),
-        &dirs,
-        &args.isolation_flags,
-        Some(args.poll_ms.max(10)),
-    )?);
+    let crate::log::Log { bus, sink } = args.log.open_with(&mut settings, Some(args.poll_ms.max(10)))?;
+    let bus = Arc::new(bus);
     let (live, _) = tokio::sync::broadcast::channel(4096);
     let shared = Arc::new(index::Shared {
         index: Mutex::new(index::Index::default()),
