@@ -83,3 +83,27 @@ fn errors_name_the_real_cause_first_and_every_log_reader_reads_zu_toml() {
         );
     }
 }
+
+#[test]
+fn a_track_recorded_for_another_query_is_kept_unless_the_user_says_to_replace_it() {
+    let plugins = plugins_with(&[]);
+    let dir = workdir(plugins.path(), read_then_answer(json!({"date": "2026-12-01"})), "plugins = [PLUGINS]");
+    let out = zu(dir.path(), &["run", "--track", "t.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recorded = std::fs::read(dir.path().join("t.json")).unwrap();
+    let other = ["run", "--track", "t.json", "--query", "Where is the launch?"];
+    let out = zu(dir.path(), &other);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for says in [
+        "was recorded for another task (\"When is the launch?\"); not replaying it, and it is kept",
+        "not recording into track t.json: it holds the track of another task",
+        "--track-overwrite",
+    ] {
+        assert!(stderr(&out).contains(says), "{says:?} in {}", stderr(&out));
+    }
+    assert_eq!(std::fs::read(dir.path().join("t.json")).unwrap(), recorded, "kept");
+    let out = zu(dir.path(), &[&other[..], &["--track-overwrite"]].concat());
+    assert!(stderr(&out).contains("replaces it if the run succeeds"), "{}", stderr(&out));
+    let track: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
+    assert_eq!(track["task"], "Where is the launch?", "replaced when told: {track}");
+}

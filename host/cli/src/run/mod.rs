@@ -117,8 +117,12 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
     };
     if let (Some(t), Some(path)) = (&track, &plan.track) {
         if !t.matches(&plan.spec) && plan.resume.is_none() {
+            let then = match plan.track_overwrite {
+                true => "this run's path replaces it if the run succeeds (--track-overwrite)",
+                false => "it is kept: give --track-overwrite to replace it, or --track with a new file",
+            };
             eprintln!(
-                "zu: track {} was recorded for another task ({}); not replaying it",
+                "zu: track {} was recorded for another task ({}); not replaying it, and {then}",
                 escape(&path.display().to_string()),
                 escape(&format!("{:?}", t.task))
             );
@@ -244,6 +248,15 @@ fn record_track(plan: &Plan, p: &Prepared, task: uuid::Uuid, result: &RunResult)
     let previous = p.options.track.as_deref();
     match Track::record_run(&p.bus, task, p.provider.model()) {
         Ok(mut track) => {
+            let other = previous.filter(|old| !old.task.is_empty() && old.task != track.task);
+            if let Some(other) = other.filter(|_| !plan.track_overwrite) {
+                eprintln!(
+                    "zu: not recording into track {}: it holds the track of another task ({}); give --track-overwrite to replace it, or --track with a new file",
+                    escape(&path.display().to_string()),
+                    escape(&format!("{:?}", other.task))
+                );
+                return;
+            }
             // A path replayed as it was is still the path its model found.
             if let Some(old) = previous.filter(|old| {
                 old.steps

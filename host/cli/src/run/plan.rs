@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// query; this run's tool path is recorded into it when the run succeeds.
     #[arg(long, value_name = "FILE")]
     track: Option<PathBuf>,
+    /// Let this run's path replace a track recorded for another query in the
+    /// --track file (without it, that track is kept and nothing is recorded).
+    #[arg(long)]
+    track_overwrite: bool,
     /// Model turns at most when the track replays (instead of --max-steps): a broken track fails
     /// fast and cheap.
     #[arg(long, value_name = "N")]
@@ -171,6 +175,7 @@ pub(crate) struct Plan {
     pub(crate) validators: Option<Vec<String>>,
     pub(crate) protection: zu_loader::Protection,
     pub(crate) track: Option<PathBuf>,
+    pub(crate) track_overwrite: bool,
     pub(crate) replay_budget: Option<Budget>,
     pub(crate) finish_provider: Option<String>,
     pub(crate) replay_jitter_ms: u64,
@@ -427,6 +432,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         validators: args.validators.as_deref().map(names).or(table.validators),
         protection,
         track: more.track,
+        track_overwrite: args.track_overwrite,
         replay_budget: more.replay_budget,
         finish_provider: more.finish_provider,
         replay_jitter_ms: more.replay_jitter_ms,
