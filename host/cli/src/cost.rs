@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use uuid::Uuid;
-use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{CostSummary, Prices};
 
 use crate::{exit, Failure};
@@ -16,12 +14,13 @@ use zu_runtime::display::escape;
 pub struct CostArgs {
     #[command(flatten)]
     log: crate::log::LogArgs,
-    /// Only the runs of this trace (a pipeline, or one run).
+    /// Only the runs of this trace (a pipeline, or one run): its UUID, or a
+    /// unique prefix of 8 or more characters.
     #[arg(long, value_name = "UUID")]
-    trace: Option<Uuid>,
-    /// Only this task's runs.
+    trace: Option<String>,
+    /// Only this task's runs: its UUID, or a unique prefix of 8 or more characters.
     #[arg(long, value_name = "UUID")]
-    task: Option<Uuid>,
+    task: Option<String>,
     /// A TOML price file (`[models."id"] input = .., output = ..`, USD per million tokens)
     /// added to the built-in table.
     #[arg(long, value_name = "FILE")]
@@ -37,18 +36,16 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
         None => Prices::default(),
     };
     let crate::log::Log { bus, sink } = args.log.open(None)?;
-    let mut filter = EventFilter::all();
-    for (field, value) in [(FilterField::TraceId, args.trace), (FilterField::TaskId, args.task)] {
-        if let Some(v) = value {
-            filter = filter.with(field, Some(v.to_string()));
-        }
-    }
+    let filter = crate::ids::filter(&bus, &args.trace, &args.task)?;
     // Folded as the log streams by: a big log is never held whole.
     let mut summary = CostSummary::default();
-    let mut failed = None;
+    let (mut failed, mut seen) = (None, 0u64);
     for e in bus.stream(&filter, 1000) {
         match e {
-            Ok(e) => summary.fold(&e.event, &prices),
+            Ok(e) => {
+                seen += 1;
+                summary.fold(&e.event, &prices)
+            }
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -58,6 +55,17 @@ pub fn run(args: CostArgs) -> Result<u8, Failure> {
     bus.close();
     if let Some(e) = failed {
         return Err(Failure::failed(format!("cannot read the {sink} log: {e}")));
+    }
+    if seen == 0 && (args.task.is_some() || args.trace.is_some()) {
+        let (flag, id) = match (&args.task, &args.trace) {
+            (Some(t), _) => ("--task", t),
+            (None, Some(t)) => ("--trace", t),
+            (None, None) => unreachable!("one was given"),
+        };
+        return Err(Failure::failed(format!(
+            "{flag} {}: no such run on the {sink} log (zu events lists what it holds)",
+            zu_runtime::display::escape(id)
+        )));
     }
     if args.json {
         let mut out = serde_json::to_value(&summary).expect("plain data");

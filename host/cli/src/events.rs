@@ -7,24 +7,23 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
-use uuid::Uuid;
 use zu_plugin_api::events;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_runtime::{view, EventBus};
 
-use crate::{exit, Failure};
+use crate::{exit, ids, Failure};
 use zu_runtime::display::escape;
 
 #[derive(Args)]
 pub struct EventsArgs {
     #[command(flatten)]
     log: crate::log::LogArgs,
-    /// Only events of this trace.
+    /// Only events of this trace (its UUID, or a unique prefix of 8 or more characters).
     #[arg(long, value_name = "UUID")]
-    trace: Option<Uuid>,
-    /// Only events of this task.
+    trace: Option<String>,
+    /// Only events of this task (its UUID, or a unique prefix of 8 or more characters).
     #[arg(long, value_name = "UUID")]
-    task: Option<Uuid>,
+    task: Option<String>,
     /// Only events of this type (e.g. harness.tool.invoked).
     #[arg(long = "type", value_name = "TYPE")]
     ty: Option<String>,
@@ -57,29 +56,46 @@ pub fn run(args: EventsArgs) -> Result<u8, Failure> {
     // instead of the reader sleeping.
     let wait_ms = args.follow.then_some(args.poll_ms.max(10));
     let log = args.log.open(wait_ms)?;
-    let filter = args.filter();
+    if let Some(ty) = &args.ty {
+        known_type(&log.bus, ty)?;
+    }
+    let filter = args.filter(&log.bus)?;
     let code = print_events(&log.bus, &filter, &args);
     log.bus.close();
     code
 }
 
 impl EventsArgs {
-    fn filter(&self) -> EventFilter {
-        let mut f = EventFilter::all();
-        let uuids = [(FilterField::TraceId, self.trace), (FilterField::TaskId, self.task)];
+    fn filter(&self, bus: &EventBus) -> Result<EventFilter, Failure> {
+        let mut f = ids::filter(bus, &self.trace, &self.task)?;
         let texts = [(FilterField::Type, &self.ty), (FilterField::Source, &self.source)];
-        for (field, value) in uuids {
-            if let Some(v) = value {
-                f = f.with(field, Some(v.to_string()));
-            }
-        }
         for (field, value) in texts {
             if let Some(v) = value {
                 f = f.with(field, Some(v.clone()));
             }
         }
-        f
+        Ok(f)
     }
+}
+
+/// `ty` is an event type zu records or one on this log (a plugin's own);
+/// else an error suggesting the nearest known type.
+fn known_type(bus: &EventBus, ty: &str) -> Result<(), Failure> {
+    let known = events::HARNESS_TYPES.iter().chain(events::DATA_TYPES.iter());
+    if known.clone().any(|k| *k == ty) {
+        return Ok(());
+    }
+    let on_log = EventFilter::all().with(FilterField::Type, Some(ty.to_owned()));
+    if bus.count(&on_log).unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    let nearest = known
+        .min_by_key(|k| strsim::levenshtein(k, ty))
+        .expect("zu knows event types");
+    Err(Failure::usage(format!(
+        "--type {}: no such event type, and none on this log; did you mean {nearest}? (the event types: docs/logs.md)",
+        escape(ty)
+    )))
 }
 
 /// What the reader skipped: bad rows, each reported once on stderr.

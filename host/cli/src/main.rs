@@ -8,6 +8,7 @@ mod config;
 mod cost;
 mod events;
 mod exit;
+mod ids;
 mod interrupt;
 mod load;
 mod log;

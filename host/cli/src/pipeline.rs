@@ -118,7 +118,7 @@ pub fn run(args: PipelineArgs) -> Result<u8, Failure> {
             "zu pipeline takes its tasks from the pipeline file: drop --query/--task/--resume",
         ));
     }
-    let p = prepare(&plan)?;
+    let p = prepare(&plan, None)?;
     let base = Arc::new(plan.spec.clone());
     let phases: Vec<PipelinePhase> = phase_files
         .into_iter()

@@ -6,7 +6,9 @@
 //! "args": {}}]}, ...], "model": "optional-id"}`; each response may also carry
 //! `"usage"`, `"finish"` (default: `tool_calls` when it has tool calls,
 //! else `stop`) and `"delay_ms"` (answer that much later, like a slow
-//! model). A call past the end of the script is an error saying so.
+//! model). A call past the end of the script is an error saying so. Its
+//! first call in a run resumed from a log answers the response after the
+//! model turns the conversation already holds.
 
 #![forbid(unsafe_code)]
 
@@ -102,7 +104,17 @@ impl ModelProvider for Scripted {
         self.model.clone()
     }
 
-    fn complete(&self, _request: &ModelRequest) -> Result<ModelResponse, PluginError> {
+    fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
+        // A run resumed from its log (in a new process): the conversation
+        // already holds the model turns served before, so the script goes on
+        // from the response after them (replayed steps are not model turns).
+        let turns = request
+            .messages
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .filter(|m| !m["content"].as_str().is_some_and(|c| c.starts_with("(replay step ")))
+            .count();
+        let _ = self.next.compare_exchange(0, turns, Ordering::SeqCst, Ordering::SeqCst);
         let i = self.next.fetch_add(1, Ordering::SeqCst);
         if let Some(&ms) = self.delays_ms.get(i).filter(|&&ms| ms > 0) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -142,6 +154,17 @@ mod tests {
         let err = p.complete(&req).unwrap_err();
         assert!(err.to_string().contains("script is exhausted: call 3"), "{err}");
         assert_eq!(p.calls(), 2);
+    }
+
+    #[test]
+    fn a_resumed_conversation_goes_on_at_the_response_after_its_model_turns() {
+        let p = Scripted::new(json!({"responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}]})).unwrap();
+        let turn = json!({"role": "assistant", "content": "x", "tool_calls": []});
+        let replayed = json!({"role": "assistant", "content": "(replay step 1)"});
+        let req = ModelRequest::new(vec![json!({"role": "user"}), turn, replayed], vec![]);
+        assert_eq!(p.complete(&req).unwrap().text.as_deref(), Some("b"));
+        // Only the first call looks: later ones go on in order.
+        assert_eq!(p.complete(&ModelRequest::default()).unwrap().text.as_deref(), Some("c"));
     }
 
     #[test]

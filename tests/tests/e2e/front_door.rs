@@ -87,7 +87,11 @@ fn errors_name_the_real_cause_first_and_every_log_reader_reads_zu_toml() {
 #[test]
 fn a_track_recorded_for_another_query_is_kept_unless_the_user_says_to_replace_it() {
     let plugins = plugins_with(&[]);
-    let dir = workdir(plugins.path(), read_then_answer(json!({"date": "2026-12-01"})), "plugins = [PLUGINS]");
+    let dir = workdir(
+        plugins.path(),
+        read_then_answer(json!({"date": "2026-12-01"})),
+        "plugins = [PLUGINS]",
+    );
     let out = zu(dir.path(), &["run", "--track", "t.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let recorded = std::fs::read(dir.path().join("t.json")).unwrap();
@@ -103,7 +107,150 @@ fn a_track_recorded_for_another_query_is_kept_unless_the_user_says_to_replace_it
     }
     assert_eq!(std::fs::read(dir.path().join("t.json")).unwrap(), recorded, "kept");
     let out = zu(dir.path(), &[&other[..], &["--track-overwrite"]].concat());
-    assert!(stderr(&out).contains("replaces it if the run succeeds"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("replaces it if the run succeeds"),
+        "{}",
+        stderr(&out)
+    );
     let track: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
     assert_eq!(track["task"], "Where is the launch?", "replaced when told: {track}");
+}
+
+#[test]
+fn runs_are_easy_to_find_and_quiet_runs_are_not_silent() {
+    let plugins = plugins_with(&[]);
+    let dir = workdir(
+        plugins.path(),
+        read_then_answer(json!({"date": "2026-12-01"})),
+        "plugins = [PLUGINS]",
+    );
+    let first = zu(dir.path(), &["run"]);
+    let err = stderr(&first);
+    let task = crate::newcomer::log_of(dir.path())[0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (started, ended) = (
+        err.find(&format!("task {task} started")),
+        err.find(&format!("task {task} ended")),
+    );
+    assert!(started.is_some() && started < ended, "the id comes first: {err}");
+    let count = |err: &str| err.split("; ").nth(1).map(|s| s.to_owned());
+    let second = zu(dir.path(), &["run"]);
+    assert_eq!(
+        count(&err),
+        count(&stderr(&second)),
+        "this run's events, not the file's: {err}"
+    );
+    assert!(err.contains("events of it in the jsonl log"), "{err}");
+
+    // A prefix of 8 characters finds a task; a shorter one or one on no run says so.
+    let by_prefix = zu(dir.path(), &["events", "--json", "--task", &task[..8]]);
+    assert_eq!(by_prefix.status.code(), Some(0), "{}", stderr(&by_prefix));
+    let lines = String::from_utf8_lossy(&by_prefix.stdout).into_owned();
+    assert!(
+        lines.lines().count() > 3 && lines.lines().all(|l| l.contains(&task)),
+        "{lines}"
+    );
+    assert_eq!(zu(dir.path(), &["events", "--task", &task[..7]]).status.code(), Some(2));
+    let nowhere = zu(dir.path(), &["cost", "--task", "ffffffff"]);
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert!(
+        stderr(&nowhere).contains("no task on this log begins with it"),
+        "{}",
+        stderr(&nowhere)
+    );
+    let absent = zu(dir.path(), &["cost", "--task", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(stderr(&absent).contains("no such run"), "{}", stderr(&absent));
+    let typo = zu(dir.path(), &["events", "--type", "harness.tool.invokd"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        stderr(&typo).contains("did you mean harness.tool.invoked?"),
+        "{}",
+        stderr(&typo)
+    );
+
+    // RUST_LOG=zu=debug logs each event of the run with its fields.
+    let debug = crate::newcomer::zu_env(dir.path(), &["run"], &[("RUST_LOG", "zu=debug")]);
+    let log = stderr(&debug);
+    assert!(
+        log.contains("zu::run")
+            && log.contains("event=\"harness.tool.invoked\"")
+            && log.contains("tool=Some(\"file_read\")"),
+        "{log}"
+    );
+    // On a terminal (a pseudo-terminal, through script(1)), a progress line.
+    let slow = json!({"responses": [{"text": "{\"date\": \"2026-12-01\"}", "delay_ms": 700}]});
+    std::fs::write(dir.path().join("slow.json"), slow.to_string()).unwrap();
+    let zu_bin = zu_tests::artifacts().zu.display().to_string();
+    let shown = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{zu_bin} run --provider-config @slow.json"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env_remove("ZU_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(screen.contains("step 1 · waiting for the model ·"), "{screen}");
+}
+
+#[test]
+fn the_scripted_provider_resumes_at_the_response_the_log_implies() {
+    let plugins = plugins_with(&[]);
+    let script = json!({"responses": [
+        {"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}]},
+        {"text": "{\"date\": \"2026-12-01\"}", "delay_ms": 20000}
+    ]});
+    let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
+    let mut child = std::process::Command::new(&zu_tests::artifacts().zu)
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("ZU_PLUGIN_PATH")
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while the model "thinks" about its second answer.
+    let log = dir.path().join("log.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let second_turn = || {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            e["type"] == "harness.turn.started" && e["payload"]["step"] == 2
+        })
+    };
+    while !second_turn() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its second turn"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let task = crate::newcomer::log_of(dir.path())[0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fast = json!({"responses": [
+        {"tool_calls": [{"name": "file_read", "args": {"path": "notes.md"}}]},
+        {"text": "{\"date\": \"2026-12-01\"}"}
+    ]});
+    std::fs::write(dir.path().join("script.json"), fast.to_string()).unwrap();
+    let out = zu(dir.path(), &["run", "--resume", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result = crate::newcomer::result_of(&out);
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["value"]["date"], "2026-12-01", "{result}");
+    // The resumed run's first model call got the second response: no tool
+    // call was asked for (and made) again.
+    let invoked = crate::newcomer::log_of(dir.path())
+        .iter()
+        .filter(|e| e["type"] == "harness.tool.invoked")
+        .count();
+    assert_eq!(invoked, 1);
 }

@@ -6,12 +6,13 @@
 //! `zu pipeline`.
 
 mod plan;
+mod progress;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use zu_plugin_api::contracts::{RunResult, Status};
-use zu_plugin_api::filter::EventFilter;
+use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::ports::ModelProvider;
 use zu_plugin_api::version::Kind;
 use zu_runtime::run::{Containment, RunError};
@@ -64,7 +65,7 @@ pub(crate) struct Prepared {
 }
 
 /// Loads the plan's plugins and builds the bus and the run options.
-pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
+pub(crate) fn prepare(plan: &Plan, watcher: Option<Arc<dyn zu_runtime::Subscriber>>) -> Result<Prepared, Failure> {
     let mut loaded = load::load(
         load::Source::Dirs(plan.dirs.clone()),
         plan.configs.clone(),
@@ -93,7 +94,7 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
             .ok_or_else(|| Failure::failed(loaded.missing(Kind::Providers, name, role)))
     };
     let provider = provider_named(&plan.provider, "")?;
-    let bus = match &plan.sink {
+    let mut bus = match &plan.sink {
         None => EventBus::new(),
         Some(name) => EventBus::with_sink_batched(
             registry
@@ -159,6 +160,9 @@ pub(crate) fn prepare(plan: &Plan) -> Result<Prepared, Failure> {
             return Err(Failure::failed(RunError::ContainmentRequired { gaps }.to_string()));
         }
     }
+    if let Some(w) = watcher {
+        bus.subscribe(w);
+    }
     let cancel = Arc::new(Cancel::new());
     let interrupts =
         Interrupts::watch(cancel.clone()).map_err(|e| Failure::failed(format!("cannot watch for signals: {e}")))?;
@@ -207,8 +211,14 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             "--resume continues a run from its log: give the --sink (and --sink-config) it was written to",
         ));
     }
-    let p = prepare(&plan)?;
+    let (mut progress, watcher) = progress::Progress::new();
+    let p = prepare(&plan, watcher)?;
     let registry = &p.loaded.registry;
+    let task = plan.resume.unwrap_or(plan.spec.task_id);
+    let short = &task.to_string()[..8];
+    let how = if plan.resume.is_some() { "resumed" } else { "started" };
+    eprintln!("zu: task {task} {how} (--task {short} finds it in zu events and zu cost)");
+    progress.draw();
     let (outcome, task) = match plan.resume {
         Some(task) => (
             resume_task(task, p.provider.clone(), registry, &p.bus, &p.options),
@@ -219,13 +229,15 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             plan.spec.task_id,
         ),
     };
+    progress.finish();
     let code = match outcome {
         Ok(result) => {
             let text = serde_json::to_string_pretty(&result).expect("a Result is plain data");
             crate::outln!("{}", zu_runtime::display::json(&text));
-            let events = p.bus.count(&EventFilter::all()).unwrap_or(0);
+            let of_task = EventFilter::all().with(FilterField::TaskId, Some(task.to_string()));
+            let events = p.bus.count(&of_task).unwrap_or(0);
             eprintln!(
-                "zu: task {task} ended {:?}; {events} events in the {} log",
+                "zu: task {task} ended {:?}; {events} events of it in the {} log",
                 result.status,
                 escape(plan.sink.as_deref().unwrap_or("in-memory"))
             );

@@ -90,6 +90,17 @@ impl Record {
         let event = Event::with_payload(self.trace_id, self.task_id, parent, ty, source, payload)
             .expect("the loop emits only namespaced event types and object payloads");
         let id = event.event_id();
+        if tracing::enabled!(target: "zu::run", tracing::Level::DEBUG) {
+            let p = event.payload();
+            tracing::debug!(
+                target: "zu::run",
+                event = ty,
+                source = %event.source(),
+                step = ?p.get("step").and_then(serde_json::Value::as_u64),
+                tool = ?p.get("tool").and_then(serde_json::Value::as_str),
+                "recorded"
+            );
+        }
         self.bus.publish(event)?;
         Ok(id)
     }
