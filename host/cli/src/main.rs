@@ -70,18 +70,6 @@ impl From<config::ConfigError> for Failure {
     name = "zu",
     version,
     about = "The Zu plugin host: load agent-runtime plugins from shared libraries and run them",
-    long_about = "The Zu plugin host.\n\n\
-        Plugins are shared libraries (.so, .dylib, .dll) built against zu-plugin-api. \
-        Drop them into a directory and point zu at it with --plugins DIR, or list \
-        directories in ZU_PLUGIN_PATH (colon-separated). Without either, zu reads \
-        $HOME/.local/share/zu/plugins if it exists.\n\n\
-        Every plugin that cannot be trusted is refused with a stable error code \
-        (not_a_library, not_a_plugin, abi_mismatch, unknown_kind, invalid_version, \
-        incompatible_interface, layout_mismatch, constructor_failed, \
-        constructor_panicked, name_taken, insecure_permissions, aborts_on_panic, and for MCP servers \
-        named in zu.toml mcp_server_failed).\n\n\
-        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu=debug) for more; colour only on a \
-        terminal, never with NO_COLOR set."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -99,9 +87,7 @@ enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// Run one task through the loop with a provider, tools, checks and a sink; print the Result as JSON.
     ///
-    /// Settings come from flags, else from ./zu.toml (see README). Exit codes: 0 success,
-    /// 1 the run could not start (a named plugin is not loaded), 2 bad usage or config,
-    /// 3 escalate, 4 terminal.
+    /// Settings come from flags, else from ./zu.toml (docs/config.md).
     Run(Box<run::RunArgs>),
     /// Read the event log of a durable sink (read-only): filtered, scoped by default, as a table or JSON lines.
     Events(events::EventsArgs),
@@ -132,6 +118,22 @@ enum Command {
     },
 }
 
+/// `zu --help`'s description, the refusal codes listed from the code.
+fn long_about() -> String {
+    format!(
+        "The Zu plugin host.\n\n\
+         Plugins are shared libraries (.so, .dylib, .dll) built against zu-plugin-api. \
+         Drop them into a directory and point zu at it with --plugins DIR, or list \
+         directories in ZU_PLUGIN_PATH (colon-separated). Without either, zu reads \
+         $HOME/.local/share/zu/plugins if it exists.\n\n\
+         Every plugin that cannot be trusted is refused with a stable code (docs/plugins.md \
+         says what each means): {}.\n\n\
+         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=zu=debug) for more; colour only on a \
+         terminal, never with NO_COLOR set.",
+        zu_runtime::LoadError::CODES.join(", ")
+    )
+}
+
 /// Logs to stderr, coloured only on a terminal and never with `NO_COLOR`.
 fn install_logging() {
     let stderr = std::io::stderr();
@@ -145,7 +147,10 @@ fn install_logging() {
 
 fn main() -> ExitCode {
     install_logging();
-    let command = Cli::command().after_help(exit::help());
+    let command = Cli::command()
+        .long_about(long_about())
+        .after_help(exit::help())
+        .mut_subcommand("run", |run| run.after_help(exit::help()));
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -1,5 +1,5 @@
 //! Every reason a plugin does not enter the registry, as one typed error with a
-//! stable snake_case code. Messages name the file, the plugin, both versions
+//! stable snake_case code (`codes.rs`). Messages name the file, the plugin, both versions
 //! where relevant, and what to do, in one or two lines.
 
 use std::path::PathBuf;
@@ -366,56 +366,4 @@ fn quarantine_of(quarantined: bool) -> &'static str {
     }
 }
 
-impl LoadError {
-    /// The stable, snake_case code of this error, for scripts.
-    pub fn code(&self) -> &'static str {
-        match self {
-            LoadError::NotALibrary { .. } => "not_a_library",
-            LoadError::NotAPlugin { .. } => "not_a_plugin",
-            LoadError::AbiMismatch { .. } => "abi_mismatch",
-            LoadError::UnknownKind { .. } => "unknown_kind",
-            LoadError::InvalidVersion { .. } => "invalid_version",
-            LoadError::IncompatibleInterface { .. } => "incompatible_interface",
-            LoadError::LayoutMismatch { .. } => "layout_mismatch",
-            LoadError::ConstructorFailed { .. } => "constructor_failed",
-            LoadError::ConstructorPanicked { .. } => "constructor_panicked",
-            LoadError::NameTaken { .. } => "name_taken",
-            LoadError::ReservedName { .. } => "reserved_name",
-            LoadError::GrantTooWide { .. } => "grant_too_wide",
-            LoadError::InsecurePermissions { .. } => "insecure_permissions",
-            LoadError::AbortsOnPanic { .. } => "aborts_on_panic",
-            LoadError::NotARegularFile { .. } => "not_a_regular_file",
-            LoadError::ProbeCrashed { .. } => "probe_crashed",
-            LoadError::ProbeExited { .. } => "probe_exited",
-            LoadError::ProbeTimeout { .. } => "probe_timeout",
-            LoadError::ProbeGarbled { .. } => "probe_garbled",
-            LoadError::ConstructorTimeout { .. } => "constructor_timeout",
-            LoadError::ConstructorCrashed { .. } => "constructor_crashed",
-            LoadError::McpServerFailed { .. } => "mcp_server_failed",
-        }
-    }
-
-    /// Whether the library must stay refused until its file changes: it
-    /// crashed, hung or garbled the probe.
-    pub fn quarantines(&self) -> bool {
-        matches!(
-            self,
-            LoadError::ProbeCrashed { .. }
-                | LoadError::ProbeExited { .. }
-                | LoadError::ProbeTimeout { .. }
-                | LoadError::ProbeGarbled { .. }
-        )
-    }
-
-    /// The same refusal, marked as coming from the verdict cache.
-    pub fn as_quarantined(mut self) -> Self {
-        match &mut self {
-            LoadError::ProbeCrashed { quarantined, .. }
-            | LoadError::ProbeExited { quarantined, .. }
-            | LoadError::ProbeTimeout { quarantined, .. }
-            | LoadError::ProbeGarbled { quarantined, .. } => *quarantined = true,
-            _ => {}
-        }
-        self
-    }
-}
+mod codes;
