@@ -14,19 +14,21 @@ case "$(uname -s)" in
   MINGW*|MSYS*|CYGWIN*) ext=dll ;;
   *) ext=so ;;
 esac
-mkdir -p target/plugins target/demo
+mkdir -p target/plugins
 chmod go-w target/plugins
 cp target/release/*zu_plugin_*."$ext" target/plugins/
 zu=$PWD/target/release/zu
+export ZU_PLUGIN_PATH=$PWD/target/plugins
 
 echo "== zu plugins"
-"$zu" plugins --plugins target/plugins --strict
+"$zu" plugins --strict
 
+cd examples/demo
 echo "== zu run (examples/demo/zu.toml)"
-rm -f target/demo/zu.db target/demo/zu.db-wal target/demo/zu.db-shm
+rm -f zu.db zu.db-wal zu.db-shm
 status=0
-(cd examples/demo && "$zu" run) || status=$?
+"$zu" run || status=$?
 
 echo "== zu events"
-"$zu" events --plugins target/plugins --sink sqlite --sink-config '{"path": "target/demo/zu.db"}'
+"$zu" events
 exit "$status"

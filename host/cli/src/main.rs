@@ -69,7 +69,7 @@ impl From<config::ConfigError> for Failure {
 #[command(
     name = "zu",
     version,
-    about = "The Zu plugin host: load agent-runtime plugins from shared libraries and run them",
+    about = "The Zu plugin host: load agent-runtime plugins from shared libraries and run them"
 )]
 struct Cli {
     #[command(subcommand)]

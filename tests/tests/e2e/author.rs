@@ -1,4 +1,4 @@
-//! A plugin author's path: the README's tool, detector and validator, each
+//! A plugin author's path: the guide's tool, detector and validator, each
 //! copied as printed into a new crate that depends only on zu-plugin-api and
 //! forbids `unsafe`, built, and run together through `zu run`; and the
 //! compile errors an author meets, in the author's terms.
@@ -9,13 +9,13 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 use zu_tests::{artifacts, lib_file, target_dir, workspace_root};
 
-/// The first ```rust block after `heading` in README.md.
+/// The first ```rust block after `heading` in the author's guide.
 fn readme_block(heading: &str) -> String {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = readme
+    let guide = std::fs::read_to_string(workspace_root().join("docs/authoring.md")).unwrap();
+    let section = guide
         .split(&format!("\n{heading}\n"))
         .nth(1)
-        .unwrap_or_else(|| panic!("README has a {heading:?} section"));
+        .unwrap_or_else(|| panic!("docs/authoring.md has a {heading:?} section"));
     let code = section.split("```rust\n").nth(1).expect("with a rust block");
     code.split("```").next().unwrap().to_owned()
 }
