@@ -47,26 +47,40 @@ struct PhaseFile {
 }
 
 /// `text` with `{previous}` (the previous value as JSON) and
-/// `{previous.KEY}` (one field: a string as it is, anything else as JSON).
-fn fill(text: &str, previous: Option<&RunResult>) -> String {
+/// `{previous.KEY}` (one field: a string as it is, anything else as JSON);
+/// a key the previous value lacks is an error naming it (for `phase`).
+fn fill(text: &str, previous: Option<&RunResult>, phase: &str) -> Result<String, String> {
     let value = previous.and_then(|r| r.value.clone()).unwrap_or_default();
     let mut out = text.replace("{previous}", &Value::Object(value.clone()).to_string());
-    while let Some(start) = out.find("{previous.") {
+    let mut from = 0;
+    while let Some(at) = out[from..].find("{previous.") {
+        let start = from + at;
         let Some(len) = out[start..].find('}') else { break };
         let key = &out[start + "{previous.".len()..start + len];
         let field = match value.get(key) {
             Some(Value::String(s)) => s.clone(),
             Some(v) => v.to_string(),
-            None => String::new(),
+            None => {
+                let has: Vec<&str> = value.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "phase {phase:?} uses {{previous.{key}}}, but the previous phase's value has no {key:?} (it has: {})",
+                    if has.is_empty() { "nothing".to_owned() } else { has.join(", ") }
+                ));
+            }
         };
         out.replace_range(start..start + len + 1, &field);
+        from = start + field.len();
     }
-    out
+    Ok(out)
 }
 
-fn spec_of(phase: &PhaseFile, base: &TaskSpec, previous: Option<&RunResult>) -> TaskSpec {
-    let mut spec = TaskSpec::new(fill(&phase.query, previous));
-    spec.target = phase.target.as_deref().map(|t| fill(t, previous));
+fn spec_of(phase: &PhaseFile, base: &TaskSpec, previous: Option<&RunResult>) -> Result<TaskSpec, String> {
+    let mut spec = TaskSpec::new(fill(&phase.query, previous, &phase.name)?);
+    spec.target = phase
+        .target
+        .as_deref()
+        .map(|t| fill(t, previous, &phase.name))
+        .transpose()?;
     spec.max_tier = phase.max_tier.unwrap_or(base.max_tier);
     spec.output_schema = phase.output_schema.clone().map_or_else(|| json!({}), to_json);
     let b = phase.budget.as_ref();
@@ -77,7 +91,44 @@ fn spec_of(phase: &PhaseFile, base: &TaskSpec, previous: Option<&RunResult>) -> 
         wall_time_s: b.and_then(|b| b.wall_time_s).unwrap_or(d.wall_time_s),
         max_tool_calls: b.and_then(|b| b.max_tool_calls).unwrap_or(d.max_tool_calls),
     };
-    spec
+    Ok(spec)
+}
+
+/// Before anything runs: the first phase has no previous value, and a key
+/// the previous phase's output schema lists no property for is a mistake.
+fn check_uses(path: &std::path::Path, phases: &[PhaseFile]) -> Result<(), Failure> {
+    for (i, p) in phases.iter().enumerate() {
+        let text = format!("{} {}", p.query, p.target.as_deref().unwrap_or(""));
+        if i == 0 && text.contains("{previous") {
+            return Err(Failure::usage(format!(
+                "{}: phase {:?} is the first: it has no previous value to use",
+                path.display(),
+                p.name
+            )));
+        }
+        let Some(before) = i.checked_sub(1).map(|j| &phases[j]) else {
+            continue;
+        };
+        let properties = before
+            .output_schema
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(|p| p.as_table());
+        let Some(properties) = properties else { continue };
+        for used in text.split("{previous.").skip(1).filter_map(|rest| rest.split_once('}')) {
+            if !properties.contains_key(used.0) {
+                return Err(Failure::usage(format!(
+                    "{}: phase {:?} uses {{previous.{}}}, but phase {:?}'s output_schema has no such property (it has: {})",
+                    path.display(),
+                    p.name,
+                    used.0,
+                    before.name,
+                    properties.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &std::path::Path) -> Result<(Uuid, Vec<PhaseFile>), Failure> {
@@ -107,6 +158,7 @@ fn read(path: &std::path::Path) -> Result<(Uuid, Vec<PhaseFile>), Failure> {
             Uuid::new_v5(&Uuid::NAMESPACE_URL, abs.to_string_lossy().as_bytes())
         }
     };
+    check_uses(path, &file.phase)?;
     Ok((id, file.phase))
 }
 
@@ -171,11 +223,18 @@ mod tests {
             reason: None,
         };
         assert_eq!(
-            fill("open {previous.url} ({previous.n})", Some(&prev)),
+            fill("open {previous.url} ({previous.n})", Some(&prev), "p").unwrap(),
             "open https://a.test (3)"
         );
-        assert_eq!(fill("{previous}", Some(&prev)), r#"{"n":3,"url":"https://a.test"}"#);
-        assert_eq!(fill("x {previous.missing} y", Some(&prev)), "x  y");
-        assert_eq!(fill("first", None), "first");
+        assert_eq!(
+            fill("{previous}", Some(&prev), "p").unwrap(),
+            r#"{"n":3,"url":"https://a.test"}"#
+        );
+        let e = fill("x {previous.missing} y", Some(&prev), "read").unwrap_err();
+        assert!(
+            e.contains("phase \"read\" uses {previous.missing}") && e.contains("it has: n, url"),
+            "{e}"
+        );
+        assert_eq!(fill("first", None, "p").unwrap(), "first");
     }
 }

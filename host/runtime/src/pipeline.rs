@@ -16,8 +16,10 @@ use crate::bus::EventBus;
 use crate::registry::Registry;
 use crate::run::{run_task, RunError, RunOptions};
 
-/// Builds a phase's task from the previous phase's result (`None` for the first).
-pub type BuildPhase = Box<dyn Fn(Option<&RunResult>) -> TaskSpec + Send + Sync>;
+/// Builds a phase's task from the previous phase's result (`None` for the
+/// first), or says why it cannot (the phase then fails TERMINAL with that
+/// reason, before any of it runs).
+pub type BuildPhase = Box<dyn Fn(Option<&RunResult>) -> Result<TaskSpec, String> + Send + Sync>;
 
 /// One phase: a name (stable: it keys resume) and how its task is built.
 pub struct PipelinePhase {
@@ -115,7 +117,17 @@ pub fn run_pipeline(
             prev = Some(done);
             continue;
         }
-        let mut spec = (phase.build)(prev.as_ref());
+        let mut spec = match (phase.build)(prev.as_ref()) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                let failed = RunResult {
+                    status: Status::Terminal,
+                    value: None,
+                    reason: Some(reason),
+                };
+                return fail(bus, trace, &phase.name, failed, out);
+            }
+        };
         spec.task_id = task;
         emit(
             bus,
@@ -137,24 +149,36 @@ pub fn run_pipeline(
             ev::PIPELINE_PHASE_COMPLETED,
             json!({"phase": phase.name, "status": status}),
         )?;
-        out.phases.push((phase.name.clone(), result.clone()));
         if result.status != Status::Success {
-            emit(
-                bus,
-                trace,
-                None,
-                ev::PIPELINE_FAILED,
-                json!({"phase": phase.name, "reason": result.reason}),
-            )?;
-            out.status = result.status;
-            out.failed_phase = Some(phase.name.clone());
-            bus.flush()?;
-            return Ok(out);
+            return fail(bus, trace, &phase.name, result, out);
         }
+        out.phases.push((phase.name.clone(), result.clone()));
         prev = Some(result);
     }
     emit(bus, trace, None, ev::PIPELINE_COMPLETED, json!({}))?;
     bus.flush()?;
     out.value = prev.and_then(|r| r.value);
+    Ok(out)
+}
+
+/// Ends the pipeline at phase `name`, which did not succeed (`result`).
+fn fail(
+    bus: &EventBus,
+    trace: Uuid,
+    name: &str,
+    result: RunResult,
+    mut out: PipelineResult,
+) -> Result<PipelineResult, RunError> {
+    emit(
+        bus,
+        trace,
+        None,
+        ev::PIPELINE_FAILED,
+        json!({"phase": name, "reason": result.reason}),
+    )?;
+    out.status = result.status;
+    out.failed_phase = Some(name.to_owned());
+    out.phases.push((name.to_owned(), result));
+    bus.flush()?;
     Ok(out)
 }

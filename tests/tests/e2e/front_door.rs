@@ -254,3 +254,63 @@ fn the_scripted_provider_resumes_at_the_response_the_log_implies() {
         .count();
     assert_eq!(invoked, 1);
 }
+
+#[test]
+fn pipelines_and_providers_that_take_over_later_fail_early() {
+    let plugins = plugins_with(&[]);
+    let script = json!({"responses": [{"text": "{\"file\": \"notes.md\"}"}, {"text": "{\"date\": \"2026-12-01\"}"}]});
+    let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
+    let write = |text: &str| std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    // Settings without a [task] (the pipeline file gives the tasks).
+    let settings = std::fs::read_to_string(dir.path().join("zu.toml")).unwrap();
+    let settings = settings.replace("[task]\nquery = \"When is the launch?\"\n", "");
+    std::fs::write(dir.path().join("zu.toml"), settings).unwrap();
+    // At run time: the key is not in the previous value.
+    write("[[phase]]\nname = \"find\"\nquery = \"Which file?\"\n[[phase]]\nname = \"read\"\nquery = \"Read {previous.path}\"\n");
+    let out = zu(dir.path(), &["pipeline", "p.toml", "--validators", ""]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed_phase"], "read", "{report}");
+    let reason = report["phases"][1]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("phase \"read\" uses {previous.path}") && reason.contains("it has: file"),
+        "{report}"
+    );
+    // Before anything runs: the first phase has no previous value, and a key
+    // the previous phase's schema does not name.
+    write("[[phase]]\nname = \"find\"\nquery = \"Use {previous.x}\"\n");
+    let out = zu(dir.path(), &["pipeline", "p.toml", "--validators", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("phase \"find\" is the first"), "{}", stderr(&out));
+    write(
+        "[[phase]]\nname = \"find\"\nquery = \"Which file?\"\noutput_schema = { type = \"object\", properties = { file = { type = \"string\" } } }\n\
+         [[phase]]\nname = \"read\"\nquery = \"Read {previous.path}\"\n",
+    );
+    let out = zu(dir.path(), &["pipeline", "p.toml", "--validators", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("phase \"read\" uses {previous.path}, but phase \"find\"'s output_schema has no such property (it has: file)"),
+        "{}",
+        stderr(&out)
+    );
+    // A finish or tier provider with no config is refused before the run.
+    let before = crate::newcomer::log_of(dir.path()).len();
+    for flags in [
+        &["--finish-provider", "openai"][..],
+        &["--tier-provider", "2=anthropic"],
+    ] {
+        let models = plugins_with(&[zu_tests::artifacts().lib("zu_plugin_models")]);
+        let p = models.path().to_str().unwrap();
+        let out = zu(
+            dir.path(),
+            &[&["run", "--plugins", p, "--query", "q"][..], flags].concat(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("has no config: give it one with --config providers."),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(crate::newcomer::log_of(dir.path()).len(), before, "nothing ran");
+}

@@ -626,8 +626,14 @@ fn the_guides_filesystem_server_offers_no_tool_that_writes() {
     // The `tools` line of the guide's [mcp.servers.fs], applied to the same
     // server installed here: what takes part reads and never writes.
     let guide = std::fs::read_to_string(zu_tests::workspace_root().join("docs/running.md")).unwrap();
-    let example = guide.split("[mcp.servers.fs]").nth(1).expect("the guide's filesystem server");
-    let line = example.lines().find(|l| l.starts_with("tools = [")).expect("it names its tools");
+    let example = guide
+        .split("[mcp.servers.fs]")
+        .nth(1)
+        .expect("the guide's filesystem server");
+    let line = example
+        .lines()
+        .find(|l| l.starts_with("tools = ["))
+        .expect("it names its tools");
     let s = setup(&filesystem(Path::new("files"), 1).replacen("\ntier = 1\n", &format!("\n{line}\ntier = 1\n"), 1));
     let out = zu(&s, &["plugins", "--json"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
@@ -641,6 +647,9 @@ fn the_guides_filesystem_server_offers_no_tool_that_writes() {
         .collect();
     assert!(names.contains(&"fs__read_text_file"), "{names:?}");
     for writes in ["write_file", "edit_file", "create_directory", "move_file"] {
-        assert!(!names.contains(&format!("fs__{writes}").as_str()), "{writes} is on: {names:?}");
+        assert!(
+            !names.contains(&format!("fs__{writes}").as_str()),
+            "{writes} is on: {names:?}"
+        );
     }
 }

@@ -102,12 +102,25 @@ pub(crate) fn prepare(plan: &Plan, watcher: Option<Arc<dyn zu_runtime::Subscribe
                 .ok_or_else(|| Failure::failed(loaded.missing(Kind::Sinks, name, "")))?,
         ),
     };
+    // A provider that only takes over later must be usable now: one given
+    // no config that names no model would fail only when its turn came.
+    let usable = |name: &str, role: &str| -> Result<Arc<dyn ModelProvider>, Failure> {
+        let p = provider_named(name, role)?;
+        let configured = plan.configs.iter().any(|c| c.kind == Kind::Providers && c.name == name);
+        if !configured && p.model().is_none() {
+            return Err(Failure::usage(format!(
+                "provider {}{role} has no config: give it one with --config providers.{0}=JSON (or [config.providers.{0}] in zu.toml)",
+                escape(name)
+            )));
+        }
+        Ok(p)
+    };
     let mut providers_by_tier = BTreeMap::new();
     for (tier, name) in &plan.tier_providers {
-        providers_by_tier.insert(*tier, provider_named(name, &format!(" for tier {tier}"))?);
+        providers_by_tier.insert(*tier, usable(name, &format!(" (for tier {tier})"))?);
     }
     let finish_provider = match &plan.finish_provider {
-        Some(name) => Some(provider_named(name, " (--finish-provider)")?),
+        Some(name) => Some(usable(name, " (--finish-provider)")?),
         None => None,
     };
     let track = match &plan.track {
