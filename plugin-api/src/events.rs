@@ -40,6 +40,10 @@ pub const CHECK_FAILED: &str = "harness.check.failed";
 /// call (crash, abort, `exit`): `{plugin, kind, what}`. The call failed;
 /// the next one gets a fresh process. Beyond the reference.
 pub const PLUGIN_CONTAINED: &str = "harness.plugin.contained";
+/// A plugin panicked during a call (caught at the boundary: the host goes
+/// on): `{plugin, kind, message}`. The call failed with that message.
+/// Beyond the reference.
+pub const PLUGIN_PANICKED: &str = "harness.plugin.panicked";
 /// The sandbox of each tool, detector and validator taking part, recorded
 /// at the start of a run when any runs in one: `{plugins: [{kind, name,
 /// sandbox: "enforced" | "partial" | "none", missing: [layers]}]}`. Beyond
@@ -89,7 +93,7 @@ pub const RECORD_EXTRACTED: &str = "data.record.extracted";
 pub const CONTENT_KEYS: [&str; 3] = ["html", "text", "content"];
 
 /// Every `harness.*` type.
-pub const HARNESS_TYPES: [&str; 29] = [
+pub const HARNESS_TYPES: [&str; 30] = [
     TASK_STARTED,
     TASK_RESUMED,
     OBSERVATION_EXTRACTED,
@@ -105,6 +109,7 @@ pub const HARNESS_TYPES: [&str; 29] = [
     VALIDATION_FAILED,
     CHECK_FAILED,
     PLUGIN_CONTAINED,
+    PLUGIN_PANICKED,
     PLUGIN_REFUSED,
     SANDBOX_APPLIED,
     LOG_DAMAGED,

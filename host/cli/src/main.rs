@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod config;
 mod cost;
 mod events;
@@ -81,7 +82,7 @@ enum Command {
     /// List the plugins found in the plugin directories, and every one refused with its reason.
     Plugins(plugins::PluginsArgs),
     /// Check one plugin library the way the host loads it: what a plugin author runs after each build.
-    Check(plugins::CheckArgs),
+    Check(check::CheckArgs),
     /// Show what this kernel enforces (Landlock, seccomp, namespaces) and the sandbox each plugin and
     /// MCP server would get; exit 1 where `containment = "required"` could not be met.
     Sandbox(sandbox::SandboxArgs),
@@ -170,7 +171,7 @@ fn main() -> ExitCode {
     output::claim();
     let outcome = match cli.command {
         Command::Plugins(args) => plugins::run_plugins(args),
-        Command::Check(args) => plugins::run_check(args),
+        Command::Check(args) => check::run(args),
         Command::Sandbox(args) => sandbox::run(args),
         Command::Events(args) => events::run(args),
         Command::Run(args) => run::run(*args),

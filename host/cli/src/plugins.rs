@@ -39,26 +39,8 @@ pub struct PluginsArgs {
     isolation_flags: load::IsolationFlags,
 }
 
-#[derive(Args)]
-pub struct CheckArgs {
-    /// The plugin library to check.
-    #[arg(value_name = "LIB")]
-    library: PathBuf,
-    /// Config for one plugin's constructor, as KIND.NAME=JSON or KIND.NAME=@FILE (repeatable).
-    #[arg(long = "config", value_name = "KIND.NAME=JSON")]
-    configs: Vec<String>,
-    /// Print one JSON object: {"plugins": [...], "failures": [...]}.
-    #[arg(long)]
-    json: bool,
-    /// Read plugin configs from this file instead of ./zu.toml.
-    #[arg(long, value_name = "FILE")]
-    config_file: Option<PathBuf>,
-    #[command(flatten)]
-    isolation_flags: load::IsolationFlags,
-}
-
 /// The settings file: `--config-file`, else ./zu.toml if there is one.
-fn settings(flag: &Option<PathBuf>) -> Result<Settings, Failure> {
+pub(crate) fn settings(flag: &Option<PathBuf>) -> Result<Settings, Failure> {
     let file = flag.clone().unwrap_or_else(|| PathBuf::from("zu.toml"));
     Settings::read(&file, flag.is_some())
 }
@@ -105,23 +87,7 @@ pub(crate) fn load_listed(
     Ok((loaded, mcp))
 }
 
-pub fn run_check(args: CheckArgs) -> Result<u8, Failure> {
-    let mut settings = settings(&args.config_file)?;
-    let mut configs = settings.plugin_configs()?;
-    configs.extend(parse_config_args(&args.configs)?);
-    if !args.library.exists() {
-        return Err(Failure::usage(
-            zu_loader::LoaderError::MissingLibrary { path: args.library }.to_string(),
-        ));
-    }
-    let protection = args
-        .isolation_flags
-        .protection(&load::FileContainment::take_from(&mut settings))?;
-    let loaded = load::load(load::Source::File(&args.library), configs, config_flag, protection)?;
-    Ok(finish(&loaded, args.json, true))
-}
-
-fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
+pub(crate) fn finish(loaded: &Loaded, json: bool, strict: bool) -> u8 {
     let report = Report::of(loaded);
     if json {
         let text = serde_json::to_string_pretty(&report).expect("a report is plain data");

@@ -314,3 +314,55 @@ fn pipelines_and_providers_that_take_over_later_fail_early() {
     }
     assert_eq!(crate::newcomer::log_of(dir.path()).len(), before, "nothing ran");
 }
+
+#[test]
+fn zu_check_speaks_to_a_plugin_author_and_a_panic_is_an_event() {
+    let a = zu_tests::artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    // Only an .rlib (a crate built without crate-type = ["cdylib"]).
+    std::fs::write(dir.path().join("libmine.rlib"), b"!<arch>\n").unwrap();
+    for given in ["libmine.rlib", &zu_tests::lib_file("mine")] {
+        let out = zu(dir.path(), &["check", given]);
+        assert_eq!(out.status.code(), Some(1), "{given}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a shared library zu can load: build the crate as a cdylib"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // What the model will see of each tool, and a warning for one without a description.
+    let tool = a.lib("readme_tool");
+    let out = zu(dir.path(), &["check", tool.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("word_count: Counts the words of `text`."), "{shown}");
+    assert!(shown.contains("parameters: {\"properties\":{\"text\""), "{shown}");
+    assert!(!stderr(&out).contains("no description"), "{}", stderr(&out));
+    let hostile = a.fixture("hostile");
+    let out = zu(dir.path(), &["check", hostile.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("tool attempt has no description"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("/libs/") && !String::from_utf8_lossy(&out.stdout).contains("/libs/"),
+        "no cache path"
+    );
+
+    // A panic in a tool call is an event of its own.
+    let plugins = plugins_with(&[a.fixture("panicky")]);
+    let script = json!({"responses": [{"tool_calls": [{"name": "panics_on_call", "args": {}}]}, {"text": "{}"}]});
+    let work = workdir(plugins.path(), script, "plugins = [PLUGINS]");
+    let out = zu(work.path(), &["run", "--validators", ""]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let panicked: Vec<serde_json::Value> = crate::newcomer::log_of(work.path())
+        .into_iter()
+        .filter(|e| e["type"] == "harness.plugin.panicked")
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(
+        panicked,
+        vec![json!({"plugin": "panics_on_call", "kind": "tool", "message": "tool call exploded"})]
+    );
+}

@@ -74,12 +74,18 @@ fn run_check(
     let error = match crate::deadline::within(checks.deadline, name, || catch_unwind(AssertUnwindSafe(check))) {
         Ok(Ok(v)) => return Ok(v),
         Ok(Err(e)) => {
-            if let PluginError::ProcessEnded(what) = &e {
-                record.contained(name, kind, what, parent)?;
+            match &e {
+                PluginError::ProcessEnded(what) => record.contained(name, kind, what, parent)?,
+                PluginError::Panicked(m) => record.panicked(name, kind, m, parent)?,
+                _ => {}
             }
             e.to_string()
         }
-        Err(p) => format!("panicked: {}", zu_plugin_api::ports::panic_message(&*p)),
+        Err(p) => {
+            let message = zu_plugin_api::ports::panic_message(&*p);
+            record.panicked(name, kind, &message, parent)?;
+            format!("panicked: {message}")
+        }
     };
     tracing::warn!(check = name, kind, %error, mode = ?checks.mode, "a check failed to give a verdict");
     record.emit_as(

@@ -69,11 +69,18 @@ pub(super) fn record(
             record.contained(name, "tool", &what, Some(turn))?;
             obj(json!({"error": format!("the tool's process {what}; the call was lost")}))
         }
+        Some(Ok(Err(PluginError::Panicked(m)))) => {
+            record.panicked(name, "tool", &m, Some(turn))?;
+            obj(json!({"error": format!("plugin panicked: {m}")}))
+        }
         Some(Ok(Err(e))) => {
             tracing::warn!(tool = name, error = %e, "tool failed");
             obj(json!({"error": e.to_string()}))
         }
-        Some(Err(CallError::Panicked(m))) => obj(json!({"error": format!("plugin panicked: {m}")})),
+        Some(Err(CallError::Panicked(m))) => {
+            record.panicked(name, "tool", &m, Some(turn))?;
+            obj(json!({"error": format!("plugin panicked: {m}")}))
+        }
         Some(Err(CallError::Cancelled(reason))) => obj(json!({"error": format!("the call was cancelled ({reason})")})),
     };
     let summary;

@@ -105,6 +105,19 @@ impl Record {
         Ok(id)
     }
 
+    /// Emits `plugin.panicked`: the `kind` plugin `name` panicked during a
+    /// call (caught; the call failed with `message`).
+    pub(super) fn panicked(&self, name: &str, kind: &str, message: &str, parent: Option<Uuid>) -> Result<(), BusError> {
+        tracing::warn!(plugin = name, kind, message, "a plugin panicked during a call; caught");
+        self.emit_as(
+            ev::PLUGIN_PANICKED,
+            &json!({"plugin": name, "kind": kind, "message": message}),
+            parent,
+            name,
+        )?;
+        Ok(())
+    }
+
     /// Emits `plugin.contained`: the `kind` plugin `name`'s process ended
     /// during a call (`what`).
     pub(super) fn contained(&self, name: &str, kind: &str, what: &str, parent: Option<Uuid>) -> Result<(), BusError> {

@@ -308,13 +308,19 @@ impl Loop {
             Err(CallError::TimedOut) => return self.terminal("budget:wall_time_s"),
             Err(CallError::Cancelled(reason)) => return self.terminal(&reason),
             Ok(Err(e)) => {
-                if let PluginError::ProcessEnded(what) = &e {
-                    let name = provider.model().unwrap_or_else(|| "provider".to_owned());
-                    self.record.contained(&name, "provider", what, Some(turn))?;
+                let name = || provider.model().unwrap_or_else(|| "provider".to_owned());
+                match &e {
+                    PluginError::ProcessEnded(what) => self.record.contained(&name(), "provider", what, Some(turn))?,
+                    PluginError::Panicked(m) => self.record.panicked(&name(), "provider", m, Some(turn))?,
+                    _ => {}
                 }
                 return self.provider_failed(&e.to_string());
             }
-            Err(CallError::Panicked(m)) => return self.provider_failed(&format!("panicked: {m}")),
+            Err(CallError::Panicked(m)) => {
+                let name = provider.model().unwrap_or_else(|| "provider".to_owned());
+                self.record.panicked(&name, "provider", &m, Some(turn))?;
+                return self.provider_failed(&format!("panicked: {m}"));
+            }
         };
         if let Err(why) = check_usage(&resp.usage) {
             return self.provider_failed(&why);
