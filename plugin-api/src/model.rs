@@ -55,7 +55,31 @@ impl ToolCall {
     pub fn invalid_arguments(&self) -> Option<&Value> {
         self.args.get(INVALID_ARGUMENTS)
     }
+
+    /// This call with the id the model gave it, which goes back with its
+    /// result unchanged (kept under [`CALL_ID`] in `args`, so a `ToolCall`
+    /// built by struct literal, as 1.0 plugins do, still works: it has none).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.args.insert(CALL_ID.into(), Value::String(id.into()));
+        self
+    }
+
+    /// The call's id: the model's, or the one the loop gave a call that had none.
+    pub fn id(&self) -> Option<&str> {
+        self.args.get(CALL_ID).and_then(Value::as_str)
+    }
+
+    /// Its arguments as the tool receives them: without the call's id.
+    pub fn arguments(&self) -> JsonObject {
+        let mut args = self.args.clone();
+        args.remove(CALL_ID);
+        args
+    }
 }
+
+/// The key under which [`ToolCall::with_id`] keeps the call's id in `args`
+/// (never passed to the tool).
+pub const CALL_ID: &str = "$zu_call_id";
 
 /// What a model provider can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,7 +69,9 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     fn new(config: Value) -> Result<Self, PluginError>;
 }
 
-pub use crate::model::{Capabilities, Continuation, Finish, ModelRequest, ModelResponse, ToolCall, INVALID_ARGUMENTS};
+pub use crate::model::{
+    Capabilities, Continuation, Finish, ModelRequest, ModelResponse, ToolCall, CALL_ID, INVALID_ARGUMENTS,
+};
 
 /// A tool as a policy sees it: name, description, JSON schema.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

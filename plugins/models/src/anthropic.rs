@@ -61,21 +61,22 @@ pub fn messages(zu: &[Value]) -> (String, Vec<Value>) {
                 }
                 pending.clear();
                 for (j, c) in msg["tool_calls"].as_array().into_iter().flatten().enumerate() {
-                    let input = c
-                        .get("args")
-                        .filter(|a| a.is_object())
-                        .cloned()
-                        .unwrap_or_else(|| json!({}));
-                    pending.push_back(use_id(m, j));
+                    let (id, input) = crate::http::id_and_args(c, || use_id(m, j));
+                    pending.push_back(id.clone());
                     push(
                         "assistant",
-                        json!({"type": "tool_use", "id": use_id(m, j), "name": c["name"], "input": input}),
+                        json!({"type": "tool_use", "id": id, "name": c["name"], "input": input}),
                         &mut out,
                     );
                 }
             }
             "tool" => {
-                let id = pending.pop_front().unwrap_or_else(|| use_id(m, 0));
+                let queued = pending.pop_front();
+                let id = msg["call_id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or(queued)
+                    .unwrap_or_else(|| use_id(m, 0));
                 push(
                     "user",
                     json!({"type": "tool_result", "tool_use_id": id, "content": content}),
@@ -128,12 +129,17 @@ pub fn response(v: &Value) -> Parsed {
             Some("text") => texts.push(b["text"].as_str().unwrap_or_default().to_owned()),
             Some("tool_use") => {
                 let name = b["name"].as_str().ok_or("a tool_use block without a name")?;
-                tool_calls.push(match &b["input"] {
+                let call = match &b["input"] {
                     Value::Object(args) => ToolCall {
                         name: name.to_owned(),
                         args: args.clone(),
                     },
                     other => ToolCall::invalid(name, &other.to_string(), "the input is not a JSON object"),
+                };
+                // The model's id goes back with the call's result, unchanged.
+                tool_calls.push(match b["id"].as_str().filter(|id| !id.is_empty()) {
+                    Some(id) => call.with_id(id),
+                    None => call,
                 });
             }
             _ => {}

@@ -365,6 +365,18 @@ fn say_retry(provider: &str, why: &str, wait: Duration) {
     eprintln!("zu {provider} provider: {why}; retrying in {:.1} s", wait.as_secs_f64());
 }
 
+/// A Zu tool call of the history (`{"name", "args"}`) as the id it goes to
+/// the model with (the call's own, kept as the model gave it, else
+/// `fallback`) and its arguments as an object, without the id.
+pub fn id_and_args(call: &Value, fallback: impl FnOnce() -> String) -> (String, Value) {
+    let mut args = call.get("args").and_then(Value::as_object).cloned().unwrap_or_default();
+    let id = match args.remove(zu_plugin_api::ports::CALL_ID) {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => fallback(),
+    };
+    (id, Value::Object(args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

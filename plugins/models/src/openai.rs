@@ -39,18 +39,19 @@ pub fn messages(zu: &[Value]) -> Vec<Value> {
         let content = msg.get("content").cloned().unwrap_or(Value::Null);
         match msg["role"].as_str().unwrap_or("user") {
             "assistant" => {
+                pending.clear();
                 let calls: Vec<Value> = msg["tool_calls"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .enumerate()
                     .map(|(j, c)| {
-                        let args = c.get("args").cloned().unwrap_or_else(|| json!({}));
-                        json!({"id": call_id(m, j), "type": "function",
+                        let (id, args) = crate::http::id_and_args(c, || call_id(m, j));
+                        pending.push_back(id.clone());
+                        json!({"id": id, "type": "function",
                                "function": {"name": c["name"], "arguments": args.to_string()}})
                     })
                     .collect();
-                pending = (0..calls.len()).map(|j| call_id(m, j)).collect();
                 let mut a = json!({"role": "assistant", "content": content});
                 if !calls.is_empty() {
                     a["tool_calls"] = Value::Array(calls);
@@ -58,7 +59,12 @@ pub fn messages(zu: &[Value]) -> Vec<Value> {
                 out.push(a);
             }
             "tool" => {
-                let id = pending.pop_front().unwrap_or_else(|| call_id(m, 0));
+                let queued = pending.pop_front();
+                let id = msg["call_id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or(queued)
+                    .unwrap_or_else(|| call_id(m, 0));
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             role => out.push(json!({"role": role, "content": content})),
@@ -122,13 +128,18 @@ pub fn response(v: &Value) -> Parsed {
             other => other.to_string(),
         };
         let raw_trimmed = if raw.trim().is_empty() { "{}" } else { raw.as_str() };
-        tool_calls.push(match serde_json::from_str::<Value>(raw_trimmed) {
+        let call = match serde_json::from_str::<Value>(raw_trimmed) {
             Ok(Value::Object(args)) => ToolCall {
                 name: name.to_owned(),
                 args,
             },
             Ok(_) => ToolCall::invalid(name, &raw, "the arguments are JSON but not an object"),
             Err(e) => ToolCall::invalid(name, &raw, &format!("not valid JSON: {e}")),
+        };
+        // The model's id goes back with the call's result, unchanged.
+        tool_calls.push(match c["id"].as_str().filter(|id| !id.is_empty()) {
+            Some(id) => call.with_id(id),
+            None => call,
         });
     }
     let finish = match choice["finish_reason"].as_str() {

@@ -3,7 +3,7 @@
 //! run must be deterministic and need no model.
 //!
 //! Config: `{"responses": [{"text": "..."}, {"tool_calls": [{"name": "t",
-//! "args": {}}]}, ...], "model": "optional-id"}`; each response may also carry
+//! "args": {}, "id": "optional"}]}, ...], "model": "optional-id"}`; each response may also carry
 //! `"usage"`, `"finish"` (default: `tool_calls` when it has tool calls,
 //! else `stop`) and `"delay_ms"` (answer that much later, like a slow
 //! model). A call past the end of the script is an error saying so. Its
@@ -32,13 +32,25 @@ struct ScriptedResponse {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
-    tool_calls: Vec<ToolCall>,
+    tool_calls: Vec<ScriptedCall>,
     #[serde(default)]
     finish: Option<Finish>,
     #[serde(default)]
     usage: JsonObject,
     #[serde(default)]
     delay_ms: u64,
+}
+
+/// A tool call of the script: `name`, `args`, and the `id` a model would
+/// give it (optional: without one, the loop gives it one of its own).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptedCall {
+    name: String,
+    #[serde(default)]
+    args: JsonObject,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// Replays a fixed list of model responses.
@@ -83,9 +95,23 @@ impl Plugin for Scripted {
                 } else {
                     Finish::ToolCalls
                 });
+                let tool_calls: Vec<ToolCall> = r
+                    .tool_calls
+                    .into_iter()
+                    .map(|c| {
+                        let call = ToolCall {
+                            name: c.name,
+                            args: c.args,
+                        };
+                        match c.id {
+                            Some(id) => call.with_id(id),
+                            None => call,
+                        }
+                    })
+                    .collect();
                 ModelResponse {
                     text: r.text,
-                    tool_calls: r.tool_calls,
+                    tool_calls,
                     finish,
                     usage: r.usage,
                 }

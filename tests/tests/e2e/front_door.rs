@@ -366,3 +366,34 @@ fn zu_check_speaks_to_a_plugin_author_and_a_panic_is_an_event() {
         vec![json!({"plugin": "panics_on_call", "kind": "tool", "message": "tool call exploded"})]
     );
 }
+
+#[test]
+fn a_calls_id_from_the_model_is_kept_and_its_invocation_and_result_pair_by_it() {
+    let plugins = plugins_with(&[]);
+    let script = json!({"responses": [
+        {"tool_calls": [
+            {"name": "file_read", "args": {"path": "notes.md"}, "id": "aB3dE5gH9"},
+            {"name": "file_read", "args": {"path": "notes.md"}}
+        ]},
+        {"text": "{\"date\": \"2026-12-01\"}"}
+    ]});
+    let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
+    let out = zu(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = crate::newcomer::log_of(dir.path());
+    let ids = |ty: &str| -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == ty)
+            .map(|e| e["payload"]["call_id"].clone())
+            .collect()
+    };
+    assert_eq!(ids("harness.tool.invoked"), vec![json!("aB3dE5gH9"), json!("zu_1_1")]);
+    assert_eq!(ids("harness.tool.returned"), ids("harness.tool.invoked"));
+    let args: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "harness.tool.invoked")
+        .map(|e| &e["payload"]["args"])
+        .collect();
+    assert!(args.iter().all(|a| **a == json!({"path": "notes.md"})), "{args:?}");
+}

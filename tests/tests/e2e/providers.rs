@@ -506,3 +506,48 @@ fn a_retry_after_that_is_nan_infinite_or_huge_is_no_panic() {
         }
     }
 }
+
+#[test]
+fn a_tool_calls_id_goes_back_to_the_model_unchanged_and_the_events_pair_by_it() {
+    for (api, id) in [(Api::OpenAi, "call_abc"), (Api::Anthropic, "toolu_01")] {
+        let stub = Stub::start(vec![
+            Reply::json(200, api.read_notes()),
+            Reply::json(200, api.answer("{\"date\": \"2026-12-01\"}", false)),
+        ]);
+        let run = zu_run(api, &stub, 60, json!({}));
+        assert_eq!(run.result()["status"], "success", "{api:?}");
+        let second = &stub.received()[1].body;
+        let msgs = second["messages"].as_array().unwrap();
+        let (sent, answered) = match api {
+            Api::OpenAi => {
+                let call = msgs.iter().find(|m| m["role"] == "assistant").unwrap()["tool_calls"][0].clone();
+                assert!(
+                    !call["function"]["arguments"].as_str().unwrap().contains("$zu"),
+                    "{call}"
+                );
+                let result = msgs.iter().find(|m| m["role"] == "tool").unwrap();
+                (call["id"].clone(), result["tool_call_id"].clone())
+            }
+            Api::Anthropic => {
+                let blocks: Vec<Value> = msgs
+                    .iter()
+                    .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                let call = blocks.iter().find(|b| b["type"] == "tool_use").unwrap();
+                assert_eq!(call["input"], json!({"path": "notes.md"}), "{call}");
+                let result = blocks.iter().find(|b| b["type"] == "tool_result").unwrap();
+                (call["id"].clone(), result["tool_use_id"].clone())
+            }
+        };
+        assert_eq!((sent, answered), (json!(id), json!(id)), "{api:?}: {second}");
+        let invoked = &run.of_type("harness.tool.invoked")[0]["payload"];
+        let returned = &run.of_type("harness.tool.returned")[0]["payload"];
+        assert_eq!(invoked["call_id"], id, "{invoked}");
+        assert_eq!(returned["call_id"], id, "{returned}");
+        assert_eq!(
+            invoked["args"],
+            json!({"path": "notes.md"}),
+            "the tool never sees the id"
+        );
+    }
+}

@@ -125,7 +125,7 @@ fn drive(shared: &Shared, takeover: bool) {
             Phase::Tool(turn, i) => st.before_tool(turn, i),
             Phase::ToolCall(turn, i, tool) => {
                 let call = &turn.response.tool_calls[i];
-                let (name, args) = (call.name.clone(), call.args.clone());
+                let (name, args) = (call.name.clone(), call.arguments());
                 let Some((next, out)) = call_tool(shared, st, &name, args, tool, Duration::ZERO) else {
                     return;
                 };

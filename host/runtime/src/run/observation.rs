@@ -19,6 +19,8 @@ use crate::deadline::CallError;
 struct ToolReturned<'a> {
     tool: &'a str,
     observation: &'a JsonObject,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_id: Option<&'a str>,
 }
 
 /// Records the outcome of call `name` in turn `turn` (`None`: no such tool
@@ -28,6 +30,7 @@ pub(super) fn record(
     record: &Record,
     turn: Uuid,
     name: &str,
+    call_id: Option<&str>,
     outcome: Option<Called<(JsonObject, String)>>,
 ) -> Result<(JsonObject, String), BusError> {
     let block = |kind: &str, extra: Value| -> Result<(), BusError> {
@@ -96,6 +99,7 @@ pub(super) fn record(
         &ToolReturned {
             tool: name,
             observation: returned,
+            call_id,
         },
         Some(turn),
         name,

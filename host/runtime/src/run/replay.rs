@@ -118,7 +118,7 @@ impl Loop {
         let i = replay.next;
         let step = replay.track.steps[i].clone();
         replay.next += 1;
-        let (obs, content) = observation::record(&self.record, turn, &step.tool, outcome)?;
+        let (obs, content) = observation::record(&self.record, turn, &step.tool, None, outcome)?;
         let content = match truncated(&obs, self.shaping.max_observation_chars) {
             Some(shaped) => serde_json::to_string(&shaped).unwrap_or_default(),
             None => content,

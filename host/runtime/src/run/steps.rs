@@ -13,7 +13,7 @@ use uuid::Uuid;
 use zu_plugin_api::contracts::{Budget, JsonObject, RunResult, Status, TaskSpec};
 use zu_plugin_api::events as ev;
 use zu_plugin_api::ports::{
-    Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Severity, Tool, Verdict,
+    Continuation, Finish, ModelProvider, ModelRequest, ModelResponse, PluginError, Severity, Tool, Verdict, CALL_ID,
 };
 
 use super::budget::{budget_reason, check_usage, usage_tokens, Spend};
@@ -303,7 +303,7 @@ impl Loop {
         answer: Called<ModelResponse>,
     ) -> Result<(), RunError> {
         self.sent = self.request.messages.len();
-        let resp = match answer {
+        let mut resp = match answer {
             Ok(Ok(r)) => r,
             Err(CallError::TimedOut) => return self.terminal("budget:wall_time_s"),
             Err(CallError::Cancelled(reason)) => return self.terminal(&reason),
@@ -324,6 +324,13 @@ impl Loop {
         };
         if let Err(why) = check_usage(&resp.usage) {
             return self.provider_failed(&why);
+        }
+        // Every call has an id: the model's, kept as it is, else the loop's.
+        for (j, call) in resp.tool_calls.iter_mut().enumerate() {
+            if call.id().is_none() {
+                call.args
+                    .insert(CALL_ID.into(), Value::String(format!("zu_{}_{j}", self.step)));
+            }
         }
         self.tokens += usage_tokens(&resp.usage);
         let model = provider.model();

@@ -21,6 +21,9 @@ use super::RunError;
 struct ToolInvoked<'a> {
     tool: &'a str,
     args: &'a JsonObject,
+    /// The call's id (the model's, else the loop's): its `tool.returned` has it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_id: Option<&'a str>,
 }
 
 impl Loop {
@@ -40,7 +43,8 @@ impl Loop {
             ev::TOOL_INVOKED,
             &ToolInvoked {
                 tool: &call.name,
-                args: &call.args,
+                args: &call.arguments(),
+                call_id: call.id(),
             },
             Some(turn.id),
             &call.name,
@@ -76,8 +80,8 @@ impl Loop {
         i: usize,
         outcome: Option<Called<(JsonObject, String)>>,
     ) -> Result<(), RunError> {
-        let name = turn.response.tool_calls[i].name.as_str();
-        let (obs, content) = observation::record(&self.record, turn.id, name, outcome)?;
+        let call = &turn.response.tool_calls[i];
+        let (obs, content) = observation::record(&self.record, turn.id, &call.name, call.id(), outcome)?;
         let max = self.shaping.max_observation_chars;
         if let (Strategy::Extract, Some(max)) = (self.shaping.strategy, max) {
             let jobs = extract_jobs(&obs, max, &self.spec.query);
@@ -97,8 +101,8 @@ impl Loop {
     /// Tool call `i`'s observation reaches the model as `content` and the
     /// per-observation detectors as it is.
     pub(super) fn observed(&mut self, turn: Turn, i: usize, obs: JsonObject, content: String) -> Result<(), RunError> {
-        let name = turn.response.tool_calls[i].name.as_str();
-        let message = json!({"role": "tool", "name": name, "content": content});
+        let call = &turn.response.tool_calls[i];
+        let message = json!({"role": "tool", "name": call.name, "call_id": call.id(), "content": content});
         self.push_message(message);
         let obs = Arc::new(Value::Object(obs));
         let halting = checkpoint(&self.record, turn.id, &self.checks, Some(obs), Scope::PerObservation)?;
@@ -118,7 +122,9 @@ impl Loop {
     pub(super) fn turn_end(&mut self, turn: Turn, dispatched: usize, halting: Option<Verdict>) -> Result<(), RunError> {
         for skipped in &turn.response.tool_calls[dispatched..] {
             let content = skipped_note(halting.as_ref());
-            self.push_message(json!({"role": "tool", "name": skipped.name, "content": content}));
+            self.push_message(
+                json!({"role": "tool", "name": skipped.name, "call_id": skipped.id(), "content": content}),
+            );
         }
         let halting = match halting {
             Some(h) => Some(h),
