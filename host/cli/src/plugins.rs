@@ -16,7 +16,7 @@ use zu_runtime::display::escape;
 
 #[derive(Args)]
 pub struct PluginsArgs {
-    /// A plugin directory to scan (repeatable). Default: $ZU_PLUGIN_PATH, else
+    /// A plugin directory to scan (repeatable). Default: zu.toml's, else $ZU_PLUGIN_PATH, else
     /// $HOME/.local/share/zu/plugins.
     #[arg(long = "plugins", value_name = "DIR")]
     dirs: Vec<PathBuf>,

@@ -276,7 +276,8 @@ fn a_run_killed_mid_way_resumes_to_success_and_makes_each_tool_call_once() {
     let script = json!([read("a.md"), read("b.md"), {"text": "{}", "delay_ms": 3_600_000}]);
     let task = env.killed_run(json!({"query": "alpha and beta?"}), script, 3);
 
-    let done = json!([answer(json!({"a": 1, "b": 2}))]);
+    // The whole script again: it goes on at the response after the two turns on the log.
+    let done = json!([read("a.md"), read("b.md"), answer(json!({"a": 1, "b": 2}))]);
     let resumed = env.run("gpt-4o", done.clone(), &["--resume", &task]);
     assert!(resumed.status.success(), "{}", err(&resumed));
     assert_eq!(stdout_json(&resumed)["value"], json!({"a": 1, "b": 2}));

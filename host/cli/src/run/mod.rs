@@ -117,7 +117,7 @@ pub(crate) fn prepare(plan: &Plan, watcher: Option<Arc<dyn zu_runtime::Subscribe
     };
     let mut providers_by_tier = BTreeMap::new();
     for (tier, name) in &plan.tier_providers {
-        providers_by_tier.insert(*tier, usable(name, &format!(" (for tier {tier})"))?);
+        providers_by_tier.insert(*tier, usable(name, &format!(" for tier {tier}"))?);
     }
     let finish_provider = match &plan.finish_provider {
         Some(name) => Some(usable(name, " (--finish-provider)")?),

@@ -87,9 +87,12 @@ impl Progress {
     }
 }
 
+/// Redraws the line in place with a carriage return and spaces (no escape
+/// sequences: the line reads the same without colour support), and clears
+/// it at the end.
 fn draw(state: &Mutex<State>, started: Instant) {
     const FRAMES: [char; 4] = ['|', '/', '-', '\\'];
-    let mut frame = 0;
+    let (mut frame, mut width) = (0usize, 0usize);
     loop {
         let line = {
             let s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,9 +111,11 @@ fn draw(state: &Mutex<State>, started: Instant) {
                 started.elapsed().as_secs_f64()
             )
         };
-        let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
+        let len = line.chars().count();
+        let _ = write!(std::io::stderr(), "\r{line}{}", " ".repeat(width.saturating_sub(len)));
+        width = width.max(len);
         frame += 1;
         std::thread::sleep(Duration::from_millis(120));
     }
-    let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    let _ = write!(std::io::stderr(), "\r{}\r", " ".repeat(width));
 }
