@@ -6,6 +6,7 @@
 
 use serde_json::json;
 
+use crate::mcp;
 use crate::newcomer::{plugins_with, read_then_answer, stderr, workdir, zu};
 
 #[test]
@@ -396,4 +397,41 @@ fn a_calls_id_from_the_model_is_kept_and_its_invocation_and_result_pair_by_it() 
         .map(|e| &e["payload"]["args"])
         .collect();
     assert!(args.iter().all(|a| **a == json!({"path": "notes.md"})), "{args:?}");
+}
+
+#[test]
+fn the_guides_filesystem_server_offers_no_tool_that_writes() {
+    // The `tools` line of the guide's [mcp.servers.fs], applied to the same
+    // server installed here: what takes part reads and never writes.
+    let guide = std::fs::read_to_string(zu_tests::workspace_root().join("docs/running.md")).unwrap();
+    let example = guide
+        .split("[mcp.servers.fs]")
+        .nth(1)
+        .expect("the guide's filesystem server");
+    let line = example
+        .lines()
+        .find(|l| l.starts_with("tools = ["))
+        .expect("it names its tools");
+    let s = mcp::setup(&mcp::filesystem(std::path::Path::new("files"), 1).replacen(
+        "\ntier = 1\n",
+        &format!("\n{line}\ntier = 1\n"),
+        1,
+    ));
+    let out = mcp::zu(&s, &["plugins", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", mcp::err(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "tools")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"fs__read_text_file"), "{names:?}");
+    for writes in ["write_file", "edit_file", "create_directory", "move_file"] {
+        assert!(
+            !names.contains(&format!("fs__{writes}").as_str()),
+            "{writes} is on: {names:?}"
+        );
+    }
 }
