@@ -79,6 +79,23 @@ impl LogArgs {
         }
         let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
         let dirs = settings.plugin_dirs(&self.dirs, &table.dirs)?;
+        let containment = load::FileContainment::take_from(settings);
+        let protection = self.isolation_flags.protection(&containment)?;
+        open_sink(&sink, config, dirs, protection, wait_ms)
+    }
+}
+
+/// The log of sink plugin `sink` (with `config` and where it came from),
+/// read-only, its plugin found in `dirs`; with `wait_ms`, a sink that can
+/// wait for news (postgres) waits that long.
+pub fn open_sink(
+    sink: &str,
+    config: Option<(Value, String)>,
+    dirs: zu_loader::discovery::PluginDirs,
+    protection: zu_loader::Protection,
+    wait_ms: Option<u64>,
+) -> Result<Log, Failure> {
+    {
         let configs = config
             .map(|(mut value, origin)| {
                 if let Value::Object(o) = &mut value {
@@ -89,22 +106,20 @@ impl LogArgs {
                 }
                 PluginConfig {
                     kind: Kind::Sinks,
-                    name: sink.clone(),
+                    name: sink.to_owned(),
                     value,
                     origin,
                 }
             })
             .into_iter()
             .collect();
-        let containment = load::FileContainment::take_from(settings);
-        let protection = self.isolation_flags.protection(&containment)?;
         let loaded = load::load(load::Source::Dirs(dirs), configs, sink_config_flag, protection)?;
-        match loaded.registry.sink(&sink) {
+        match loaded.registry.sink(sink) {
             Some(s) => Ok(Log {
                 bus: EventBus::with_sink(s),
-                sink,
+                sink: sink.to_owned(),
             }),
-            None => Err(Failure::failed(loaded.missing(Kind::Sinks, &sink, ""))),
+            None => Err(Failure::failed(loaded.missing(Kind::Sinks, sink, ""))),
         }
     }
 }

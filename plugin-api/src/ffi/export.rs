@@ -4,7 +4,6 @@
 
 use std::cell::OnceCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -131,18 +130,18 @@ impl<T: Tool> ToolFfi for Guard<T> {
     }
 }
 
-/// A provider plus the conversation it was last sent, so a continued
+/// A provider plus the conversations it was sent, so a continued
 /// conversation crosses the boundary as only its new messages.
 struct ProviderGuard<T> {
     guard: Guard<T>,
-    conversation: Mutex<Option<(u64, ModelRequest)>>,
+    conversations: super::Conversations<u64, ModelRequest>,
 }
 
 impl<T> ProviderGuard<T> {
     fn new(value: T) -> Self {
         ProviderGuard {
             guard: Guard::new(value),
-            conversation: Mutex::new(None),
+            conversations: Default::default(),
         }
     }
 }
@@ -169,30 +168,29 @@ impl<T: ModelProvider> ProviderFfi for ProviderGuard<T> {
             Ok(d) => d,
             Err(e) => return FfiResult::RErr(e.into()),
         };
-        let mut held = self.conversation.lock().unwrap_or_else(|p| p.into_inner());
-        let continues = matches!(&*held, Some((id, r)) if *id == delta.conversation && r.messages.len() == delta.base);
-        if !continues {
-            if delta.base != 0 {
-                *held = None;
+        // Taken out for this turn: other conversations go on meanwhile.
+        let held = self.conversations.take(&delta.conversation);
+        let mut request = match held {
+            _ if delta.base == 0 => ModelRequest::default(),
+            Some(r) if r.messages.len() == delta.base => r,
+            _ => {
                 let message = "the plugin does not hold this conversation; resend it whole".into();
                 return FfiResult::RErr(FfiError {
                     kind: FfiErrorKind::Resync,
                     message,
                 });
             }
-            *held = Some((delta.conversation, ModelRequest::default()));
-        }
-        let (_, request) = held.as_mut().expect("set just above");
+        };
         request.messages.extend(delta.messages);
         if let Some(tools) = delta.tools {
             request.tools = tools;
         }
         request.params = delta.params;
         request.time_left_ms = delta.time_left_ms;
-        let request = &*request;
-        let out = guarded(|| Ok(to_json(&self.guard.get().complete(request)?)?.into()));
-        if out.is_err() {
-            *held = None; // the next turn starts the conversation afresh
+        let out = guarded(|| Ok(to_json(&self.guard.get().complete(&request)?)?.into()));
+        if out.is_ok() {
+            // (After an error the next turn starts the conversation afresh.)
+            self.conversations.keep(delta.conversation, request);
         }
         out
     }

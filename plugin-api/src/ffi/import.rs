@@ -4,7 +4,6 @@
 //! a host `RunContext` to plugins.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -103,11 +102,10 @@ impl Tool for kind::tools::Object {
 /// conversation so a continued one crosses the boundary as its new messages.
 pub struct ImportedProvider {
     object: kind::providers::Object,
-    sent: Mutex<Option<Sent>>,
+    sent: super::Conversations<u64, Sent>,
 }
 
 struct Sent {
-    conversation: u64,
     len: usize,
     tools: Vec<Value>,
 }
@@ -117,7 +115,7 @@ impl ImportedProvider {
     pub fn new(object: kind::providers::Object) -> Self {
         ImportedProvider {
             object,
-            sent: Mutex::new(None),
+            sent: Default::default(),
         }
     }
 
@@ -152,26 +150,27 @@ impl ModelProvider for ImportedProvider {
             unchanged,
         }) = request.continuation()
         else {
-            *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let request = to_json(request)?;
             return reply(self.object.ffi_complete(request.as_str().into()), "model response");
         };
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let (base, tools_changed) = match &*sent {
-            Some(s) if s.conversation == conversation && s.len <= unchanged.min(request.messages.len()) => {
-                (s.len, s.tools != request.tools)
-            }
+        // Taken out for this turn (no lock across the call): other
+        // conversations go on meanwhile. An old plugin holds one at a time
+        // and asks for the rest whole (a resync).
+        let (base, tools_changed) = match self.sent.take(&conversation) {
+            Some(s) if s.len <= unchanged.min(request.messages.len()) => (s.len, s.tools != request.tools),
             _ => (0, true),
         };
         let mut out = self.send_delta(request, conversation, base, tools_changed);
         if base > 0 && matches!(&out, FfiResult::RErr(e) if e.kind == FfiErrorKind::Resync) {
             out = self.send_delta(request, conversation, 0, true);
         }
-        *sent = out.is_ok().then(|| Sent {
-            conversation,
-            len: request.messages.len(),
-            tools: request.tools.clone(),
-        });
+        if out.is_ok() {
+            let sent = Sent {
+                len: request.messages.len(),
+                tools: request.tools.clone(),
+            };
+            self.sent.keep(conversation, sent);
+        }
         reply(out, "model response")
     }
 }

@@ -6,6 +6,7 @@
 
 #![allow(missing_docs, non_camel_case_types)]
 
+mod conversations;
 mod export;
 mod import;
 mod objects;
@@ -26,6 +27,7 @@ use abi_stable::{
     StableAbi,
 };
 
+pub use conversations::{Conversations, MAX_CONVERSATIONS};
 pub use export::Exports;
 pub use import::{context_bridge, ContextBridge, ImportedProvider};
 pub use objects::kind;

@@ -8,6 +8,7 @@ mod compat;
 mod containment;
 mod embed;
 mod front_door;
+mod host_runs;
 mod hostile_text;
 mod loading;
 mod logs;

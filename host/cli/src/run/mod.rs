@@ -5,8 +5,10 @@
 //! its path. [`Prepared`] (plugins loaded, bus, options) is shared with
 //! `zu pipeline`.
 
+mod args;
 mod plan;
 mod progress;
+mod recorded;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -195,6 +197,7 @@ pub(crate) fn prepare(plan: &Plan, watcher: Option<Arc<dyn zu_runtime::Subscribe
         max_usd: plan.max_usd,
         prices: Some(Arc::new(plan.prices.clone())),
         trusted: plan.trusted.clone(),
+        plan: Some(recorded::record(plan, &std::env::current_dir().unwrap_or_default())),
         ..RunOptions::default()
     };
     Ok(Prepared {
@@ -205,6 +208,33 @@ pub(crate) fn prepare(plan: &Plan, watcher: Option<Arc<dyn zu_runtime::Subscribe
         interrupts,
         _mcp: mcp,
     })
+}
+
+/// A resumed run's plan: what flags and zu.toml did not give, from the plan
+/// its `task.started` recorded (said on stderr where they differ).
+fn resume_plan(plan: &mut Plan, task: uuid::Uuid) -> Result<(), Failure> {
+    let sink = plan.sink.clone().expect("checked by the caller");
+    let config = plan
+        .configs
+        .iter()
+        .find(|c| c.kind == Kind::Sinks && c.name == sink)
+        .map(|c| (c.value.clone(), c.origin.clone()));
+    let log = crate::log::open_sink(&sink, config, plan.dirs.clone(), plan.protection.clone(), None)?;
+    let recorded = recorded::read(&log.bus, task)?;
+    log.bus.close();
+    let Some(recorded) = recorded else {
+        if plan.provider.is_empty() {
+            return Err(Failure::usage(
+                "this run's log records no plan (an older zu wrote it): give --provider and the run's plugins again",
+            ));
+        }
+        return Ok(());
+    };
+    let given = plan.given.clone();
+    for d in recorded::apply(plan, &recorded, &given)? {
+        eprintln!("zu: resuming with {} ", escape(&d));
+    }
+    Ok(())
 }
 
 /// The exit code of a run that ended with `status`.
@@ -218,11 +248,14 @@ pub(crate) fn exit_code(interrupts: &Interrupts, status: Status) -> u8 {
 }
 
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
-    let plan = plan(args, Query::Required)?;
+    let mut plan = plan(args, Query::Required)?;
     if plan.resume.is_some() && plan.sink.is_none() {
         return Err(Failure::usage(
             "--resume continues a run from its log: give the --sink (and --sink-config) it was written to",
         ));
+    }
+    if let Some(task) = plan.resume {
+        resume_plan(&mut plan, task)?;
     }
     let (mut progress, watcher) = progress::Progress::new();
     let p = prepare(&plan, watcher)?;

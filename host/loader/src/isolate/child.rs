@@ -4,7 +4,6 @@
 //! library prints goes to stderr; the frames use private descriptors.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -114,7 +113,7 @@ struct Served<'a> {
     verdict: Verdict,
     declarations: Vec<Declaration>,
     registry: Registry,
-    conversations: HashMap<String, (u64, ModelRequest)>,
+    conversations: zu_plugin_api::ffi::Conversations<(String, u64), ModelRequest>,
 }
 
 impl Served<'_> {
@@ -153,10 +152,11 @@ impl Served<'_> {
             .registry
             .provider(name)
             .ok_or_else(|| PluginError::failed("no such provider"))?;
-        let held = self.conversations.remove(name);
+        let key = (name.to_owned(), turn.conversation);
+        let held = self.conversations.take(&key);
         let mut request = match held {
             _ if turn.base == 0 => ModelRequest::default(),
-            Some((id, r)) if id == turn.conversation && r.messages.len() == turn.base => r,
+            Some(r) if r.messages.len() == turn.base => r,
             _ => return Err(PluginError::failed(RESYNC)),
         };
         request.messages.extend(turn.messages);
@@ -170,7 +170,7 @@ impl Served<'_> {
             unchanged: turn.base,
         }));
         let response = provider.complete(&request)?;
-        self.conversations.insert(name.to_owned(), (turn.conversation, request));
+        self.conversations.keep(key, request);
         raw(&TurnAnswer {
             response: &response,
             model: provider.model(),
@@ -305,7 +305,7 @@ pub fn child_main(file: &Path, display: &Path) -> i32 {
         verdict,
         declarations,
         registry: Registry::new(),
-        conversations: HashMap::new(),
+        conversations: Default::default(),
     };
     while let Some(message) = channel.receive() {
         let answer = match message {

@@ -49,7 +49,7 @@ pub fn object(supervisor: Arc<Supervisor>, kind: Kind, name: &str) -> PluginObje
     match kind {
         Kind::Providers => PluginObject::Provider(Arc::new(RemoteProvider {
             remote,
-            sent: Mutex::new(None),
+            sent: Default::default(),
             model: Mutex::new(None),
         })),
         Kind::Tools => PluginObject::Tool(Arc::new(remote)),
@@ -85,7 +85,7 @@ impl Tool for Remote {
 /// conversation, and the model id it last reported.
 struct RemoteProvider {
     remote: Remote,
-    sent: Mutex<Option<(u64, usize, Vec<Value>)>>,
+    sent: zu_plugin_api::ffi::Conversations<u64, (usize, Vec<Value>)>,
     model: Mutex<Option<Option<String>>>,
 }
 
@@ -116,25 +116,23 @@ impl ModelProvider for RemoteProvider {
             .clone()
     }
     fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, PluginError> {
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let (conversation, unchanged) = match request.continuation() {
             Some(c) => (c.conversation, c.unchanged),
             None => (0, 0),
         };
-        let (base, tools_changed) = match &*sent {
-            Some((id, len, tools)) if *id == conversation && *len <= unchanged.min(request.messages.len()) => {
-                (*len, *tools != request.tools)
-            }
+        // Taken out for this turn (no lock across the call).
+        let (base, tools_changed) = match self.sent.take(&conversation) {
+            Some((len, tools)) if len <= unchanged.min(request.messages.len()) => (len, tools != request.tools),
             _ => (0, true),
         };
         let mut answer = self.turn(request, conversation, base, tools_changed);
         if base > 0 && matches!(&answer, Err(PluginError::Failed(m)) if m == RESYNC) {
             answer = self.turn(request, conversation, 0, true);
         }
-        *sent = answer
-            .as_ref()
-            .ok()
-            .map(|_| (conversation, request.messages.len(), request.tools.clone()));
+        if answer.is_ok() && request.continuation().is_some() {
+            self.sent
+                .keep(conversation, (request.messages.len(), request.tools.clone()));
+        }
         let answer = answer?;
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.model);
         Ok(answer.response)

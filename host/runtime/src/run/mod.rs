@@ -131,6 +131,9 @@ pub struct RunOptions {
     /// Plugins (`KIND.NAME`) that `required` containment accepts outside a
     /// sandbox (in zu's process, an MCP server over HTTP).
     pub trusted: Vec<String>,
+    /// What the run needs to be run again from its log (the plugins, their
+    /// configs with secrets kept off, the options), recorded on `task.started`.
+    pub plan: Option<serde_json::Value>,
 }
 
 /// Why a run could not produce a Result at all.
@@ -414,6 +417,7 @@ fn run(
         tools,
         checks,
         refused: registry.failures().to_vec(),
+        plan: options.plan.clone(),
         sandboxes,
         provider,
         providers_by_tier: options.providers_by_tier.clone(),

@@ -97,6 +97,8 @@ pub(super) struct Loop {
     pub(super) checks: CheckSet,
     /// What the registry refused at load, recorded at the start of the run.
     pub(super) refused: Vec<crate::registry::LoadFailure>,
+    /// The run's plan, recorded on `task.started`.
+    pub(super) plan: Option<Value>,
     /// The sandbox of each plugin taking part, recorded at the start of the run.
     pub(super) sandboxes: Option<Value>,
     pub(super) provider: Arc<dyn ModelProvider>,
@@ -195,12 +197,11 @@ impl Loop {
             return self.resume_run(resumed);
         }
         let spec = self.spec.clone();
-        let root = self.record.emit(
-            ev::TASK_STARTED,
-            &json!({"query": spec.query, "target": spec.target, "max_tier": spec.max_tier, "budget": spec.budget, "output_schema": spec.output_schema}),
-            None,
-            "loop",
-        )?;
+        let mut started = json!({"query": spec.query, "target": spec.target, "max_tier": spec.max_tier, "budget": spec.budget, "output_schema": spec.output_schema});
+        if let Some(plan) = &self.plan {
+            started["plan"] = plan.clone();
+        }
+        let root = self.record.emit(ev::TASK_STARTED, &started, None, "loop")?;
         let _ = self.record.stop.root.set(root);
         let envelope: Map<String, Value> = self
             .tools
