@@ -207,32 +207,8 @@ fn the_scripted_provider_resumes_at_the_response_the_log_implies() {
         {"text": "{\"date\": \"2026-12-01\"}", "delay_ms": 20000}
     ]});
     let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
-    let mut child = std::process::Command::new(&zu_tests::artifacts().zu)
-        .arg("run")
-        .current_dir(dir.path())
-        .env_remove("ZU_PLUGIN_PATH")
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // Killed while the model "thinks" about its second answer.
-    let log = dir.path().join("log.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let second_turn = || {
-        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| {
-            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            e["type"] == "harness.turn.started" && e["payload"]["step"] == 2
-        })
-    };
-    while !second_turn() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never reached its second turn"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::host_runs::kill_at_turn(dir.path(), &["run"], 2);
     let task = crate::newcomer::log_of(dir.path())[0]["task_id"]
         .as_str()
         .unwrap()

@@ -15,31 +15,8 @@ fn a_killed_run_resumes_from_its_log_alone_with_its_plugins_and_configs() {
     ]});
     let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
     // Killed while the model "thinks" about its third answer.
-    let mut child = std::process::Command::new(&zu_tests::artifacts().zu)
-        .args(["run", "--validators", ""])
-        .current_dir(dir.path())
-        .env_remove("ZU_PLUGIN_PATH")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    kill_at_turn(dir.path(), &["run", "--validators", ""], 3);
     let log = dir.path().join("log.jsonl");
-    let third_turn = || {
-        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| {
-            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            e["type"] == "harness.turn.started" && e["payload"]["step"] == 3
-        })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !third_turn() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never reached its third turn"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
     let events = log_of(dir.path());
     let task = events[0]["task_id"].as_str().unwrap().to_owned();
     let plan = &events[0]["payload"]["plan"];
@@ -79,4 +56,34 @@ fn a_killed_run_resumes_from_its_log_alone_with_its_plugins_and_configs() {
         .filter(|e| e["type"] == "harness.tool.invoked")
         .count();
     assert_eq!(invoked, 2, "no returned tool call made again");
+}
+
+/// Runs `zu ARGS` in `dir` (its log `log.jsonl`) and kills it once its
+/// model turn `step` has started: a run with no end on its log.
+pub(crate) fn kill_at_turn(dir: &std::path::Path, args: &[&str], step: u64) {
+    let mut child = std::process::Command::new(&zu_tests::artifacts().zu)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ZU_PLUGIN_PATH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = dir.join("log.jsonl");
+    let started = || {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            e["type"] == "harness.turn.started" && e["payload"]["step"] == step
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached turn {step}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
