@@ -60,7 +60,9 @@ pub fn run(args: CheckArgs) -> Result<u8, Failure> {
 /// library archive and not a shared library, with what to do.
 fn rust_archive(path: &Path) -> Option<String> {
     let archive = |p: &Path| {
-        p.extension().is_some_and(|e| e == "rlib") || std::fs::read(p).is_ok_and(|b| b.starts_with(b"!<arch>\n"))
+        let mut head = [0u8; 8];
+        let read = std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+        p.extension().is_some_and(|e| e == "rlib") || (read.is_ok() && &head == b"!<arch>\n")
     };
     let found = if path.exists() {
         archive(path).then(|| path.to_owned())
