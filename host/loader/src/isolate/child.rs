@@ -281,8 +281,7 @@ impl Served<'_> {
                     "next_event" => out(t.next_event()?),
                     _ => Err(unknown(kind, method)),
                 }
-            }
-            // No arm for "any other kind": a new kind fails to compile here.
+            } // No arm for "any other kind": a new kind fails to compile here.
         }
     }
 }

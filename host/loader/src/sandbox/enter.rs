@@ -64,7 +64,7 @@ impl Policy {
             limits &= self.limits.apply_processes();
         }
         namespace::drop_capabilities();
-        let (files, landlock_abi) = files::restrict(effective, own, &logs);
+        let (files, landlock_abi) = files::restrict(effective, own, logs);
         let syscalls = syscalls::install(effective);
         Applied {
             files,

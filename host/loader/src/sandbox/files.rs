@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 use super::Policy;
@@ -72,7 +72,7 @@ pub fn abi() -> i32 {
 /// Restricts this process to `policy` (plus `own`, read-only, and `logs`,
 /// files it reads and writes): how much was enforced (`fully`, `partly`,
 /// `not`) and the ABI.
-pub fn restrict(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> (String, i32) {
+pub fn restrict(policy: &Policy, own: &[PathBuf], logs: Vec<super::log_files::LogFile>) -> (String, i32) {
     let abi = abi();
     let status = build(policy, own, logs).and_then(|r| r.restrict_self().map_err(|e| e.to_string()));
     let enforced = match status {
@@ -89,7 +89,11 @@ pub fn restrict(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> (String, 
     (enforced.to_owned(), abi)
 }
 
-fn build(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> Result<landlock::RulesetCreated, String> {
+fn build(
+    policy: &Policy,
+    own: &[PathBuf],
+    logs: Vec<super::log_files::LogFile>,
+) -> Result<landlock::RulesetCreated, String> {
     let all = AccessFs::from_all(ABI_WANTED);
     let read = AccessFs::from_read(ABI_WANTED) & !BitFlags::from(AccessFs::Execute);
     let read_exec = AccessFs::from_read(ABI_WANTED);
@@ -128,10 +132,14 @@ fn build(policy: &Policy, own: &[PathBuf], logs: &[PathBuf]) -> Result<landlock:
             all & !BitFlags::from(AccessFs::Execute),
         ))
         .map_err(e)?
-        .add_rules(path_beneath_rules(
-            logs,
-            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
-        ))
+        // Each on the descriptor that was checked (a regular file, one name).
+        .add_rules(logs.into_iter().map(|f| {
+            let access = match f.write {
+                true => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
+                false => BitFlags::from(AccessFs::ReadFile),
+            };
+            Ok::<_, landlock::RulesetError>(PathBeneath::new(f.fd, access))
+        }))
         .map_err(e)?;
     Ok(created)
 }

@@ -49,12 +49,23 @@ pub(super) fn companion(log: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A file a sink's process gets rights on: held open (`O_PATH`, never
+/// through a link), so the rule is on what was checked, and whether it may
+/// write it.
+pub(crate) struct LogFile {
+    pub fd: std::os::fd::OwnedFd,
+    pub write: bool,
+}
+
 /// In the sandboxed process, before its sandbox: when `make_them` (a
-/// writer), makes each log that is not there yet (and its directories), and a WAL-mode SQLite log's `-wal` and
-/// `-shm` (a database in WAL mode, or an empty log not named like a text
-/// log, which the sink will make one); answers the files that exist, for
-/// the files layer to name.
-pub(super) fn prepare(logs: &[PathBuf], make_them: bool) -> Vec<PathBuf> {
+/// writer), makes each log that is not there yet (and its directories), and
+/// a WAL-mode SQLite log's `-wal` and `-shm` (a database in WAL mode, or an
+/// empty log not named like a text log, which the sink will make one);
+/// answers the files that are there, each only if it is a regular file of
+/// this user's with one name (a link planted beside a log, or a hard link to
+/// another file, gets no rights). A reader writes only an SQLite log's
+/// shared index (`-shm`).
+pub(crate) fn prepare(logs: &[PathBuf], make_them: bool) -> Vec<LogFile> {
     let mut out = Vec::new();
     for log in logs {
         if make_them {
@@ -63,23 +74,38 @@ pub(super) fn prepare(logs: &[PathBuf], make_them: bool) -> Vec<PathBuf> {
             }
             let _ = make(log);
         }
-        if !log.is_file() {
-            continue;
-        }
+        let Some(fd) = held(log) else { continue };
         if make_them && wal_mode(log) {
             for suffix in ["-wal", "-shm"] {
                 let _ = make(&companion(log, suffix));
             }
         }
-        out.push(log.clone());
-        out.extend(
-            ["-wal", "-shm", "-journal"]
-                .map(|s| companion(log, s))
-                .into_iter()
-                .filter(|c| c.is_file()),
-        );
+        out.push(LogFile { fd, write: make_them });
+        for suffix in ["-wal", "-shm", "-journal"] {
+            if let Some(fd) = held(&companion(log, suffix)) {
+                out.push(LogFile {
+                    fd,
+                    write: make_them || suffix == "-shm",
+                });
+            }
+        }
     }
     out
+}
+
+/// `path` opened `O_PATH|O_NOFOLLOW`, if it is a regular file owned by this
+/// user with no other name.
+fn held(path: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let m = file.metadata().ok()?;
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    (m.file_type().is_file() && m.nlink() == 1 && m.uid() == me).then(|| file.into())
 }
 
 /// Makes `path` empty if it is not there (never through a link).
@@ -89,7 +115,8 @@ fn make(path: &Path) -> std::io::Result<()> {
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Never through a link; a FIFO planted there does not block.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map(drop)
 }
@@ -127,7 +154,7 @@ mod tests {
         // (A config's keys are walked in order.)
         assert_eq!(files, vec![cwd.join("events.jsonl"), cwd.join("new/run.db")]);
         assert_eq!(dirs, vec![cwd.join("logs")], "a version-like value is no path");
-        let made = prepare(&files, true);
+        let made = names(prepare(&files, true));
         assert_eq!(
             made,
             vec![
@@ -143,7 +170,7 @@ mod tests {
         std::fs::write(cwd.join("events.jsonl"), "{}\n").unwrap();
         std::fs::write(cwd.join("other.db"), "{}\n").unwrap();
         assert_eq!(
-            prepare(&[cwd.join("other.db")], true),
+            names(prepare(&[cwd.join("other.db")], true)),
             vec![cwd.join("other.db")],
             "not SQLite"
         );
@@ -152,7 +179,10 @@ mod tests {
         let mut head = b"SQLite format 3\0".to_vec();
         head.extend([16, 0, 1, 1]);
         std::fs::write(&legacy, &head).unwrap();
-        assert_eq!(prepare(std::slice::from_ref(&legacy), true), vec![legacy.clone()]);
+        assert_eq!(
+            names(prepare(std::slice::from_ref(&legacy), true)),
+            vec![legacy.clone()]
+        );
         head[18..20].copy_from_slice(&[2, 2]);
         std::fs::write(&legacy, &head).unwrap();
         assert_eq!(
@@ -160,5 +190,25 @@ mod tests {
             3,
             "in WAL mode: with -wal and -shm"
         );
+        // A link planted as a companion, or a hard link as the log, gets nothing.
+        let victim = cwd.join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::remove_file(cwd.join("theirs.db-wal")).unwrap();
+        std::os::unix::fs::symlink(&victim, cwd.join("theirs.db-wal")).unwrap();
+        let held = names(prepare(std::slice::from_ref(&legacy), true));
+        assert!(!held.contains(&cwd.join("theirs.db-wal")), "{held:?}");
+        std::fs::hard_link(&victim, cwd.join("hard.db")).unwrap();
+        assert!(prepare(&[cwd.join("hard.db")], true).is_empty());
+        // A reader writes the shared index only.
+        let reader = prepare(std::slice::from_ref(&legacy), false);
+        assert_eq!(reader.iter().filter(|f| f.write).count(), 1, "-shm only");
+    }
+
+    /// The paths of `held` files (from their descriptors).
+    fn names(held: Vec<LogFile>) -> Vec<PathBuf> {
+        use std::os::fd::AsRawFd;
+        held.iter()
+            .map(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.fd.as_raw_fd())).unwrap())
+            .collect()
     }
 }
