@@ -66,7 +66,10 @@ impl ToolCall {
 
     /// The call's id: the model's, or the one the loop gave a call that had none.
     pub fn id(&self) -> Option<&str> {
-        self.args.get(CALL_ID).and_then(Value::as_str)
+        self.args
+            .get(CALL_ID)
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
     }
 
     /// Its arguments as the tool receives them: without the call's id.

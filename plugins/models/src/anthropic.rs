@@ -74,7 +74,8 @@ pub fn messages(zu: &[Value]) -> (String, Vec<Value>) {
                 let queued = pending.pop_front();
                 let id = msg["call_id"]
                     .as_str()
-                    .map(str::to_owned)
+                    .filter(|i| !i.is_empty())
+                    .map(crate::http::wire_id)
                     .or(queued)
                     .unwrap_or_else(|| use_id(m, 0));
                 push(
@@ -132,7 +133,7 @@ pub fn response(v: &Value) -> Parsed {
                 let call = match &b["input"] {
                     Value::Object(args) => ToolCall {
                         name: name.to_owned(),
-                        args: args.clone(),
+                        args: crate::http::model_args(args.clone()),
                     },
                     other => ToolCall::invalid(name, &other.to_string(), "the input is not a JSON object"),
                 };

@@ -371,16 +371,48 @@ fn say_retry(provider: &str, why: &str, wait: Duration) {
 pub fn id_and_args(call: &Value, fallback: impl FnOnce() -> String) -> (String, Value) {
     let mut args = call.get("args").and_then(Value::as_object).cloned().unwrap_or_default();
     let id = match args.remove(zu_plugin_api::ports::CALL_ID) {
-        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(Value::String(id)) if !id.is_empty() => wire_id(&id),
         _ => fallback(),
     };
     (id, Value::Object(args))
+}
+
+/// A call id as it goes on the wire: unchanged when it is made of letters,
+/// digits, `_` and `-` and at most 64 long (what the APIs accept), else the
+/// same id made so (the call and its result always agree).
+pub fn wire_id(id: &str) -> String {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.len() <= 64 && id.chars().all(ok) {
+        return id.to_owned();
+    }
+    id.chars().map(|c| if ok(c) { c } else { '_' }).take(64).collect()
+}
+
+/// A model's arguments with zu's reserved key taken out: a model cannot
+/// give its call an id by writing one in its arguments.
+pub fn model_args(mut args: zu_plugin_api::prelude::JsonObject) -> zu_plugin_api::prelude::JsonObject {
+    args.remove(zu_plugin_api::ports::CALL_ID);
+    args
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_call_id_goes_on_the_wire_as_the_apis_take_it_and_a_model_cannot_set_one() {
+        assert_eq!(wire_id("call_abc-1"), "call_abc-1", "unchanged when fine");
+        assert_eq!(wire_id("functions.x:0"), "functions_x_0");
+        assert_eq!(wire_id(&"a".repeat(100)).len(), 64);
+        let call = json!({"name": "t", "args": {"$zu_call_id": "", "x": 1}});
+        assert_eq!(
+            id_and_args(&call, || "fallback".into()),
+            ("fallback".to_owned(), json!({"x": 1}))
+        );
+        let spoofed = json!({"$zu_call_id": "chosen", "x": 1}).as_object().cloned().unwrap();
+        assert_eq!(Value::Object(model_args(spoofed)), json!({"x": 1}));
+    }
 
     #[test]
     fn usage_counts_are_integers_that_fit_and_a_bad_one_is_named() {

@@ -62,7 +62,8 @@ pub fn messages(zu: &[Value]) -> Vec<Value> {
                 let queued = pending.pop_front();
                 let id = msg["call_id"]
                     .as_str()
-                    .map(str::to_owned)
+                    .filter(|i| !i.is_empty())
+                    .map(crate::http::wire_id)
                     .or(queued)
                     .unwrap_or_else(|| call_id(m, 0));
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
@@ -131,7 +132,7 @@ pub fn response(v: &Value) -> Parsed {
         let call = match serde_json::from_str::<Value>(raw_trimmed) {
             Ok(Value::Object(args)) => ToolCall {
                 name: name.to_owned(),
-                args,
+                args: crate::http::model_args(args),
             },
             Ok(_) => ToolCall::invalid(name, &raw, "the arguments are JSON but not an object"),
             Err(e) => ToolCall::invalid(name, &raw, &format!("not valid JSON: {e}")),

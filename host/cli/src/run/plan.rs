@@ -251,6 +251,8 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         });
     }
 
+    let given_containment = args.containment.is_some() || settings.file.containment.is_some();
+    let given_checks = args.checks.is_some() || settings.file.checks.is_some();
     let containment = match args.containment.or(settings.file.containment.take()) {
         Some(c) => c
             .parse()
@@ -284,10 +286,15 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
     let dirs = settings.plugin_dirs(&args.dirs, &table.dirs)?;
     let given = super::recorded::Given {
         provider: given_provider,
-        dirs: !args.dirs.is_empty() || !table.dirs.is_empty(),
+        dirs: !args.dirs.is_empty()
+            || !table.dirs.is_empty()
+            || std::env::var_os(zu_loader::discovery::PLUGIN_PATH_ENV).is_some_and(|p| !p.is_empty()),
         tools: args.tools.is_some() || table.tools.is_some(),
         detectors: args.detectors.is_some() || table.detectors.is_some(),
         validators: args.validators.is_some() || table.validators.is_some(),
+        containment: given_containment,
+        checks: given_checks,
+        max_usd: more.max_usd.is_some(),
     };
     Ok(Plan {
         spec,

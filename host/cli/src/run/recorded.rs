@@ -11,6 +11,7 @@ use uuid::Uuid;
 use zu_plugin_api::events::TASK_STARTED;
 use zu_plugin_api::filter::{EventFilter, FilterField};
 use zu_plugin_api::version::Kind;
+use zu_runtime::{Checks, Containment};
 
 use super::plan::Plan;
 use crate::config::PluginConfig;
@@ -19,44 +20,77 @@ use crate::Failure;
 /// What a redacted secret is replaced with on the log.
 pub(crate) const REDACTED: &str = "[kept off the log]";
 
-/// Whether a config key names a secret (its value never reaches the log; a
-/// `*_env` key names a variable and is kept).
+/// Words that make a config key (or a `key=value` inside a string) a
+/// secret's, matched on the key lowercased with `-` as `_`.
+const SECRET_PARTS: [&str; 10] = [
+    "api_key",
+    "apikey",
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "authorization",
+    "credential",
+    "cookie",
+    "private_key",
+];
+/// Whole keys that name a secret.
+const SECRET_KEYS: [&str; 8] = ["key", "auth", "pass", "pwd", "dsn", "access_key", "bearer", "signature"];
+
+/// Whether a config key names a secret (its value, whatever its type, never
+/// reaches the log; a `*_env` key names a variable and is kept).
 fn secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    !k.ends_with("_env")
-        && [
-            "api_key",
-            "apikey",
-            "token",
-            "password",
-            "passwd",
-            "secret",
-            "authorization",
-            "credential",
-        ]
-        .iter()
-        .any(|s| k.contains(s))
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    !k.ends_with("_env") && (SECRET_KEYS.contains(&k.as_str()) || SECRET_PARTS.iter().any(|s| k.contains(s)))
 }
 
-/// `config` with secrets replaced (by key, and a URL's password), and each
-/// string naming an existing relative path made absolute from `cwd`.
+/// `config` with secrets replaced (by key, whatever the value; `key=value`
+/// pairs and URL credentials inside strings), and each string naming an
+/// existing relative path made absolute from `cwd`.
 fn for_the_log(config: &Value, cwd: &Path) -> Value {
     match config {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(_) if secret_key(k) => Value::String(REDACTED.into()),
-                        other => for_the_log(other, cwd),
+                    let v = match secret_key(k) {
+                        true => Value::String(REDACTED.into()),
+                        false => for_the_log(v, cwd),
                     };
                     (k.clone(), v)
                 })
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|v| for_the_log(v, cwd)).collect()),
-        Value::String(s) => Value::String(without_url_password(&absolute(s, cwd))),
+        Value::String(s) => Value::String(without_inline_secrets(&without_url_password(&absolute(s, cwd)))),
         other => other.clone(),
     }
+}
+
+/// `s` with the value of each `NAME=value` / `NAME:value` whose name is a
+/// secret's (`--token=abc`, `password=x` of a libpq string, `?key=` of a
+/// query) replaced.
+fn without_inline_secrets(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(['=', ':']) {
+        let (before, after) = rest.split_at(at);
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |i| i + 1);
+        let name = &before[name_start..];
+        out.push_str(before);
+        out.push_str(&after[..1]);
+        let value = &after[1..];
+        let end = value.find([' ', '&', ';', ',', '"', '\'']).unwrap_or(value.len());
+        if !name.is_empty() && secret_key(name) && end > 0 && !value.starts_with("//") {
+            out.push_str(REDACTED);
+            rest = &value[end..];
+        } else {
+            rest = value;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn absolute(s: &str, cwd: &Path) -> String {
@@ -68,20 +102,31 @@ fn absolute(s: &str, cwd: &Path) -> String {
     s.to_owned()
 }
 
-/// `scheme://user:password@host/...` with the password replaced.
+/// A URL's (or a scheme-less DSN's) credentials replaced: the password of
+/// `user:password@host`, or a lone user that may be a token
+/// (`https://ghp_x@host`). The userinfo ends at the last `@` before the
+/// path, so a password holding `/`, `?` or `#` is still found.
 fn without_url_password(s: &str) -> String {
-    let Some((scheme, rest)) = s.split_once("://") else {
+    if s.contains(char::is_whitespace) {
+        return s.to_owned();
+    }
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), s),
+    };
+    let Some(at) = rest.rfind('@') else {
         return s.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
-        }
-        _ => s.to_owned(),
+    let (user_info, host) = (&rest[..at], &rest[at + 1..]);
+    // A scheme-less string is a DSN only as user:password@host.
+    if scheme.is_empty() && !user_info.contains(':') {
+        return s.to_owned();
     }
+    let user = match user_info.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    format!("{scheme}{user}@{host}")
 }
 
 /// The plan `task.started` records for `plan`, run in `cwd`.
@@ -107,8 +152,14 @@ pub(crate) fn record(plan: &Plan, cwd: &Path) -> Value {
         "tools": plan.tools,
         "detectors": plan.detectors,
         "validators": plan.validators,
-        "checks": format!("{:?}", plan.checks),
-        "containment": format!("{:?}", plan.containment),
+        "checks": match plan.checks {
+            Checks::FailOpen => "fail-open",
+            Checks::FailClosed => "fail-closed",
+        },
+        "containment": match plan.containment {
+            Containment::Audit => "audit",
+            Containment::Required => "required",
+        },
         "trusted": plan.trusted,
         "max_usd": plan.max_usd,
     })
@@ -134,6 +185,9 @@ pub(crate) struct Given {
     pub tools: bool,
     pub detectors: bool,
     pub validators: bool,
+    pub containment: bool,
+    pub checks: bool,
+    pub max_usd: bool,
 }
 
 /// Fills what the user did not give of a resumed run's `plan` from the
@@ -150,6 +204,7 @@ pub(crate) fn apply(plan: &mut Plan, recorded: &Value, given: &Given) -> Result<
     }
     if !given.dirs {
         if let Some(dirs) = names("plugin_dirs").filter(|d| !d.is_empty()) {
+            differs.push(format!("the plugin directories of the run's plan: {}", dirs.join(", ")));
             let dirs: Vec<std::path::PathBuf> = dirs.into_iter().map(Into::into).collect();
             plan.dirs = zu_loader::discovery::plugin_dirs(&dirs);
         }
@@ -169,6 +224,25 @@ pub(crate) fn apply(plan: &mut Plan, recorded: &Value, given: &Given) -> Result<
                 was.unwrap_or_default()
             ));
         }
+    }
+    // What contained and bounded the run holds for the rest of it too.
+    if let Some(c) = text("containment").filter(|_| !given.containment) {
+        plan.containment = c
+            .parse()
+            .map_err(|e: String| Failure::usage(format!("the run's plan: {e}")))?;
+        for t in names("trusted").unwrap_or_default() {
+            if !plan.trusted.contains(&t) {
+                plan.trusted.push(t);
+            }
+        }
+    }
+    if let Some(c) = text("checks").filter(|_| !given.checks) {
+        plan.checks = c
+            .parse()
+            .map_err(|e: String| Failure::usage(format!("the run's plan: {e}")))?;
+    }
+    if !given.max_usd {
+        plan.max_usd = recorded.get("max_usd").and_then(Value::as_f64);
     }
     if plan.finish_provider.is_none() {
         plan.finish_provider = text("finish_provider");
@@ -232,6 +306,25 @@ mod tests {
             "nested": {"bearer_token": "abc", "model": "gpt-4.1"},
         });
         let logged = for_the_log(&config, dir.path()).as_object().cloned().unwrap();
+        let more = json!({
+            "headers": {"x-api-key": "k1", "Authorization": ["Bearer k2"]},
+            "token": 12345,
+            "args": ["--token=k3", "--verbose"],
+            "dsn": "host=db password=k4 user=zu",
+            "url2": "https://api.example.com/v1?key=k5&model=x",
+            "git": "https://ghp_k6@github.com/o/r",
+            "odd": "postgresql://zu:p/a?s#s@db.example.com/zu",
+            "plain": "zu:k8@db.example.com/zu",
+            "conn": "user=zu password=k9",
+        });
+        let text = for_the_log(&more, dir.path()).to_string();
+        for k in ["k1", "k2", "12345", "k3", "k4", "k5", "k6", "p/a", "k8", "k9"] {
+            assert!(!text.contains(k), "{k} reached the log: {text}");
+        }
+        assert!(
+            text.contains("--verbose") && text.contains("model=x") && text.contains("github.com/o/r"),
+            "{text}"
+        );
         assert_eq!(logged["root"], dir.path().join("docs").display().to_string());
         assert_eq!(logged["api_key"], REDACTED);
         assert_eq!(

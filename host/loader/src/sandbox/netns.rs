@@ -37,7 +37,14 @@ pub fn split(entry: &str) -> Option<(String, u16)> {
 pub fn plan(hosts: &[String]) -> Vec<Forward> {
     let mut names: Vec<(String, IpAddr)> = Vec::new();
     let mut out: Vec<Forward> = Vec::new();
-    let entries: Vec<(String, u16)> = hosts.iter().filter_map(|h| split(h)).take(MAX_FORWARDS).collect();
+    let entries: Vec<(String, u16)> = hosts
+        .iter()
+        .filter_map(|h| split(h))
+        // An IPv6 address the namespace's lo cannot hold and serve (link-local,
+        // multicast, IPv4-mapped) is not forwarded: it would cost the others.
+        .filter(|(host, _)| host.parse::<Ipv6Addr>().map_or(true, forwardable_v6))
+        .take(MAX_FORWARDS)
+        .collect();
     // A name's address is one no granted literal holds.
     let literals: Vec<IpAddr> = entries.iter().filter_map(|(h, _)| h.parse().ok()).collect();
     let mut next = 0u16;
@@ -65,6 +72,15 @@ pub fn plan(hosts: &[String]) -> Vec<Forward> {
         }
     }
     out
+}
+
+/// Whether an IPv6 literal can be given to lo and listened on: loopback,
+/// or a unicast address that is not link-local or IPv4-mapped.
+fn forwardable_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let link_local = (s[0] & 0xffc0) == 0xfe80;
+    let multicast = (s[0] & 0xff00) == 0xff00;
+    ip.is_loopback() || !(ip.is_unspecified() || link_local || multicast || ip.to_ipv4_mapped().is_some())
 }
 
 /// The address a granted name resolves to inside the namespace.
@@ -317,6 +333,15 @@ mod tests {
             p[5].listen,
             "[2001:db8::1]:443".parse().unwrap(),
             "an IPv6 literal keeps it too"
+        );
+        let odd: Vec<String> = ["[fe80::1]:80", "[ff02::1]:80", "[::ffff:10.0.0.1]:80", "[fd00::7]:80"]
+            .map(String::from)
+            .to_vec();
+        let kept: Vec<String> = plan(&odd).iter().map(|f| f.host.clone()).collect();
+        assert_eq!(
+            kept,
+            vec!["fd00::7".to_owned()],
+            "link-local, multicast and mapped are not forwarded"
         );
         assert_eq!(address_of(&p, "API.example.com."), Some(Ipv4Addr::new(127, 77, 0, 1)));
         assert_eq!(address_of(&p, "127.0.0.1"), None, "literals need no name");
