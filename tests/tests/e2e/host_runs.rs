@@ -87,3 +87,31 @@ pub(crate) fn kill_at_turn(dir: &std::path::Path, args: &[&str], step: u64) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_secret_in_a_config_never_reaches_the_log() {
+    let plugins = plugins_with(&[zu_tests::artifacts().lib("zu_plugin_models")]);
+    let script = json!({"responses": [{"text": "{\"date\": \"2026-12-01\"}"}]});
+    let dir = workdir(plugins.path(), script, "plugins = [PLUGINS]");
+    // A tier-2 provider the run never climbs to, configured with a key in a header.
+    let secret = "sk-live-0123456789abcdef";
+    let config = json!({"model": "m", "base_url": "http://127.0.0.1:9/v1", "headers": {"x-api-key": secret}});
+    let out = zu_env(
+        dir.path(),
+        &[
+            "run",
+            "--validators",
+            "",
+            "--tier-provider",
+            "2=openai",
+            "--config",
+            &format!("providers.openai={config}"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    assert!(text.contains("\"tier_providers\""), "the plan is on the log");
+    assert!(!text.contains(secret), "the key reached the log");
+    assert!(text.contains("[kept off the log]"));
+}
