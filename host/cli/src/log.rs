@@ -77,8 +77,7 @@ impl LogArgs {
                 "a memory log lives only inside the process that writes it; read a durable sink (sqlite, jsonl, postgres)",
             ));
         }
-        let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-        let dirs = settings.plugin_dirs(&self.dirs, &table.dirs)?;
+        let (dirs, _) = settings.plugins(&self.dirs)?;
         let containment = load::FileContainment::take_from(settings);
         let protection = self.isolation_flags.protection(&containment)?;
         open_sink(&sink, config, dirs, protection, wait_ms)
@@ -95,32 +94,30 @@ pub fn open_sink(
     protection: zu_loader::Protection,
     wait_ms: Option<u64>,
 ) -> Result<Log, Failure> {
-    {
-        let configs = config
-            .map(|(mut value, origin)| {
-                if let Value::Object(o) = &mut value {
-                    o.insert("read_only".into(), true.into());
-                    if let Some(ms) = wait_ms {
-                        o.insert("wait_ms".into(), ms.into());
-                    }
+    let configs = config
+        .map(|(mut value, origin)| {
+            if let Value::Object(o) = &mut value {
+                o.insert("read_only".into(), true.into());
+                if let Some(ms) = wait_ms {
+                    o.insert("wait_ms".into(), ms.into());
                 }
-                PluginConfig {
-                    kind: Kind::Sinks,
-                    name: sink.to_owned(),
-                    value,
-                    origin,
-                }
-            })
-            .into_iter()
-            .collect();
-        let loaded = load::load(load::Source::Dirs(dirs), configs, sink_config_flag, protection)?;
-        match loaded.registry.sink(sink) {
-            Some(s) => Ok(Log {
-                bus: EventBus::with_sink(s),
-                sink: sink.to_owned(),
-            }),
-            None => Err(Failure::failed(loaded.missing(Kind::Sinks, sink, ""))),
-        }
+            }
+            PluginConfig {
+                kind: Kind::Sinks,
+                name: sink.to_owned(),
+                value,
+                origin,
+            }
+        })
+        .into_iter()
+        .collect();
+    let loaded = load::load(load::Source::Dirs(dirs), configs, sink_config_flag, protection)?;
+    match loaded.registry.sink(sink) {
+        Some(s) => Ok(Log {
+            bus: EventBus::with_sink(s),
+            sink: sink.to_owned(),
+        }),
+        None => Err(Failure::failed(loaded.missing(Kind::Sinks, sink, ""))),
     }
 }
 

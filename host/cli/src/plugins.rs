@@ -67,8 +67,7 @@ pub(crate) fn load_listed(
     rescan: bool,
 ) -> Result<(Loaded, zu_mcp::McpHost), Failure> {
     let mut settings = settings(config_file)?;
-    let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-    let dirs = settings.plugin_dirs(flag_dirs, &table.dirs)?;
+    let (dirs, _) = settings.plugins(flag_dirs)?;
     if let Some(hint) = dirs.nowhere_hint() {
         eprintln!("zu: {}", escape(&hint));
     }

@@ -193,18 +193,21 @@ impl Settings {
         )))
     }
 
-    /// Where plugins are: the `--plugins` flags (`given`), else the file's
-    /// `[plugins]` directories (`listed`: each must exist, from the file's
-    /// directory), else `$ZU_PLUGIN_PATH` or the default directory.
-    pub fn plugin_dirs(&self, given: &[PathBuf], listed: &[PathBuf]) -> Result<PluginDirs, Failure> {
-        if !given.is_empty() || listed.is_empty() {
-            return Ok(zu_loader::discovery::plugin_dirs(given));
+    /// The file's `[plugins]` table (taken out of it), and where plugins
+    /// are: the `--plugins` flags (`given`), else the table's directories
+    /// (each must exist, from the file's directory), else `$ZU_PLUGIN_PATH`
+    /// or the default directory.
+    pub fn plugins(&mut self, given: &[PathBuf]) -> Result<(PluginDirs, PluginsTable), Failure> {
+        let table = self.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
+        if !given.is_empty() || table.dirs.is_empty() {
+            return Ok((zu_loader::discovery::plugin_dirs(given), table));
         }
-        let dirs = listed
+        let dirs = table
+            .dirs
             .iter()
             .map(|d| self.existing(d, "plugins"))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(zu_loader::discovery::plugin_dirs(&dirs))
+        Ok((zu_loader::discovery::plugin_dirs(&dirs), table))
     }
 
     /// The config of `[provider]`/`[sink]` (`key`), inline or from its file.

@@ -71,13 +71,7 @@ pub fn messages(zu: &[Value]) -> (String, Vec<Value>) {
                 }
             }
             "tool" => {
-                let queued = pending.pop_front();
-                let id = msg["call_id"]
-                    .as_str()
-                    .filter(|i| !i.is_empty())
-                    .map(crate::http::wire_id)
-                    .or(queued)
-                    .unwrap_or_else(|| use_id(m, 0));
+                let id = crate::http::result_id(msg, pending.pop_front(), || use_id(m, 0));
                 push(
                     "user",
                     json!({"type": "tool_result", "tool_use_id": id, "content": content}),

@@ -377,6 +377,18 @@ pub fn id_and_args(call: &Value, fallback: impl FnOnce() -> String) -> (String, 
     (id, Value::Object(args))
 }
 
+/// The id a tool message's result goes back under: the one the message
+/// carries (as it goes on the wire), else the call's it answers in order
+/// (`queued`), else `fallback`.
+pub fn result_id(msg: &Value, queued: Option<String>, fallback: impl FnOnce() -> String) -> String {
+    msg["call_id"]
+        .as_str()
+        .filter(|i| !i.is_empty())
+        .map(wire_id)
+        .or(queued)
+        .unwrap_or_else(fallback)
+}
+
 /// A call id as it goes on the wire: unchanged when it is made of letters,
 /// digits, `_` and `-` and at most 64 long (what the APIs accept), else the
 /// same id made so (the call and its result always agree).

@@ -59,13 +59,7 @@ pub fn messages(zu: &[Value]) -> Vec<Value> {
                 out.push(a);
             }
             "tool" => {
-                let queued = pending.pop_front();
-                let id = msg["call_id"]
-                    .as_str()
-                    .filter(|i| !i.is_empty())
-                    .map(crate::http::wire_id)
-                    .or(queued)
-                    .unwrap_or_else(|| call_id(m, 0));
+                let id = crate::http::result_id(msg, pending.pop_front(), || call_id(m, 0));
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             role => out.push(json!({"role": role, "content": content})),

@@ -282,8 +282,7 @@ pub(crate) fn plan(args: RunArgs, query: Query) -> Result<Plan, Failure> {
         Some((path, Some((Kind::Sinks, name.clone()))))
     });
     protection.private_files.extend(log);
-    let table = settings.file.plugins.take().map(|p| p.into_table()).unwrap_or_default();
-    let dirs = settings.plugin_dirs(&args.dirs, &table.dirs)?;
+    let (dirs, table) = settings.plugins(&args.dirs)?;
     let given = super::recorded::Given {
         provider: given_provider,
         dirs: !args.dirs.is_empty()

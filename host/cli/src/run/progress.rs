@@ -20,6 +20,8 @@ struct State {
 /// A bus subscriber that keeps the state, and the thread that draws it.
 pub struct Progress {
     state: Arc<Mutex<State>>,
+    /// stderr is a terminal: the line is drawn.
+    terminal: bool,
     drawer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -59,16 +61,19 @@ impl Progress {
             doing: "starting".into(),
             done: false,
         }));
-        let watcher: Option<Arc<dyn Subscriber>> = std::io::stderr()
-            .is_terminal()
-            .then(|| Arc::new(Watcher(state.clone())) as Arc<dyn Subscriber>);
-        (Progress { state, drawer: None }, watcher)
+        let terminal = std::io::stderr().is_terminal();
+        let watcher = terminal.then(|| Arc::new(Watcher(state.clone())) as Arc<dyn Subscriber>);
+        let progress = Progress {
+            state,
+            terminal,
+            drawer: None,
+        };
+        (progress, watcher)
     }
 
     /// Starts drawing (on a terminal), once the run's own messages are out.
     pub fn draw(&mut self) {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
+        if !self.terminal {
             return;
         }
         let (state, started) = (self.state.clone(), Instant::now());
